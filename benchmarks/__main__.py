@@ -1,0 +1,32 @@
+"""Run the benchmarks: ``python -m benchmarks [--quick] [suite ...]``."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+
+from benchmarks import channels
+from benchmarks._report import render
+
+SUITES = {"channels": channels.run}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("suites", nargs="*", choices=[*SUITES, []], help="default: all")
+    parser.add_argument("--quick", action="store_true", help="fewer messages and repeats")
+    args = parser.parse_args()
+    print(f"python {platform.python_version()} on {platform.machine()}, {platform.system()}")
+    missed = False
+    for name in args.suites or list(SUITES):
+        options = {"n": 50_000, "repeats": 2, "round_trips": 5_000} if args.quick else {}
+        results = SUITES[name](**options)
+        print(f"\n== {name} ==")
+        print(render(results))
+        missed |= any(r.met is False for r in results)
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

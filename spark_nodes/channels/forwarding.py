@@ -1,0 +1,210 @@
+"""``ForwardingChannel``: one edge into another channel, with metadata defaults and observers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import anyio
+
+from spark_nodes.channels.base import BaseChannel, ChannelStatistics, Observer
+from spark_nodes.channels.memory import _not_a_message
+from spark_nodes.channels.message import ChannelMessage
+from spark_nodes.errors import ChannelClosed
+
+__all__ = ["ForwardingChannel"]
+
+
+class ForwardingChannel(BaseChannel):
+    """A channel that forwards what it is sent to ``downstream``, enriching the metadata.
+
+    Typically one edge of a graph into a node's mailbox, carrying per-edge metadata and
+    observers. Sending adds ``metadata_defaults`` under the message's own metadata (the
+    message's keys win) in a copy with the same payload, ack, id and shutdown flag; the
+    caller's message is never modified.
+
+    ``receive``, ``empty`` and ``qsize`` read the downstream channel, whichever edge sent
+    the message. ``close()`` closes this edge only: later sends raise
+    :class:`~spark_nodes.errors.ChannelClosed` and senders blocked on a full downstream are
+    woken with it, but the downstream channel (which other edges may feed) stays open and
+    can still be read through this channel.
+
+    Args:
+        downstream: The channel messages are forwarded to.
+        name: This edge's name; ``"forward->{downstream.name}"`` when omitted.
+        metadata_defaults: Metadata added to every message unless it has the key already.
+        observers: See :class:`BaseChannel`; phases refer to traffic through this edge.
+
+    Raises:
+        TypeError: ``downstream`` is not a channel or ``metadata_defaults`` is not a dict.
+    """
+
+    __slots__ = ("_blocked", "_defaults", "_downstream", "_received", "_sent")
+
+    def __init__(
+        self,
+        downstream: BaseChannel,
+        name: str | None = None,
+        metadata_defaults: dict[str, Any] | None = None,
+        observers: Iterable[Observer] | None = None,
+    ) -> None:
+        if not isinstance(downstream, BaseChannel):
+            raise TypeError(f"downstream must be a BaseChannel, not {type(downstream).__name__}")
+        if metadata_defaults is not None and not isinstance(metadata_defaults, dict):
+            raise TypeError(
+                f"metadata_defaults must be a dict, not {type(metadata_defaults).__name__}"
+            )
+        super().__init__(name=name or f"forward->{downstream.name}", observers=observers)
+        self._downstream = downstream
+        self._defaults = dict(metadata_defaults) if metadata_defaults else None
+        self._sent = 0
+        self._received = 0
+        self._blocked: set[anyio.CancelScope] = set()
+
+    @property
+    def downstream(self) -> BaseChannel:
+        """The channel this edge forwards to."""
+        return self._downstream
+
+    @property
+    def metadata_defaults(self) -> dict[str, Any]:
+        """A copy of the metadata this edge adds to every message."""
+        return dict(self._defaults or {})
+
+    async def send(self, message: ChannelMessage) -> None:
+        """Forward an enriched copy of ``message`` downstream, waiting for room if needed.
+
+        Raises:
+            ChannelClosed: This edge or the downstream channel is closed (also when closed
+                while we waited for room); nothing was forwarded.
+            TypeError: ``message`` is not a :class:`ChannelMessage`.
+        """
+        if message.__class__ is not ChannelMessage and not isinstance(message, ChannelMessage):
+            raise _not_a_message(message)
+        if self._closed:
+            raise self._closed_error()
+        defaults = self._defaults
+        out = message._with_metadata_defaults(defaults) if defaults else message
+        downstream = self._downstream
+        if downstream._would_block():
+            await self._send_when_room(out)
+        else:
+            await downstream.send(out)
+        self._sent += 1
+        if self._observers:
+            resume = self._observe(out, "send")
+            if resume is not None:
+                await self._observe_rest(out, "send", resume)
+
+    def send_nowait(self, message: ChannelMessage) -> None:
+        """Forward an enriched copy of ``message`` downstream now, or raise.
+
+        Raises:
+            ChannelFull: The downstream channel is bounded and full.
+            ChannelClosed: This edge or the downstream channel is closed.
+            TypeError: ``message`` is not a :class:`ChannelMessage`.
+            NotImplementedError: The downstream backend has no ``send_nowait``.
+        """
+        if message.__class__ is not ChannelMessage and not isinstance(message, ChannelMessage):
+            raise _not_a_message(message)
+        if self._closed:
+            raise self._closed_error()
+        defaults = self._defaults
+        out = message._with_metadata_defaults(defaults) if defaults else message
+        self._downstream.send_nowait(out)
+        self._sent += 1
+        if self._observers:
+            self._notify_nowait(out, "send")
+
+    async def receive(self) -> ChannelMessage:
+        """Receive the next message from the downstream channel.
+
+        Raises:
+            ChannelClosed: The downstream channel is closed and drained.
+        """
+        message = await self._downstream.receive()
+        self._received += 1
+        if self._observers:
+            resume = self._observe_receive(message)
+            if resume is None:
+                return message
+            try:
+                await self._finish_receive(message, resume)
+            except BaseException:
+                # Cancelled mid-notification: hand the message back rather than lose it.
+                self._received -= 1
+                self._downstream._requeue_front(message)
+                raise
+        return message
+
+    def empty(self) -> bool:
+        """Return True if the downstream channel has no message waiting."""
+        return self._downstream.empty()
+
+    def qsize(self) -> int:
+        """Return the downstream channel's depth.
+
+        Raises:
+            NotImplementedError: The downstream backend cannot count its messages.
+        """
+        return self._downstream.qsize()
+
+    def close(self) -> None:
+        """Close this edge (not the downstream channel) and wake its blocked senders.
+
+        Idempotent.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        for scope in self._blocked:
+            scope.cancel()
+
+    def statistics(self) -> ChannelStatistics:
+        """Return this edge's counts over the downstream channel's depth and waiters.
+
+        ``sent``, ``received``, ``closed`` and ``observer_errors`` are this edge's own;
+        the rest describe the downstream channel.
+        """
+        down = self._downstream.statistics()
+        return ChannelStatistics(
+            name=self._name,
+            depth=down.depth,
+            peak_depth=down.peak_depth,
+            maxsize=down.maxsize,
+            waiting_senders=down.waiting_senders,
+            waiting_receivers=down.waiting_receivers,
+            sent=self._sent,
+            received=self._received,
+            closed=self._closed,
+            observer_errors=self._observer_errors,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<ForwardingChannel name={self._name!r} downstream={self._downstream.name!r} "
+            f"closed={self._closed}>"
+        )
+
+    async def _send_when_room(self, message: ChannelMessage) -> None:
+        # The slow path only: a cancel scope per send would cost more than the hop itself.
+        with anyio.CancelScope() as scope:
+            self._blocked.add(scope)
+            try:
+                await self._downstream.send(message)
+            finally:
+                self._blocked.discard(scope)
+        if scope.cancelled_caught:
+            raise self._closed_error()
+
+    def _closed_error(self) -> ChannelClosed:
+        return ChannelClosed(
+            f"edge {self._name!r} is closed; it forwards no more messages "
+            f"(the downstream channel {self._downstream.name!r} is unaffected)"
+        )
+
+    def _would_block(self) -> bool:
+        return self._downstream._would_block()
+
+    def _requeue_front(self, message: ChannelMessage) -> bool:
+        return self._downstream._requeue_front(message)

@@ -1,0 +1,62 @@
+"""The errors spark_nodes raises, each named for the condition that raises it.
+
+Every error derives from :class:`SparkNodesError`, so ``except SparkNodesError`` catches
+anything the framework raises on purpose. Where a standard exception already names the
+condition (a full queue, a bad value, a bad type), ours subclasses it too, so code written
+against ``asyncio.Queue`` or plain Python keeps working.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+__all__ = [
+    "ChannelClosed",
+    "ChannelFull",
+    "MessageDecodeError",
+    "MessageEncodeError",
+    "SparkNodesError",
+]
+
+
+class SparkNodesError(Exception):
+    """Base class of every error spark_nodes raises on purpose."""
+
+
+class ChannelClosed(SparkNodesError):  # noqa: N818 - the seed API's name
+    """The channel was closed.
+
+    Raised by ``send``/``send_nowait`` on a closed channel (nothing is enqueued), by a
+    sender that was blocked on a full channel when it was closed, and by ``receive`` once
+    the channel is closed *and* every message queued before the close was delivered.
+    """
+
+
+class ChannelFull(SparkNodesError, asyncio.QueueFull):  # noqa: N818 - mirrors asyncio.QueueFull
+    """``send_nowait`` found a bounded channel full; nothing was enqueued.
+
+    Subclasses :class:`asyncio.QueueFull`, so ``except asyncio.QueueFull`` (the seed's
+    documented idiom) catches it.
+    """
+
+
+class MessageEncodeError(SparkNodesError, TypeError):
+    """A value cannot be written in the msgpack wire format.
+
+    The message names the offending type and where it sits, for example
+    ``payload["items"][3]: Decimal``. Subclasses :class:`TypeError`.
+    """
+
+
+class MessageDecodeError(SparkNodesError, ValueError):
+    """Bytes cannot be read as a spark_nodes message.
+
+    Raised for garbage, truncated input, trailing bytes, valid msgpack that is not our
+    envelope, and an unknown envelope version. ``reason`` says which, in words; ``data``
+    keeps the original bytes so the caller can dead-letter them unchanged.
+    """
+
+    def __init__(self, reason: str, data: bytes = b"") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.data = data
