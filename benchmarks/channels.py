@@ -129,9 +129,16 @@ async def _channel_ping_pong(n: int) -> list[float]:
     return samples
 
 
-def _best(run: Callable[[], Awaitable[float]], backend: str = "asyncio") -> float:
+def _best(
+    run: Callable[[], Awaitable[float]], backend: str = "asyncio", *, gc_paused: bool = False
+) -> float:
     gc.collect()
-    return anyio.run(run, backend=backend)
+    if gc_paused:
+        gc.disable()
+    try:
+        return anyio.run(run, backend=backend)
+    finally:
+        gc.enable()
 
 
 def run(*, n: int = 200_000, repeats: int = 5, round_trips: int = 20_000) -> list[Result]:
@@ -144,9 +151,11 @@ def run(*, n: int = 200_000, repeats: int = 5, round_trips: int = 20_000) -> lis
         "ForwardingChannel + observer": lambda: _forwarding_hop(n, 0),
     }
     best = {name: float("inf") for name in cases}
+    paused = {name: float("inf") for name in cases}
     for _ in range(repeats):
         for name, case in cases.items():
             best[name] = min(best[name], _best(case))
+            paused[name] = min(paused[name], _best(case, gc_paused=True))
     trio_best = min(_best(lambda: _channel_hop(n, 0), "trio") for _ in range(repeats))
 
     raw_rtt: list[float] = []
@@ -157,8 +166,8 @@ def run(*, n: int = 200_000, repeats: int = 5, round_trips: int = 20_000) -> lis
         gc.collect()
         our_rtt.extend(anyio.run(_channel_ping_pong, round_trips))
 
-    def per_message(name: str) -> float:
-        return best[name] / n * 1e6
+    def per_message(name: str, table: dict[str, float] = best) -> float:
+        return table[name] / n * 1e6
 
     def percentile(samples: list[float], q: int) -> float:
         return statistics.quantiles(samples, n=100)[q - 1] * 1e6
@@ -185,6 +194,18 @@ def run(*, n: int = 200_000, repeats: int = 5, round_trips: int = 20_000) -> lis
             per_message("ForwardingChannel + observer"),
             "us/msg",
             Target(raw, 2.0, "raw asyncio.Queue"),
+        ),
+        Result(
+            "  same, GC paused on both sides (info)",
+            per_message("InMemoryChannel", paused),
+            "us/msg",
+            Target(per_message("raw asyncio.Queue", paused), None, "raw, GC paused"),
+        ),
+        Result(
+            "  forwarding, GC paused on both sides (info)",
+            per_message("ForwardingChannel + observer", paused),
+            "us/msg",
+            Target(per_message("raw asyncio.Queue", paused), None, "raw, GC paused"),
         ),
         Result(
             "InMemoryChannel one hop on trio (info)",

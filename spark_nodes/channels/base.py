@@ -389,8 +389,10 @@ class BaseChannel(abc.ABC):
         """Whether ``send`` would wait for room now; False when the backend cannot tell."""
         return False
 
+    def _accepts_now(self) -> bool:
+        """Whether ``send_nowait`` would succeed now with exactly ``send``'s semantics."""
+        return False
+
     def _requeue_front(self, message: ChannelMessage) -> bool:
         """Put a received message back at the head; False if this backend cannot."""
         return False
-
-

@@ -153,10 +153,10 @@ def decode(
             raw,
         )
     if envelope.keys() != _ENVELOPE_KEYS:
-        missing = sorted(_ENVELOPE_KEYS - envelope.keys())
-        extra = sorted(map(repr, envelope.keys() - _ENVELOPE_KEYS))
+        missing = ", ".join(sorted(_ENVELOPE_KEYS - envelope.keys()))
+        extra = ", ".join(sorted(map(repr, envelope.keys() - _ENVELOPE_KEYS)))
         raise MessageDecodeError(
-            f"not a spark_nodes envelope: missing keys {missing}, unexpected keys {extra}", raw
+            f"not a spark_nodes envelope: missing keys [{missing}], unexpected keys [{extra}]", raw
         )
     ident, metadata, shutdown = envelope["id"], envelope["metadata"], envelope["shutdown"]
     if not isinstance(ident, str) or not ident:
@@ -240,6 +240,9 @@ def _find_problem(  # noqa: PLR0911, PLR0912 - one case per kind of value, read 
         if _INT64_MIN <= value <= _UINT64_MAX:
             return None
         return f"{path}: int {value} is outside msgpack's 64-bit range"
+    if isinstance(value, msgpack.ExtType | msgpack.Timestamp):
+        kind = type(value).__name__
+        return f"{path}: {kind} cannot be encoded: msgpack extensions are not plain data"
     if depth >= _MAX_DEPTH:
         return f"{path}: nested deeper than {_MAX_DEPTH} levels"
     if isinstance(value, dict | list | tuple):

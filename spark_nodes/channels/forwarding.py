@@ -86,7 +86,10 @@ class ForwardingChannel(BaseChannel):
         defaults = self._defaults
         out = message._with_metadata_defaults(defaults) if defaults else message
         downstream = self._downstream
-        if downstream._would_block():
+        if downstream._accepts_now():
+            # Same semantics as send() here (room, sync observers only), minus a coroutine.
+            downstream.send_nowait(out)
+        elif downstream._would_block():
             await self._send_when_room(out)
         else:
             await downstream.send(out)
@@ -125,7 +128,10 @@ class ForwardingChannel(BaseChannel):
         message = await self._downstream.receive()
         self._received += 1
         if self._observers:
-            resume = self._observe_receive(message)
+            if message._pending is None and message._ack is None:
+                resume = self._observe(message, "receive")  # the common case, one call less
+            else:
+                resume = self._observe_receive(message)
             if resume is None:
                 return message
             try:
@@ -205,6 +211,9 @@ class ForwardingChannel(BaseChannel):
 
     def _would_block(self) -> bool:
         return self._downstream._would_block()
+
+    def _accepts_now(self) -> bool:
+        return self._all_sync and self._downstream._accepts_now()
 
     def _requeue_front(self, message: ChannelMessage) -> bool:
         return self._downstream._requeue_front(message)
