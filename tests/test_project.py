@@ -1,0 +1,29 @@
+"""The README's promises: two set-up commands, and CI runs exactly them."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def readme_setup_commands() -> list[str]:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Set up", 1)[1]
+    block = re.search(r"```sh\n(.*?)```", section, re.DOTALL)
+    assert block is not None, "README's 'Set up' section needs a ```sh block"
+    return [line for line in block.group(1).splitlines() if line.strip()]
+
+
+def test_readme_gives_two_setup_commands_install_and_demo_then_tests() -> None:
+    install_and_demo, tests = readme_setup_commands()
+    assert "pip install -e '.[dev]'" in install_and_demo
+    assert "examples.hello" in install_and_demo
+    assert "pytest" in tests
+
+
+def test_ci_runs_the_readme_commands_verbatim() -> None:
+    ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    for command in readme_setup_commands():
+        assert command in ci_lines, f".ci/run must run the README command: {command}"
