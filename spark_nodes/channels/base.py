@@ -271,28 +271,19 @@ class BaseChannel(abc.ABC):
 
     def _observe(self, message: ChannelMessage, phase: str) -> _Resume | None:
         """Run observers in order until one must be awaited; return where to resume."""
-        if self._all_sync:
-            index = 0
-            for observer in self._observers:
-                index += 1
-                try:
-                    result = observer(message, self, phase)
-                except Exception:  # noqa: BLE001 - an observer must never break delivery
-                    self._observer_failed(observer, message, phase)
-                    continue
-                if result is not None and inspect.isawaitable(result):
-                    return (index, result, observer)
-            return None
-        for index, observer in enumerate(self._observers):
-            if index == self._first_async:
+        first_async = self._first_async
+        index = 0
+        for observer in self._observers:
+            if index == first_async:
                 return (index, None, None)
+            index += 1
             try:
                 result = observer(message, self, phase)
             except Exception:  # noqa: BLE001 - an observer must never break delivery
                 self._observer_failed(observer, message, phase)
                 continue
             if result is not None and inspect.isawaitable(result):
-                return (index + 1, result, observer)
+                return (index, result, observer)
         return None
 
     async def _observe_rest(self, message: ChannelMessage, phase: str, resume: _Resume) -> None:

@@ -57,9 +57,11 @@ class _OnceAck:
         return self._state == _ACKED
 
     def watch(self, notify: _Notify, message: ChannelMessage) -> None:
+        # Idempotent: a message put back and received again must not report "ack" twice.
         if self._watchers is None:
-            self._watchers = []
-        self._watchers.append((notify, message))
+            self._watchers = [(notify, message)]
+        elif not any(n == notify and m is message for n, m in self._watchers):
+            self._watchers.append((notify, message))
 
     async def __call__(self) -> None:
         if self._state != _NOT_ACKED:

@@ -216,3 +216,31 @@ async def test_observers_can_be_added_and_removed() -> None:
 def test_an_observer_must_be_callable() -> None:
     with pytest.raises(TypeError, match=r"observer must be callable as observer\(message"):
         InMemoryChannel(observers=["print"])  # type: ignore[list-item]
+
+
+async def test_a_message_put_back_and_received_again_reports_ack_once() -> None:
+    entered = anyio.Event()
+    first_receive = True
+
+    async def slow_once(message: ChannelMessage, channel: BaseChannel, phase: str) -> None:
+        nonlocal first_receive
+        if phase == "receive" and first_receive:
+            first_receive = False
+            entered.set()
+            await anyio.sleep_forever()
+
+    async def ack() -> None:
+        return None
+
+    recorder = RecordingObserver()
+    channel = InMemoryChannel(observers=[recorder, slow_once])
+    await channel.send(ChannelMessage(1, ack=ack))
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as group:
+            group.start_soon(channel.receive)
+            await entered.wait()
+            group.cancel_scope.cancel()
+        received = await channel.receive()
+    assert received.ack is not None
+    await received.ack()
+    assert recorder.phases == ["send", "receive", "receive", "ack"]
