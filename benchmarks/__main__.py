@@ -6,10 +6,10 @@ import argparse
 import platform
 import sys
 
-from benchmarks import channels
+from benchmarks import channels, graphs
 from benchmarks._report import render
 
-SUITES = {"channels": channels.run}
+SUITES = {"channels": channels.run, "graphs": graphs.run}
 
 
 def main() -> int:

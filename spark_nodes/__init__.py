@@ -16,19 +16,52 @@ from spark_nodes.channels import (
     InMemoryChannel,
     QueueBridge,
 )
-from spark_nodes.errors import MessageDecodeError, MessageEncodeError, SparkNodesError
+from spark_nodes.errors import (
+    GraphFailed,
+    GraphNotRunning,
+    MessageDecodeError,
+    MessageEncodeError,
+    SparkNodesError,
+    WiringError,
+)
+from spark_nodes.graphs import Budget, Graph, GraphResult, StopReason, Task, TaskType
+from spark_nodes.nodes import (
+    ExecutionContext,
+    Node,
+    NodeConfig,
+    NodeMessage,
+    OnError,
+    RestartPolicy,
+    RetryPolicy,
+)
 
 __all__ = [
     "BaseChannel",
+    "Budget",
     "ChannelClosed",
     "ChannelFull",
     "ChannelMessage",
     "ChannelStatistics",
+    "ExecutionContext",
     "ForwardingChannel",
+    "Graph",
+    "GraphFailed",
+    "GraphNotRunning",
+    "GraphResult",
     "InMemoryChannel",
     "MessageDecodeError",
     "MessageEncodeError",
+    "Node",
+    "NodeConfig",
+    "NodeMessage",
+    "OnError",
     "QueueBridge",
+    "RestartPolicy",
+    "RetryPolicy",
     "SparkNodesError",
+    "StopReason",
+    "Task",
+    "TaskType",
+    "WiringError",
     "errors",
 ]

@@ -13,9 +13,12 @@ import asyncio
 __all__ = [
     "ChannelClosed",
     "ChannelFull",
+    "GraphFailed",
+    "GraphNotRunning",
     "MessageDecodeError",
     "MessageEncodeError",
     "SparkNodesError",
+    "WiringError",
 ]
 
 
@@ -23,7 +26,7 @@ class SparkNodesError(Exception):
     """Base class of every error spark_nodes raises on purpose."""
 
 
-class ChannelClosed(SparkNodesError):  # noqa: N818 - the seed API's name
+class ChannelClosed(SparkNodesError):
     """The channel was closed.
 
     Raised by ``send``/``send_nowait`` on a closed channel (nothing is enqueued), by a
@@ -32,7 +35,7 @@ class ChannelClosed(SparkNodesError):  # noqa: N818 - the seed API's name
     """
 
 
-class ChannelFull(SparkNodesError, asyncio.QueueFull):  # noqa: N818 - mirrors asyncio.QueueFull
+class ChannelFull(SparkNodesError, asyncio.QueueFull):
     """``send_nowait`` found a bounded channel full; nothing was enqueued.
 
     Subclasses :class:`asyncio.QueueFull`, so ``except asyncio.QueueFull`` (the seed's
@@ -60,3 +63,28 @@ class MessageDecodeError(SparkNodesError, ValueError):
         super().__init__(reason)
         self.reason = reason
         self.data = data
+
+
+class WiringError(SparkNodesError, ValueError):
+    """A graph is wired wrongly; raised when it is built, before anything runs.
+
+    For example an edge to something that is not a node, two nodes with one id, a node
+    already running in another graph, or a custom ``go()`` loop in a one-pass run.
+    """
+
+
+class GraphFailed(SparkNodesError):
+    """A run ended in failure: a worker loop crashed more often than its restart policy allows.
+
+    The other workers were stopped gracefully first. ``__cause__`` is the last crash;
+    ``node_id`` names the node, ``result`` holds the run's result up to the failure.
+    """
+
+    def __init__(self, message: str, *, node_id: str, result: object = None) -> None:
+        super().__init__(message)
+        self.node_id = node_id
+        self.result = result
+
+
+class GraphNotRunning(SparkNodesError):
+    """``send`` or ``shutdown`` was called on a graph that is not running (or is stopping)."""

@@ -11,7 +11,7 @@ from spark_nodes.channels.base import BaseChannel, ChannelStatistics, Observer, 
 from spark_nodes.channels.bridge import QueueBridge
 from spark_nodes.channels.forwarding import ForwardingChannel
 from spark_nodes.channels.memory import InMemoryChannel
-from spark_nodes.channels.message import AckCallback, ChannelMessage
+from spark_nodes.channels.message import AckCallback, ChannelMessage, new_message_id
 from spark_nodes.errors import ChannelClosed, ChannelFull, MessageDecodeError, MessageEncodeError
 
 __all__ = [
@@ -28,4 +28,5 @@ __all__ = [
     "Observer",
     "ObserverPhase",
     "QueueBridge",
+    "new_message_id",
 ]

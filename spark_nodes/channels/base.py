@@ -380,6 +380,10 @@ class BaseChannel(abc.ABC):
         """Whether ``send`` would wait for room now; False when the backend cannot tell."""
         return False
 
+    def _receive_ready(self) -> ChannelMessage | None:
+        """A message ``receive`` would return at once with nothing to await, else None."""
+        return None
+
     def _accepts_now(self) -> bool:
         """Whether ``send_nowait`` would succeed now with exactly ``send``'s semantics."""
         return False
@@ -387,3 +391,7 @@ class BaseChannel(abc.ABC):
     def _requeue_front(self, message: ChannelMessage) -> bool:
         """Put a received message back at the head; False if this backend cannot."""
         return False
+
+    def _discard_shutdowns(self) -> int:
+        """Drop queued shutdown messages (a finished run's leftovers); return how many."""
+        return 0

@@ -44,7 +44,7 @@ def _packb(value: Any) -> bytes:
     return data
 
 
-class _ForeignExtension(Exception):  # noqa: N818 - internal signal, never escapes
+class _ForeignExtension(Exception):
     def __init__(self, code: int) -> None:
         self.code = code
 

@@ -217,3 +217,6 @@ class ForwardingChannel(BaseChannel):
 
     def _requeue_front(self, message: ChannelMessage) -> bool:
         return self._downstream._requeue_front(message)
+
+    def _discard_shutdowns(self) -> int:
+        return self._downstream._discard_shutdowns()

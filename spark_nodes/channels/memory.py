@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from spark_nodes.channels._waiters import park, wake_all, wake_one
@@ -50,7 +50,17 @@ class InMemoryChannel(BaseChannel):
         ValueError: ``maxsize`` is negative.
     """
 
-    __slots__ = ("_limit", "_maxsize", "_peak", "_queue", "_receivers", "_senders", "_sent")
+    __slots__ = (
+        "_arrival",
+        "_arrival_depth",
+        "_limit",
+        "_maxsize",
+        "_peak",
+        "_queue",
+        "_receivers",
+        "_senders",
+        "_sent",
+    )
 
     def __init__(
         self,
@@ -66,10 +76,14 @@ class InMemoryChannel(BaseChannel):
         self._maxsize = maxsize
         self._limit = maxsize or sys.maxsize  # one comparison on the hot path, bounded or not
         self._queue: deque[ChannelMessage] = deque()
-        self._receivers: deque[Any] = deque()
-        self._senders: deque[Any] = deque()
+        self._receivers: list[Any] = []
+        self._senders: list[Any] = []
         self._sent = 0
         self._peak = 0
+        # A graph run's hook: start a worker when a message arrives while at most
+        # _arrival_depth are queued (fewer than the node's worker loops could be busy).
+        self._arrival: Callable[[], None] | None = None
+        self._arrival_depth = 0
 
     @property
     def maxsize(self) -> int:
@@ -101,6 +115,8 @@ class InMemoryChannel(BaseChannel):
             self._peak = depth
         if self._receivers:
             wake_one(self._receivers)
+        if depth <= self._arrival_depth and self._arrival is not None:
+            self._arrival()
         if self._observers:
             resume = self._observe(message, "send")
             if resume is not None:
@@ -134,6 +150,8 @@ class InMemoryChannel(BaseChannel):
             self._peak = depth
         if self._receivers:
             wake_one(self._receivers)
+        if depth <= self._arrival_depth and self._arrival is not None:
+            self._arrival()
         if self._observers:
             self._notify_nowait(message, "send")
 
@@ -223,8 +241,33 @@ class InMemoryChannel(BaseChannel):
     def _would_block(self) -> bool:
         return len(self._queue) >= self._limit
 
+    def _receive_ready(self) -> ChannelMessage | None:
+        # The worker loop's fast path: receive() minus its coroutine, when nothing needs
+        # awaiting (no observers, no deferred observer work).
+        queue = self._queue
+        if not queue or self._observers or queue[0]._pending is not None:
+            return None
+        message = queue.popleft()
+        if self._senders:
+            wake_one(self._senders)
+        return message
+
     def _accepts_now(self) -> bool:
         return self._all_sync and len(self._queue) < self._limit
+
+    def _set_arrival_hook(self, hook: Callable[[], None] | None, depth: int = 0) -> None:
+        self._arrival = hook
+        self._arrival_depth = depth if hook is not None else 0
+
+    def _discard_shutdowns(self) -> int:
+        queue = self._queue
+        kept = [message for message in queue if not message.is_shutdown]
+        dropped = len(queue) - len(kept)
+        if dropped:
+            queue.clear()
+            queue.extend(kept)
+            self._sent -= dropped  # they were never received: keep received = sent - depth
+        return dropped
 
     def _requeue_front(self, message: ChannelMessage) -> bool:
         self._queue.appendleft(message)

@@ -8,26 +8,33 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
-__all__ = ["AckCallback", "ChannelMessage"]
+__all__ = ["AckCallback", "ChannelMessage", "new_message_id"]
 
 AckCallback = Callable[[], Awaitable[None]]
 """An acknowledgement callback: ``async def ack() -> None``."""
 
-# Message ids are "<16 hex random>-<hex counter>": unique across processes (64 random bits
-# per process) yet ~40 ns to reserve, because only an int is taken until someone reads the
-# id. A uuid4 per message would cost more than a whole in-memory hop.
-_prefix: str = secrets.token_hex(8)
+# Message ids are "<16 hex random>-<decimal counter>": unique across processes (64 random
+# bits per process) yet ~40 ns to reserve, because only an int is taken until someone reads
+# the id. A uuid4 per message would cost more than a whole in-memory hop, and formatting the
+# counter in decimal is 5x cheaper than in hex.
+_prefix: str = secrets.token_hex(8) + "-"
 _sequence: itertools.count[int] = itertools.count(1)
 
 
 def _reseed_ids() -> None:
     # A forked child must not hand out the ids its parent hands out.
     global _prefix, _sequence  # noqa: PLW0603 - process-wide id source, reset per process
-    _prefix = secrets.token_hex(8)
+    _prefix = secrets.token_hex(8) + "-"
     _sequence = itertools.count(1)
 
 
 os.register_at_fork(after_in_child=_reseed_ids)
+
+
+def new_message_id() -> str:
+    """Return a fresh message id, in the format :attr:`ChannelMessage.id` uses."""
+    return f"{_prefix}{next(_sequence)}"
+
 
 _Notify = Callable[["ChannelMessage", str], Awaitable[None]]
 
@@ -112,7 +119,8 @@ class ChannelMessage:
             successfully; a call while the first one runs, or after it succeeded, returns
             at once; if the callback raised, a later call tries again.
         is_shutdown: True for a shutdown signal rather than data.
-        id: A process-unique, cross-process-distinct string for tracing and
+        id: ``"<16 hex random>-<counter>"``, unique in the process and distinct across
+            processes, for tracing and
             de-duplication, generated on first access unless given. Not part of ``==``.
 
     Raises:
@@ -190,7 +198,7 @@ class ChannelMessage:
             return ident
         if ident is None:
             ident = next(_sequence)
-        text = f"{_prefix}-{ident:x}"
+        text = f"{_prefix}{ident}"
         self._id = text
         return text
 

@@ -1,0 +1,8 @@
+"""Graphs: run wired nodes together, in one pass or as long-running workers."""
+
+from spark_nodes.graphs.graph import Graph
+from spark_nodes.graphs.result import GraphResult, StopReason
+from spark_nodes.graphs.task import Budget, Task, TaskType
+from spark_nodes.nodes.runtime import NodeStatistics
+
+__all__ = ["Budget", "Graph", "GraphResult", "NodeStatistics", "StopReason", "Task", "TaskType"]

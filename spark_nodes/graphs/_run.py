@@ -1,0 +1,336 @@
+"""One run of a graph: worker loops under supervision, shutdown, budgets, the result.
+
+A node is *finished* once it will handle no more messages: it drained (a shutdown from each
+predecessor, and its in-flight work done), or it stopped, or all its loops returned. The
+run ends when every node has finished and every task it started has ended.
+
+Nodes with the default loop and an in-memory mailbox get workers on demand (see
+:meth:`NodeRuntime.drain`); the others get their ``config.concurrency`` loops for the
+whole run. Both kinds are restarted by :meth:`Run._supervise` if they crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import structlog
+
+from spark_nodes.channels import BaseChannel, ChannelClosed, ChannelMessage
+from spark_nodes.errors import GraphFailed
+from spark_nodes.graphs._spawn import Spawn, open_spawner
+from spark_nodes.graphs.result import GraphResult, StopReason
+from spark_nodes.nodes import Node, NodeMessage
+from spark_nodes.nodes.runtime import NodeRuntime
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
+    from spark_nodes.graphs.graph import Graph
+    from spark_nodes.graphs.task import Task
+
+_log = structlog.get_logger("spark_nodes")
+
+_LONG_RUNNING_OUTPUTS = 1000  # a stream's results are not kept without bound
+
+
+class Run:
+    """The state of one ``graph.run(task)``; the nodes' :class:`RunContext`."""
+
+    def __init__(self, graph: Graph, task: Task, topology: Topology) -> None:
+        self.graph = graph
+        self.task = task
+        self.dead_letters: BaseChannel = graph.dead_letters
+        self.one_pass = task.type == "standard"
+        self.max_messages = task.budget.max_messages
+        self.in_flight = 0
+        self.handled = 0
+        self.watch_each_message = self.one_pass or self.max_messages is not None
+        self.outputs: deque[NodeMessage] = deque(
+            maxlen=None if self.one_pass else _LONG_RUNNING_OUTPUTS
+        )
+        self.runtimes = {
+            node.id: NodeRuntime(node, self, topology.shutdown_sources[node.id])
+            for node in topology.nodes
+        }
+        self.successors = topology.forward_successors
+        self.sources = topology.sources
+        self.unfinished = len(self.runtimes)
+        self.shutdown_reason: StopReason | None = None
+        self.stop_reason: StopReason | None = None
+        self.stop_detail = ""
+        self.failure: tuple[str, BaseException] | None = None
+        self.cancelled = False
+        self.started = time.monotonic()
+        self._all_finished = anyio.Event()
+        self._outer: TaskGroup | None = None
+        self._workers: anyio.CancelScope | None = None
+        self._spawn: Spawn | None = None
+
+    # -- RunContext ---------------------------------------------------------------------
+
+    def message_done(self) -> None:
+        """A message was handled; check budgets and, in a one-pass run, completion."""
+        if self.max_messages is not None and self.handled >= self.max_messages:
+            self.request_stop(StopReason.BUDGET, f"max_messages={self.max_messages} reached")
+        elif self.one_pass and self.in_flight == 0:
+            self.begin_shutdown(StopReason.COMPLETED)
+
+    def terminal_output(self, node: Node, output: NodeMessage) -> None:
+        """Keep an output that took no edge."""
+        self.outputs.append(output)
+
+    def request_stop(self, reason: str, detail: str) -> None:
+        """Stop gracefully: no new messages, in-flight work gets the grace period."""
+        if self.stop_reason is not None:
+            return
+        self.stop_reason = StopReason(reason)
+        self.stop_detail = detail
+        _log.info("graph stopping", graph=self.graph.name, reason=reason, detail=detail)
+        for runtime in self.runtimes.values():
+            runtime.node._stop_flag = True  # set before waking, so woken loops see it
+        for runtime in self.runtimes.values():
+            self.node_stopping(runtime)
+        if self._outer is not None:
+            self._outer.start_soon(self._cancel_after_grace)
+
+    def node_stopping(self, runtime: NodeRuntime) -> None:
+        """``runtime.node._stop_flag`` was just set: wake its loops or finish it if idle."""
+        if runtime.finished:
+            return
+        if runtime.on_demand:
+            if runtime.active == 0:
+                self._finish(runtime)
+                if self._outer is not None:
+                    self._outer.start_soon(self._pass_shutdown_on, runtime)
+        else:
+            runtime.wake_for_stop()
+
+    def start_drain(self, runtime: NodeRuntime) -> None:
+        """Start an on-demand worker for ``runtime`` (``runtime.active`` counts it)."""
+        assert self._spawn is not None
+        self._spawn(self._supervise, runtime)
+
+    # -- shutdown -------------------------------------------------------------------------
+
+    def begin_shutdown(self, reason: StopReason) -> None:
+        """Start a graceful drain from the source nodes (from sync code)."""
+        if self.shutdown_reason is not None or self.stop_reason is not None:
+            return
+        self.shutdown_reason = reason
+        if self._outer is not None:
+            self._outer.start_soon(self._shut_down_sources)
+
+    async def shutdown(self) -> None:
+        """Start a graceful drain from the source nodes (``graph.shutdown()``)."""
+        if self.shutdown_reason is not None or self.stop_reason is not None:
+            return
+        self.shutdown_reason = StopReason.SHUTDOWN
+        await self._shut_down_sources()
+
+    async def _shut_down_sources(self) -> None:
+        for node_id in self.sources:
+            runtime = self.runtimes[node_id]
+            if not runtime.finished:
+                await _send_shutdown(runtime.node, source=None)
+
+    def _finish(self, runtime: NodeRuntime) -> None:
+        runtime.finished = True
+        self.unfinished -= 1
+        if self.unfinished == 0:
+            self._all_finished.set()
+
+    async def _pass_shutdown_on(self, runtime: NodeRuntime) -> None:
+        """Send the finished node's shutdown to its successors, whatever its loop was."""
+        if self.stop_reason is not None:
+            return
+        node_id = runtime.node.id
+        for successor_id in self.successors[node_id]:
+            successor = self.runtimes[successor_id]
+            if not successor.finished:
+                await _send_shutdown(successor.node, source=node_id)
+
+    # -- running --------------------------------------------------------------------------
+
+    async def execute(self) -> GraphResult:
+        """Run until every node has finished and every task has ended; return the result.
+
+        Raises:
+            GraphFailed: A worker loop crashed more often than its restart policy allows.
+        """
+        budget = self.task.budget
+        async with anyio.create_task_group() as outer:
+            self._outer = outer
+            if budget.max_seconds is not None:
+                outer.start_soon(self._stop_after, budget.max_seconds)
+            if self.task.idle_timeout is not None:
+                outer.start_soon(self._shut_down_when_idle, self.task.idle_timeout)
+            with anyio.CancelScope() as workers:
+                self._workers = workers
+                async with open_spawner() as spawn:
+                    self._spawn = spawn
+                    for runtime in self.runtimes.values():
+                        self._start(runtime, spawn)
+                    await self._feed(self.task.inputs)
+                    await self._all_finished.wait()
+            outer.cancel_scope.cancel()  # the timers
+        result = self.result()
+        if self.failure is not None:
+            node_id, error = self.failure
+            raise GraphFailed(
+                f"worker loop of node {node_id!r} crashed more often than its restart policy "
+                f"allows ({error.__class__.__name__}: {error}); the other loops were stopped",
+                node_id=node_id,
+                result=result,
+            ) from error
+        return result
+
+    def _start(self, runtime: NodeRuntime, spawn: Spawn) -> None:
+        node = runtime.node
+        if runtime.on_demand:
+            mailbox = node.mailbox
+            assert hasattr(mailbox, "_set_arrival_hook")
+            mailbox._set_arrival_hook(runtime.on_arrival, node.config.concurrency)
+            for _ in range(min(node.mailbox.qsize(), node.config.concurrency)):
+                runtime.on_arrival()  # messages left from before the run
+            return
+        runtime.active = node.config.concurrency
+        for _ in range(node.config.concurrency):
+            spawn(self._supervise, runtime)
+
+    async def _feed(self, inputs: Any) -> None:
+        if inputs is None:
+            if self.one_pass:
+                self.begin_shutdown(StopReason.COMPLETED)
+            return
+        start = self.graph.start
+        self.in_flight += 1
+        if isinstance(inputs, NodeMessage):
+            message = ChannelMessage(inputs.content, dict(inputs.metadata), id=inputs.id)
+        else:
+            message = ChannelMessage(inputs)
+        await start.mailbox.send(message)
+
+    async def _supervise(self, runtime: NodeRuntime) -> None:
+        """Run one worker of a node; restart it when it crashes; finish the node after."""
+        node = runtime.node
+        crashes: list[float] | None = None
+        try:
+            while True:
+                try:
+                    if runtime.custom_loop:
+                        await node.go()
+                    elif runtime.on_demand:
+                        await runtime.drain()
+                    else:
+                        await runtime.run_default_loop()
+                except Exception as error:  # noqa: BLE001 - a crash, handled by supervision
+                    if node._stop_flag or self.stop_reason is not None:
+                        _log.info("worker loop ended with an error while stopping",
+                                  node=node.id, error=repr(error))  # fmt: skip
+                        break
+                    crashes = self._count_crash(runtime, crashes, error)
+                    if crashes is None:
+                        break
+                    await anyio.sleep(node.config.restart.delay(len(crashes)))
+                    if runtime.node._stop_flag:  # may have been set while we slept
+                        break
+                    continue
+                break
+        finally:
+            runtime.active -= 1
+        if runtime.active or runtime.finished:
+            return
+        if runtime.on_demand and not (runtime.draining or node._stop_flag):
+            if not node.mailbox.empty():
+                runtime.on_arrival()  # a crashed worker left messages behind
+            return  # idle: the next arrival starts a worker
+        self._finish(runtime)
+        await self._pass_shutdown_on(runtime)
+
+    def _count_crash(
+        self, runtime: NodeRuntime, crashes: list[float] | None, error: Exception
+    ) -> list[float] | None:
+        """Record a crash; return the crash times in the window, or None past the limit."""
+        node = runtime.node
+        policy = node.config.restart
+        now = time.monotonic()
+        recent = [t for t in crashes or () if now - t <= policy.within_seconds]
+        if len(recent) >= policy.max_restarts:
+            _log.error("worker loop crashed too often", node=node.id,
+                       restarts=len(recent), exc_info=error)  # fmt: skip
+            if self.failure is None:
+                self.failure = (node.id, error)
+            self.request_stop(StopReason.ERROR, f"{node.id} crashed: {error!r}")
+            return None
+        recent.append(now)
+        runtime.restarts += 1
+        _log.warning("worker loop crashed; restarting", node=node.id,
+                     restart=len(recent), exc_info=error)  # fmt: skip
+        return recent
+
+    async def _stop_after(self, seconds: float) -> None:
+        await anyio.sleep(seconds)
+        self.request_stop(StopReason.BUDGET, f"max_seconds={seconds} reached")
+
+    async def _shut_down_when_idle(self, seconds: float) -> None:
+        while True:
+            before = self.handled
+            await anyio.sleep(seconds)
+            if self.handled == before:
+                self.begin_shutdown(StopReason.IDLE)
+                return
+
+    async def _cancel_after_grace(self) -> None:
+        await anyio.sleep(self.task.budget.grace_period)
+        if self._workers is not None and self.unfinished:
+            busy = sorted(i for i, runtime in self.runtimes.items() if not runtime.finished)
+            _log.warning("grace period over; cancelling", graph=self.graph.name, nodes=busy)
+            self.cancelled = True
+            self._workers.cancel()
+
+    def close(self) -> None:
+        """Detach the run from the nodes' mailboxes (after the run ended)."""
+        for runtime in self.runtimes.values():
+            mailbox = runtime.node.mailbox
+            if runtime.on_demand:
+                mailbox._set_arrival_hook(None)  # type: ignore[attr-defined]
+            mailbox._discard_shutdowns()  # this run's control messages only
+
+    def result(self) -> GraphResult:
+        """The result so far."""
+        reason = self.stop_reason or self.shutdown_reason or StopReason.FINISHED
+        return GraphResult(
+            stop_reason=reason,
+            detail=self.stop_detail or str(reason),
+            outputs=tuple(self.outputs),
+            node_stats={i: runtime.statistics() for i, runtime in self.runtimes.items()},
+            dead_letters=sum(runtime.dead_lettered for runtime in self.runtimes.values()),
+            duration=time.monotonic() - self.started,
+            cancelled=self.cancelled,
+        )
+
+
+async def _send_shutdown(node: Node, *, source: str | None) -> None:
+    metadata = None if source is None else {"source_node": source}
+    with contextlib.suppress(ChannelClosed):  # a closed mailbox ends the node's loop itself
+        await node.mailbox.send(ChannelMessage(None, metadata, is_shutdown=True))
+
+
+class Topology:
+    """Nodes, back edges and shutdown order, computed from the edges at run time."""
+
+    def __init__(
+        self,
+        nodes: list[Node],
+        shutdown_sources: dict[str, tuple[str, ...]],
+        forward_successors: dict[str, list[str]],
+        sources: list[str],
+    ) -> None:
+        self.nodes = nodes
+        self.shutdown_sources = shutdown_sources
+        self.forward_successors = forward_successors
+        self.sources = sources

@@ -1,0 +1,227 @@
+"""``Graph``: nodes wired with ``>>``, run as one unit."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from spark_nodes.channels import BaseChannel, ChannelMessage, InMemoryChannel
+from spark_nodes.errors import GraphNotRunning, WiringError
+from spark_nodes.graphs._run import Run, Topology
+from spark_nodes.graphs.result import GraphResult
+from spark_nodes.graphs.task import Task, TaskType
+from spark_nodes.nodes import Node, NodeMessage
+from spark_nodes.nodes.runtime import SHUTDOWN_EXTERNAL
+
+__all__ = ["Graph"]
+
+_numbers = itertools.count(1)
+
+
+class Graph:
+    """A set of wired nodes, run together by :meth:`run`.
+
+    ``Graph(start=node)`` takes every node reachable from ``start``; ``Graph(a, b, ...)``
+    takes the nodes given (the first is the start) and everything reachable from them.
+    Edges are read again at every run, so wiring may change between runs, never during.
+
+    A running graph owns its worker loops in one task group: when :meth:`run` returns,
+    nothing it started is still running.
+
+    Args:
+        *nodes: Entry nodes; the first one is the start unless ``start`` is given.
+        start: The node that receives the task's input.
+        name: For logs; ``"graph-{n}"`` when omitted.
+        dead_letters: Where messages that could not be processed go (each with its error);
+            an unbounded :class:`InMemoryChannel` when omitted. Nothing reads it for you.
+
+    Raises:
+        WiringError: No node given, something given is not a node, or two nodes share
+            an id.
+    """
+
+    def __init__(
+        self,
+        *nodes: Node,
+        start: Node | None = None,
+        name: str | None = None,
+        dead_letters: BaseChannel | None = None,
+    ) -> None:
+        entries = ([start] if start is not None else []) + [n for n in nodes if n is not start]
+        if not entries:
+            raise WiringError("a Graph needs nodes: Graph(start=node) or Graph(node_a, node_b)")
+        for entry in entries:
+            if not isinstance(entry, Node):
+                raise WiringError(f"Graph takes nodes, not {entry!r}")
+        if dead_letters is not None and not isinstance(dead_letters, BaseChannel):
+            raise WiringError(f"dead_letters must be a channel, not {dead_letters!r}")
+        self.name = name or f"graph-{next(_numbers)}"
+        self.start: Node = entries[0]
+        self._entries = entries
+        self.dead_letters: BaseChannel = dead_letters or InMemoryChannel(
+            name=f"graph:{self.name}:dead-letters"
+        )
+        self._run: Run | None = None
+        self._topology()  # wiring mistakes are reported now, not at run time
+
+    @property
+    def nodes(self) -> dict[str, Node]:
+        """Every node of the graph by id, in discovery order (start first)."""
+        return {node.id: node for node in self._topology().nodes}
+
+    @property
+    def running(self) -> bool:
+        """Whether a run is in progress."""
+        return self._run is not None
+
+    async def run(self, task: Task) -> GraphResult:
+        """Run ``task`` and return once every worker loop has ended.
+
+        ``STANDARD``: the start node processes the input, outputs flow along the edges, each
+        reached node processes each message it gets, and the run ends when all of them have
+        been handled. ``LONG_RUNNING``: every node runs its ``go()`` loop until
+        :meth:`shutdown`, a budget, ``idle_timeout`` or a failure ends the run.
+
+        Raises:
+            WiringError: The wiring is wrong, a node is running in another graph, or a
+                one-pass run meets a node with a custom ``go()`` or ``live=True``.
+            GraphFailed: A worker loop crashed more often than its restart policy allows.
+            RuntimeError: This graph is already running.
+        """
+        if not isinstance(task, Task):
+            raise TypeError(f"run() takes a Task, not {type(task).__name__}")
+        if self._run is not None:
+            raise RuntimeError(f"graph {self.name!r} is already running")
+        topology = self._topology()
+        if task.type is TaskType.STANDARD:
+            for node in topology.nodes:
+                if type(node).go is not Node.go or node.config.live:
+                    why = "has a custom go() loop" if type(node).go is not Node.go else "is live"
+                    raise WiringError(
+                        f"node {node.id!r} {why}; a STANDARD run drives nodes through "
+                        f"process() once per message, so run it with TaskType.LONG_RUNNING"
+                    )
+        for node in topology.nodes:
+            if node._runtime is not None:
+                raise WiringError(f"node {node.id!r} is already running in another graph")
+        run = Run(self, task, topology)
+        for node in topology.nodes:
+            node._stop_flag = False
+            node._runtime = run.runtimes[node.id]
+        self._run = run
+        try:
+            return await run.execute()
+        finally:
+            self._run = None
+            run.close()
+            for node in topology.nodes:
+                node._runtime = None
+
+    async def send(
+        self, node: Node | str, content: Any, *, metadata: dict[str, Any] | None = None
+    ) -> None:
+        """Send ``content`` into a node's mailbox while the graph runs.
+
+        Args:
+            node: The node or its id.
+            content: Plain content or a :class:`NodeMessage`.
+            metadata: Metadata for the message.
+
+        Raises:
+            GraphNotRunning: The graph is not running, or is shutting down or stopping.
+            KeyError: No node has that id.
+        """
+        run = self._run
+        if run is None or run.stop_reason is not None or run.shutdown_reason is not None:
+            raise GraphNotRunning(f"graph {self.name!r} is not running: it takes no messages")
+        target = run.runtimes[node if isinstance(node, str) else node.id].node
+        if isinstance(content, NodeMessage):
+            message = ChannelMessage(
+                content.content, {**content.metadata, **(metadata or {})}, id=content.id
+            )
+        else:
+            message = ChannelMessage(content, dict(metadata) if metadata else None)
+        run.in_flight += 1
+        await target.mailbox.send(message)
+
+    async def shutdown(self) -> None:
+        """Drain the running graph gracefully and let :meth:`run` return.
+
+        Sends a shutdown to each node without predecessors; every node handles what was
+        sent before it, finishes its in-flight work, passes the shutdown on and ends.
+        Returns once the shutdowns are sent; ``run`` returns when the graph has drained.
+        Calling it again is harmless.
+
+        Raises:
+            GraphNotRunning: The graph is not running.
+        """
+        run = self._run
+        if run is None:
+            raise GraphNotRunning(f"graph {self.name!r} is not running")
+        await run.shutdown()
+
+    def stop(self, reason: str = "stopped from outside") -> None:
+        """Stop the running graph gracefully, as a budget would (the result says ``budget``).
+
+        No new message is taken; in-flight ones get the budget's grace period.
+
+        Raises:
+            GraphNotRunning: The graph is not running.
+        """
+        run = self._run
+        if run is None:
+            raise GraphNotRunning(f"graph {self.name!r} is not running")
+        run.request_stop("budget", reason)
+
+    def _topology(self) -> Topology:
+        nodes: list[Node] = []
+        by_id: dict[str, Node] = {}
+        back_edges: set[tuple[int, int]] = set()
+        state: dict[int, int] = {}  # 1: on the DFS stack, 2: done
+        for entry in self._entries:
+            if id(entry) in state:
+                continue
+            stack: list[tuple[Node, int]] = [(entry, 0)]
+            state[id(entry)] = 1
+            _register(entry, nodes, by_id)
+            while stack:
+                node, index = stack[-1]
+                if index == len(node.edges):
+                    stack.pop()
+                    state[id(node)] = 2
+                    continue
+                stack[-1] = (node, index + 1)
+                target = node.edges[index].target
+                mark = state.get(id(target))
+                if mark == 1:
+                    back_edges.add((id(node), id(target)))
+                elif mark is None:
+                    state[id(target)] = 1
+                    _register(target, nodes, by_id)
+                    stack.append((target, 0))
+        predecessors: dict[str, set[str]] = {node.id: set() for node in nodes}
+        successors: dict[str, list[str]] = {node.id: [] for node in nodes}
+        for node in nodes:
+            for edge in node.edges:
+                if (id(node), id(edge.target)) in back_edges:
+                    continue
+                predecessors[edge.target.id].add(node.id)
+                if edge.target.id not in successors[node.id]:
+                    successors[node.id].append(edge.target.id)
+        shutdown_sources = {
+            node_id: tuple(preds) if preds else (SHUTDOWN_EXTERNAL,)
+            for node_id, preds in predecessors.items()
+        }
+        sources = [node.id for node in nodes if not predecessors[node.id]]
+        return Topology(nodes, shutdown_sources, successors, sources)
+
+    def __repr__(self) -> str:
+        return f"<Graph {self.name!r} start={self.start.id!r}>"
+
+
+def _register(node: Node, nodes: list[Node], by_id: dict[str, Node]) -> None:
+    other = by_id.get(node.id)
+    if other is not None and other is not node:
+        raise WiringError(f"two nodes share the id {node.id!r}: {other!r} and {node!r}")
+    by_id[node.id] = node
+    nodes.append(node)

@@ -1,0 +1,24 @@
+"""Nodes: long-running actors with mailboxes, wired into graphs with ``>>``."""
+
+from spark_nodes.nodes.config import NodeConfig, OnError, RestartPolicy, RetryPolicy
+from spark_nodes.nodes.context import ExecutionContext, ExecutionMetadata
+from spark_nodes.nodes.edges import Condition, Edge, EdgeBuilder, Equals
+from spark_nodes.nodes.message import NodeMessage
+from spark_nodes.nodes.node import Node
+from spark_nodes.nodes.runtime import NodeStatistics
+
+__all__ = [
+    "Condition",
+    "Edge",
+    "EdgeBuilder",
+    "Equals",
+    "ExecutionContext",
+    "ExecutionMetadata",
+    "Node",
+    "NodeConfig",
+    "NodeMessage",
+    "NodeStatistics",
+    "OnError",
+    "RestartPolicy",
+    "RetryPolicy",
+]

@@ -1,0 +1,115 @@
+"""``ExecutionContext``: what ``process(context)`` is given for one message."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from spark_nodes.nodes.message import NodeMessage
+
+if TYPE_CHECKING:
+    from spark_nodes.channels import ChannelMessage
+    from spark_nodes.nodes.node import Node
+
+__all__ = ["ExecutionContext", "ExecutionMetadata"]
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionMetadata:
+    """Facts about one attempt at processing one message.
+
+    Attributes:
+        node_id: The node processing it.
+        message_id: The id of the message being processed.
+        trace_id: The id of the message that started this chain of messages.
+        attempt: 1 for the first attempt, 2 for the first retry, ...
+        max_attempts: The retry policy's limit.
+        started_at: ``time.monotonic()`` when this attempt started.
+    """
+
+    node_id: str
+    message_id: str
+    trace_id: str
+    attempt: int
+    max_attempts: int
+    started_at: float
+
+
+class ExecutionContext:
+    """The context of one ``process`` call: the input and ways to act on the graph.
+
+    Created by the worker loop for every attempt; don't keep it after ``process`` returns.
+
+    Extra outputs added with :meth:`emit` (see ``outputs``) are forwarded, in order,
+    before the value ``process`` returns, and only if the attempt succeeds.
+
+    Attributes:
+        inputs: The message being processed (always a :class:`NodeMessage`).
+        node: The node processing it.
+    """
+
+    __slots__ = ("_attempt", "_message", "_outputs", "_started_at", "inputs", "node")
+
+    def __init__(
+        self,
+        inputs: NodeMessage,
+        node: Node,
+        *,
+        attempt: int = 1,
+        started_at: float = 0.0,
+        message: ChannelMessage | None = None,
+    ) -> None:
+        self.inputs = inputs
+        self.node = node
+        self._outputs: list[Any] | None = None
+        self._attempt = attempt
+        self._started_at = started_at
+        self._message = message
+
+    @property
+    def outputs(self) -> list[Any]:
+        """Extra outputs added with :meth:`emit` (see the class docstring)."""
+        outputs = self._outputs
+        if outputs is None:
+            outputs = self._outputs = []
+        return outputs
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The node's own state, kept across messages (``node.state``)."""
+        return self.node.state
+
+    @property
+    def graph(self) -> Any:
+        """The running graph (``None`` outside one): ``send``, ``shutdown``, results."""
+        runtime = self.node._runtime
+        return None if runtime is None else runtime.run.graph
+
+    @property
+    def message(self) -> ChannelMessage | None:
+        """The channel message that carried the input (its ack, raw metadata)."""
+        return self._message
+
+    @property
+    def metadata(self) -> ExecutionMetadata:
+        """The attempt number, timings and ids of this attempt."""
+        inputs = self.inputs
+        return ExecutionMetadata(
+            node_id=self.node.id,
+            message_id=inputs.id,
+            trace_id=inputs.metadata.get("trace_id", inputs.id),
+            attempt=self._attempt,
+            max_attempts=self.node.config.retry.max_attempts,
+            started_at=self._started_at,
+        )
+
+    def emit(self, content: Any) -> None:
+        """Add an output, besides the value ``process`` returns.
+
+        ``content`` may be a :class:`NodeMessage` (to set its metadata) or plain content.
+        """
+        self.outputs.append(content)
+
+    def __repr__(self) -> str:
+        node, attempt = self.node.id, self._attempt
+        return f"<ExecutionContext node={node!r} attempt={attempt} inputs={self.inputs!r}>"

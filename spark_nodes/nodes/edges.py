@@ -1,0 +1,168 @@
+"""Edges between nodes: conditions, priorities, and the ``>>`` wiring helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from spark_nodes.errors import WiringError
+
+if TYPE_CHECKING:
+    from spark_nodes.nodes.node import Node
+
+__all__ = ["Condition", "Edge", "EdgeBuilder", "Equals"]
+
+Condition = Callable[[Any], bool]
+"""A predicate on a node's output content: ``lambda out: out["score"] > 0.5``."""
+
+_MISSING = object()
+
+
+class Equals:
+    """The condition ``a.on(kind="refund")`` builds: every key equals its value.
+
+    A mapping output is read with ``output.get(key)``, any other object with
+    ``getattr``; a missing key never matches. Two ``Equals`` with the same pairs are
+    equal, so wiring the same ``on(...)`` twice makes one edge.
+    """
+
+    __slots__ = ("expected",)
+
+    def __init__(self, expected: Mapping[str, Any]) -> None:
+        self.expected = dict(expected)
+
+    def __call__(self, output: Any) -> bool:
+        """Return True if every expected key of ``output`` has its expected value."""
+        if isinstance(output, Mapping):
+            return all(output.get(k, _MISSING) == v for k, v in self.expected.items())
+        return all(getattr(output, k, _MISSING) == v for k, v in self.expected.items())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Equals) and other.expected == self.expected
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self.expected.items(), key=repr)))
+
+    def __repr__(self) -> str:
+        return "on(" + ", ".join(f"{k}={v!r}" for k, v in self.expected.items()) + ")"
+
+
+class Edge:
+    """A directed edge ``source -> target``, taken when its condition holds.
+
+    Edges fire in priority tiers: among a node's edges, the highest ``priority`` that has
+    at least one matching edge fires all its matching edges; lower tiers are fallbacks.
+    With the default priority (0) everywhere, every matching edge fires (fan-out). Each
+    output reaches a given target at most once, whichever edges match.
+
+    Attributes:
+        source: The node whose outputs travel along the edge.
+        target: The node whose mailbox receives them.
+        condition: ``None`` (always taken) or a predicate on the output content.
+        priority: The tier; higher tiers are tried first.
+        name: ``"{source.id}->{target.id}"``; forwarded messages carry it as
+            ``metadata["edge"]``.
+    """
+
+    __slots__ = ("condition", "name", "priority", "source", "target")
+
+    def __init__(
+        self, source: Node, target: Node, condition: Condition | None = None, priority: int = 0
+    ) -> None:
+        self.source = source
+        self.target = target
+        self.condition = condition
+        self.priority = priority
+        self.name = f"{source.id}->{target.id}"
+
+    def matches(self, content: Any) -> bool:
+        """Whether an output with this content takes the edge.
+
+        Raises:
+            Exception: Whatever the condition raises.
+        """
+        return self.condition is None or bool(self.condition(content))
+
+    def __repr__(self) -> str:
+        condition = "" if self.condition is None else f" when {self.condition!r}"
+        tier = f" priority={self.priority}" if self.priority else ""
+        return f"<Edge {self.name}{condition}{tier}>"
+
+
+def check_condition(condition: Condition | None, equals: Mapping[str, Any]) -> Condition:
+    """Build the condition of ``node.on(condition, **equals)``.
+
+    Raises:
+        WiringError: Neither or both were given, or the condition is not callable.
+    """
+    if condition is not None and equals:
+        raise WiringError("on() takes a condition or key=value pairs, not both")
+    if condition is None:
+        if not equals:
+            raise WiringError(
+                "on() needs a condition (on(lambda out: ...)) or key=value pairs (on(kind='x')); "
+                "for an unconditional edge write a >> b"
+            )
+        return Equals(equals)
+    if not callable(condition):
+        raise WiringError(f"an edge condition must be callable, not {type(condition).__name__}")
+    return condition
+
+
+def targets_of(right: object, left: object) -> list[Node]:
+    """The nodes on the right of ``left >> right``.
+
+    Raises:
+        WiringError: ``right`` is not a node nor a non-empty list/tuple of nodes.
+    """
+    from spark_nodes.nodes.node import Node  # noqa: PLC0415 - edges and nodes refer to each other
+
+    if isinstance(right, Node):
+        return [right]
+    if isinstance(right, list | tuple):
+        if not right:
+            raise WiringError(f"{left!r} >> []: the list of targets is empty")
+        bad = [item for item in right if not isinstance(item, Node)]
+        if bad:
+            raise WiringError(
+                f"{left!r} >> {right!r}: {bad[0]!r} is not a Node; only nodes can be wired"
+            )
+        return list(right)
+    raise WiringError(
+        f"cannot wire {left!r} >> {right!r}: the right side must be a Node or a list of Nodes"
+    )
+
+
+class EdgeBuilder:
+    """What ``node.on(...)`` returns: ``>>`` it to a node (or list) to add conditional edges."""
+
+    __slots__ = ("_condition", "_priority", "_source")
+
+    def __init__(self, source: Node, condition: Condition, priority: int = 0) -> None:
+        self._source = source
+        self._condition = condition
+        self._priority = priority
+
+    def with_priority(self, priority: int) -> EdgeBuilder:
+        """Return a builder whose edges sit in tier ``priority`` (higher is tried first).
+
+        Raises:
+            WiringError: ``priority`` is not an int.
+        """
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise WiringError(f"priority must be an int, not {priority!r}")
+        return EdgeBuilder(self._source, self._condition, priority)
+
+    def __rshift__(self, right: Node | list[Node] | tuple[Node, ...]) -> Any:
+        for target in targets_of(right, self):
+            self._source.connect(target, when=self._condition, priority=self._priority)
+        return right
+
+    def __repr__(self) -> str:
+        return f"{self._source!r}.on({self._condition!r})"
+
+
+def connect_all(sources: Iterable[Node], target: Node) -> None:
+    """Wire every source to ``target`` (``[b, c] >> d``)."""
+    for source in sources:
+        source.connect(target)

@@ -1,0 +1,227 @@
+"""``Node``: a long-running actor with a mailbox, wired to others with ``>>``."""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
+
+from spark_nodes.channels import BaseChannel, InMemoryChannel
+from spark_nodes.errors import WiringError
+from spark_nodes.nodes.config import NodeConfig
+from spark_nodes.nodes.edges import (
+    Condition,
+    Edge,
+    EdgeBuilder,
+    check_condition,
+    connect_all,
+    targets_of,
+)
+
+if TYPE_CHECKING:
+    from spark_nodes.nodes.context import ExecutionContext
+    from spark_nodes.nodes.runtime import NodeRuntime
+
+__all__ = ["Node"]
+
+_numbers: defaultdict[str, itertools.count[int]] = defaultdict(lambda: itertools.count(1))
+_NO_OUTPUT = object()
+_DEFAULT_CONFIG = NodeConfig()  # frozen, so every node without a config can share it
+
+
+class Node:
+    """An actor: it owns a mailbox and handles what arrives in it, one message at a time.
+
+    Override :meth:`process` (sync or async; return the output, ``None`` for none, or be a
+    generator to emit several) and let the default :meth:`go` loop do the rest, or
+    override :meth:`go` for a loop of your own. Wire nodes with ``>>`` and run them in a
+    :class:`~spark_nodes.graphs.Graph`.
+
+    Attributes a subclass must not reuse for something else: ``id``, ``mailbox``,
+    ``config``, ``edges``, ``state``, ``last_output``, ``_stop_flag`` and ``_runtime``.
+
+    Args:
+        id: The node's id, unique within a graph; ``"{ClassName}-{n}"`` when omitted (n
+            counts per class, so the same program numbers its nodes the same way).
+        mailbox: The channel this node receives from. Used as given in every run mode;
+            a bounded :class:`InMemoryChannel` named ``node:{ClassName}:{id}`` when omitted.
+        config: The node's :class:`NodeConfig`.
+
+    Raises:
+        TypeError: ``id`` is not a non-empty str, ``mailbox`` is not a channel or
+            ``config`` is not a :class:`NodeConfig`.
+    """
+
+    # Slots keep a plain node small (10,000-node graphs); "__dict__" keeps subclasses and
+    # instances free to add attributes, with the dict created only when one does.
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_runtime",
+        "_stop_flag",
+        "config",
+        "edges",
+        "id",
+        "last_output",
+        "mailbox",
+        "state",
+    )
+
+    def __init__(
+        self,
+        *,
+        id: str | None = None,
+        mailbox: BaseChannel | None = None,
+        config: NodeConfig | None = None,
+    ) -> None:
+        cls = type(self).__name__
+        if id is None:
+            id = f"{cls}-{next(_numbers[cls])}"
+        elif not isinstance(id, str) or not id:
+            raise TypeError(f"node id must be a non-empty str, not {id!r}")
+        if config is None:
+            config = _DEFAULT_CONFIG
+        elif not isinstance(config, NodeConfig):
+            raise TypeError(f"config must be a NodeConfig, not {type(config).__name__}")
+        if mailbox is None:
+            mailbox = InMemoryChannel(maxsize=config.mailbox_maxsize, name=f"node:{cls}:{id}")
+        elif not isinstance(mailbox, BaseChannel):
+            raise TypeError(f"mailbox must be a BaseChannel, not {type(mailbox).__name__}")
+        self.id: str = id
+        self.config: NodeConfig = config
+        self.mailbox: BaseChannel = mailbox
+        self.edges: list[Edge] = []
+        self.state: dict[str, Any] = {}
+        self.last_output: Any = _NO_OUTPUT
+        self._stop_flag = False
+        self._runtime: NodeRuntime | None = None
+
+    # -- the user hooks -----------------------------------------------------------------
+
+    def process(self, context: ExecutionContext) -> Any:
+        """Handle one message; return the output to forward.
+
+        Override it, as ``def`` or ``async def``. Return ``None`` to forward nothing, a
+        value or a :class:`NodeMessage` to forward one output, or make it a generator (sync
+        or async) to forward each item as it is produced. Raise to fail the attempt: the
+        message is retried per ``config.retry``, then dead-lettered.
+
+        Runs in a worker loop task; a sync ``process`` that blocks blocks the event loop
+        (move blocking work to a thread with ``anyio.to_thread.run_sync``).
+
+        The default forwards its input unchanged, so a plain ``Node()`` is a relay.
+        """
+        return context.inputs
+
+    async def go(self) -> None:
+        """The worker loop: receive, process, forward, ack, until shutdown or stop.
+
+        Runs in a task of the graph that runs the node (``config.concurrency`` of them).
+        A failing ``process`` never ends the loop (retry, then dead-letter). The loop ends
+        once the node has received a shutdown from each predecessor (or from outside, for
+        a node without predecessors) and its in-flight work is done, or when the graph
+        stops it. Override it for a loop of your own: the graph restarts it if it raises
+        (``config.restart``) and, once it returns, passes a shutdown on to the node's
+        successors for it.
+
+        Raises:
+            RuntimeError: Called outside a running graph.
+        """
+        runtime = self._runtime
+        if runtime is None:
+            raise RuntimeError(
+                f"{self!r}.go() runs inside a graph: "
+                f"await Graph(start=node).run(Task(inputs, type=TaskType.LONG_RUNNING))"
+            )
+        await runtime.run_default_loop()
+
+    def stop(self) -> None:
+        """Ask the node to stop taking messages.
+
+        Sets ``_stop_flag``; in a running graph the node's idle loops are woken too. The
+        message being processed is finished; the node's successors then get a shutdown.
+        """
+        self._stop_flag = True
+        if self._runtime is not None:
+            self._runtime.run.node_stopping(self._runtime)
+
+    # -- wiring -------------------------------------------------------------------------
+
+    def connect(self, target: Node, *, when: Condition | None = None, priority: int = 0) -> Edge:
+        """Add an edge to ``target``; ``>>`` and ``on(...) >>`` call this.
+
+        Connecting the same pair twice with the same condition and priority returns the
+        existing edge.
+
+        Args:
+            target: The node to forward outputs to.
+            when: ``None`` (always) or a predicate on the output content.
+            priority: The edge's tier; see :class:`Edge`.
+
+        Returns:
+            The edge.
+
+        Raises:
+            WiringError: ``target`` is not a node, ``when`` is not callable or
+                ``priority`` is not an int.
+        """
+        if not isinstance(target, Node):
+            raise WiringError(f"{self!r} can only be connected to a Node, not {target!r}")
+        if when is not None and not callable(when):
+            raise WiringError(f"an edge condition must be callable, not {type(when).__name__}")
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise WiringError(f"priority must be an int, not {priority!r}")
+        for edge in self.edges:
+            if edge.target is target and edge.condition == when and edge.priority == priority:
+                return edge
+        edge = Edge(self, target, when, priority)
+        self.edges.append(edge)
+        return edge
+
+    def on(self, condition: Condition | None = None, /, **equals: Any) -> EdgeBuilder:
+        """Start a conditional edge: ``a.on(lambda out: out["ok"]) >> b``, ``a.on(kind="x") >> b``.
+
+        ``key=value`` pairs all have to equal the output's values (``output.get(key)``
+        for a mapping, else ``getattr``). Use ``.with_priority(n)`` on the result to put
+        the edge in another tier.
+
+        Raises:
+            WiringError: Neither or both of a condition and pairs were given, or the
+                condition is not callable.
+        """
+        return EdgeBuilder(self, check_condition(condition, equals))
+
+    def __rshift__(self, right: Node | list[Node] | tuple[Node, ...]) -> Any:
+        for target in targets_of(right, self):
+            self.connect(target)
+        return right
+
+    def __rrshift__(self, left: list[Node] | tuple[Node, ...]) -> Node:
+        connect_all(targets_of(left, self), self)
+        return self
+
+    def get_next_nodes(self, output: Any = _NO_OUTPUT) -> list[Node]:
+        """The nodes an output goes to, following edge conditions and priority tiers.
+
+        Args:
+            output: The output content to route; by default the node's ``last_output``
+                (set by the default loop). With no output known, only unconditional
+                edges count.
+
+        Returns:
+            Each target once, in edge order.
+
+        Raises:
+            Exception: Whatever an edge condition raises.
+        """
+        from spark_nodes.nodes.runtime import select_edges, sorted_edges  # noqa: PLC0415
+
+        if output is _NO_OUTPUT:
+            output = self.last_output
+        edges = sorted_edges(self.edges)
+        if output is _NO_OUTPUT:
+            edges = [edge for edge in edges if edge.condition is None]
+        return [edge.target for edge in select_edges(edges, output)]
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} id={self.id!r}>"
