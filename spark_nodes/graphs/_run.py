@@ -11,7 +11,6 @@ whole run. Both kinds are restarted by :meth:`Run._supervise` if they crash.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -134,8 +133,8 @@ class Run:
     async def _shut_down_sources(self) -> None:
         for node_id in self.sources:
             runtime = self.runtimes[node_id]
-            if not runtime.finished:
-                await _send_shutdown(runtime.node, source=None)
+            if not runtime.finished and not await _send_shutdown(runtime.node, source=None):
+                self._mailbox_closed(runtime)
 
     def _finish(self, runtime: NodeRuntime) -> None:
         runtime.finished = True
@@ -150,8 +149,23 @@ class Run:
         node_id = runtime.node.id
         for successor_id in self.successors[node_id]:
             successor = self.runtimes[successor_id]
-            if not successor.finished:
-                await _send_shutdown(successor.node, source=node_id)
+            if not successor.finished and not await _send_shutdown(successor.node, source=node_id):
+                self._mailbox_closed(successor)
+
+    def _mailbox_closed(self, runtime: NodeRuntime) -> None:
+        """A shutdown could not be delivered: the mailbox was closed, which ends its input.
+
+        A dedicated loop sees the close itself (``receive`` raises once drained); an
+        on-demand node may have no worker to see it, so finish it or start a last one.
+        """
+        if runtime.finished or not runtime.on_demand or runtime.active:
+            return
+        if runtime.node.mailbox.empty():
+            self._finish(runtime)
+            if self._outer is not None:
+                self._outer.start_soon(self._pass_shutdown_on, runtime)
+        else:
+            runtime.on_arrival()
 
     # -- running --------------------------------------------------------------------------
 
@@ -244,7 +258,7 @@ class Run:
             runtime.active -= 1
         if runtime.active or runtime.finished:
             return
-        if runtime.on_demand and not (runtime.draining or node._stop_flag):
+        if runtime.on_demand and not (runtime.draining or node._stop_flag or node.mailbox.closed):
             if not node.mailbox.empty():
                 runtime.on_arrival()  # a crashed worker left messages behind
             return  # idle: the next arrival starts a worker
@@ -314,10 +328,14 @@ class Run:
         )
 
 
-async def _send_shutdown(node: Node, *, source: str | None) -> None:
+async def _send_shutdown(node: Node, *, source: str | None) -> bool:
+    """Send a shutdown into the node's mailbox; False if the mailbox is closed."""
     metadata = None if source is None else {"source_node": source}
-    with contextlib.suppress(ChannelClosed):  # a closed mailbox ends the node's loop itself
+    try:
         await node.mailbox.send(ChannelMessage(None, metadata, is_shutdown=True))
+    except ChannelClosed:
+        return False
+    return True
 
 
 class Topology:

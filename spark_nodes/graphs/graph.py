@@ -161,7 +161,7 @@ class Graph:
         await run.shutdown()
 
     def stop(self, reason: str = "stopped from outside") -> None:
-        """Stop the running graph gracefully, as a budget would (the result says ``budget``).
+        """Stop the running graph gracefully, as a budget would (the result says ``stopped``).
 
         No new message is taken; in-flight ones get the budget's grace period.
 
@@ -171,7 +171,7 @@ class Graph:
         run = self._run
         if run is None:
             raise GraphNotRunning(f"graph {self.name!r} is not running")
-        run.request_stop("budget", reason)
+        run.request_stop("stopped", reason)
 
     def _topology(self) -> Topology:
         nodes: list[Node] = []

@@ -23,8 +23,11 @@ class StopReason(enum.StrEnum):
     """No message was handled for ``idle_timeout`` seconds; the graph drained."""
     BUDGET = "budget"
     """``max_seconds`` or ``max_messages`` was reached; the run stopped gracefully."""
+    STOPPED = "stopped"
+    """``graph.stop()`` stopped the run gracefully."""
     ERROR = "error"
-    """A node whose ``on_error`` is ``stop_graph`` dead-lettered a message."""
+    """A node whose ``on_error`` is ``stop_graph`` dead-lettered a message, or a worker
+    loop crashed more often than its restart policy allows."""
     FINISHED = "finished"
     """Every worker loop returned by itself."""
 

@@ -462,7 +462,7 @@ class NodeRuntime:
                 try:
                     mailbox.send_nowait(message)
                 except Exception as error:
-                    run.in_flight -= 1
+                    run.in_flight -= 1 + (len(waiting) if waiting else 0)  # none will arrive
                     raise _StepFailed("forward", error) from error
                 self.forwarded += 1
                 self._forwarded_this_attempt += 1
@@ -473,11 +473,11 @@ class NodeRuntime:
         return waiting
 
     async def _send_waiting(self, waiting: list[tuple[BaseChannel, ChannelMessage]]) -> None:
-        for mailbox, message in waiting:
+        for sent, (mailbox, message) in enumerate(waiting):
             try:
                 await mailbox.send(message)
             except Exception as error:
-                self.run.in_flight -= 1
+                self.run.in_flight -= len(waiting) - sent  # this one and the rest never arrive
                 raise _StepFailed("forward", error) from error
             self.forwarded += 1
             self._forwarded_this_attempt += 1

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from spark_nodes import ExecutionContext, Node, NodeConfig, NodeMessage
+from spark_nodes.channels import BaseChannel, InMemoryChannel
+
+
+class Worker(Node):
+    async def go(self) -> None:
+        while not self._stop_flag:
+            message = await self.mailbox.receive()
+            if message.is_shutdown:
+                break
+
+
+def test_a_node_without_an_id_gets_one_per_class() -> None:
+    first, second = Worker(), Worker()
+    assert first.id.startswith("Worker-")
+    assert first.id != second.id
+    assert Node(id="given").id == "given"
+
+
+def test_the_default_mailbox_is_named_after_class_and_id_and_sized_by_config() -> None:
+    node = Worker(id="w1", config=NodeConfig(mailbox_maxsize=7))
+    assert isinstance(node.mailbox, InMemoryChannel)
+    assert node.mailbox.name == "node:Worker:w1"
+    assert node.mailbox.maxsize == 7
+
+
+def test_a_given_mailbox_is_used_as_is() -> None:
+    mailbox = InMemoryChannel(name="custom", maxsize=50)
+    assert Node(mailbox=mailbox).mailbox is mailbox
+
+
+@pytest.mark.parametrize(
+    ("arguments", "text"),
+    [
+        ({"id": ""}, "node id must be a non-empty str"),
+        ({"id": 3}, "node id must be a non-empty str"),
+        ({"mailbox": "inbox"}, "mailbox must be a BaseChannel, not str"),
+        ({"config": {"live": True}}, "config must be a NodeConfig, not dict"),
+    ],
+)
+def test_bad_constructor_arguments_are_named(arguments: dict[str, Any], text: str) -> None:
+    with pytest.raises(TypeError, match=text):
+        Node(**arguments)
+
+
+def test_unknown_constructor_arguments_are_refused() -> None:
+    with pytest.raises(TypeError):
+        Node(name="x")  # type: ignore[call-arg]
+
+
+def test_a_subclass_that_only_overrides_go_can_be_instantiated() -> None:
+    node = Worker()
+    assert node.config == NodeConfig()
+    assert node._stop_flag is False
+
+
+def test_the_default_process_passes_the_input_through() -> None:
+    node = Node()
+    inputs = NodeMessage({"x": 1})
+    assert node.process(ExecutionContext(inputs, node)) is inputs
+
+
+def test_stop_sets_the_stop_flag() -> None:
+    node = Worker()
+    node.stop()
+    assert node._stop_flag is True
+
+
+def test_plain_nodes_take_extra_attributes() -> None:
+    node = Node()
+    node.note = "attributes beyond the framework's still work"  # type: ignore[attr-defined]
+    assert node.note.startswith("attributes")  # type: ignore[attr-defined]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_the_default_loop_needs_a_graph() -> None:
+    with pytest.raises(RuntimeError, match=r"go\(\) runs inside a graph"):
+        await Node(id="alone").go()
+
+
+def test_repr_names_class_and_id() -> None:
+    assert repr(Worker(id="w")) == "<Worker id='w'>"
+
+
+def test_every_node_gets_a_fresh_state_dict() -> None:
+    first, second = Node(), Node()
+    first.state["k"] = 1
+    assert second.state == {}
+
+
+def test_mailbox_attribute_is_a_channel() -> None:
+    assert isinstance(Node().mailbox, BaseChannel)
