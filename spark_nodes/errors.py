@@ -9,6 +9,10 @@ against ``asyncio.Queue`` or plain Python keeps working.
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # type only: errors sit below every layer and import none of them
+    from spark_nodes.graphs.result import GraphResult
 
 __all__ = [
     "ChannelClosed",
@@ -80,7 +84,7 @@ class GraphFailed(SparkNodesError):
     ``node_id`` names the node, ``result`` holds the run's result up to the failure.
     """
 
-    def __init__(self, message: str, *, node_id: str, result: object = None) -> None:
+    def __init__(self, message: str, *, node_id: str, result: GraphResult | None = None) -> None:
         super().__init__(message)
         self.node_id = node_id
         self.result = result

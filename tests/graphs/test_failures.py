@@ -22,6 +22,7 @@ from spark_nodes import (
     TaskType,
 )
 from spark_nodes.channels import ChannelMessage, InMemoryChannel
+from spark_nodes.testing import Probe
 
 pytestmark = pytest.mark.anyio
 
@@ -75,20 +76,21 @@ async def test_after_the_last_attempt_the_message_is_dead_lettered_and_the_loop_
     async def ack() -> None:
         acks.append("acked")
 
-    flaky = Flaky(5, id="flaky", config=NodeConfig(retry=FAST_RETRY))
-    sink = Collect(id="sink")
-    flaky >> sink
-    graph = Graph(start=flaky)
-    await flaky.mailbox.send(ChannelMessage("poison", {"trace_id": "t-1"}, ack=ack, id="m-1"))
+    class PoisonSensitive(Node):
+        def process(self, context: ExecutionContext) -> Any:
+            if context.inputs.content == "poison":
+                raise RuntimeError(f"attempt {context.metadata.attempt} failed")
+            return context.inputs.content
+
+    worker = PoisonSensitive(id="worker", config=NodeConfig(retry=FAST_RETRY))
+    sink = Probe(id="sink")
+    worker >> sink
+    graph = Graph(start=worker)
+    await worker.mailbox.send(ChannelMessage("poison", {"trace_id": "t-1"}, ack=ack, id="m-1"))
+    await worker.mailbox.send(ChannelMessage("healthy"))
 
     async def drive() -> None:
-        await graph.send(flaky, "next")
-        while flaky.attempts.count(1) < 2:
-            await anyio.sleep(0.001)
-        flaky.failures = 0  # the next message goes through
-        while not sink.items:
-            await graph.send(flaky, "healthy")
-            await anyio.sleep(0.005)
+        await sink.wait_for(1)
         await graph.shutdown()
 
     with anyio.fail_after(10):
@@ -96,13 +98,15 @@ async def test_after_the_last_attempt_the_message_is_dead_lettered_and_the_loop_
             group.start_soon(drive)
             result = await graph.run(Task(type=LONG))
 
-    assert result.node_stats["flaky"].dead_lettered >= 1
-    assert result.dead_letters == result.node_stats["flaky"].dead_lettered
+    assert sink.items == ["healthy"]
+    stats = result.node_stats["worker"]
+    assert (stats.dead_lettered, stats.failed_attempts, stats.processed) == (1, 3, 1)
+    assert result.dead_letters == 1
     letter = await graph.dead_letters.receive()
     assert letter.payload == "poison"
     assert letter.id == "m-1"
     details = letter.metadata["dead_letter"]
-    assert details["node"] == "flaky"
+    assert details["node"] == "worker"
     assert details["phase"] == "process"
     assert details["error_type"] == "builtins.RuntimeError"
     assert details["error"] == "attempt 3 failed"
@@ -114,7 +118,6 @@ async def test_after_the_last_attempt_the_message_is_dead_lettered_and_the_loop_
     assert letter.ack is not None
     await letter.ack()
     assert acks == ["acked"]
-    assert "healthy" in sink.items
 
 
 async def test_errors_not_worth_retrying_are_dead_lettered_at_once() -> None:
@@ -206,17 +209,18 @@ async def test_a_crashed_custom_loop_is_restarted() -> None:
             self.starts += 1
             if self.starts == 1:
                 raise RuntimeError("first start fails")
+            restarted.set()
             while True:
                 message = await self.mailbox.receive()
                 if message.is_shutdown:
                     return
 
+    restarted = anyio.Event()
     node = CrashOnce(id="crash", config=NodeConfig(restart=RestartPolicy(initial_delay=0)))
     graph = Graph(start=node)
 
     async def drive() -> None:
-        while node.starts < 2:
-            await anyio.sleep(0.001)
+        await restarted.wait()
         await graph.shutdown()
 
     with anyio.fail_after(10):

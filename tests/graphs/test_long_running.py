@@ -22,6 +22,7 @@ from spark_nodes import (
     TaskType,
 )
 from spark_nodes.channels import ChannelMessage, InMemoryChannel
+from spark_nodes.testing import Probe
 
 pytestmark = pytest.mark.anyio
 
@@ -113,12 +114,11 @@ async def test_concurrent_workers_finish_in_flight_work_before_passing_shutdown_
 
 
 async def test_the_task_input_goes_to_the_start_node() -> None:
-    a, sink = Node(id="a"), Collect(id="sink")
+    a, sink = Node(id="a"), Probe(id="sink")
     a >> sink
 
     async def drive(graph: Graph) -> None:
-        while not sink.items:
-            await anyio.sleep(0.001)
+        await sink.wait_for(1)
         await graph.shutdown()
 
     await run_with(Graph(start=a), Task(inputs={"first": True}, type=LONG), drive)
@@ -231,13 +231,12 @@ async def test_stop_from_outside() -> None:
 
 
 async def test_stopping_a_node_ends_it_and_its_successors_drain() -> None:
-    a, b = Node(id="a"), Collect(id="b")
+    a, b = Node(id="a"), Probe(id="b")
     a >> b
 
     async def drive(graph: Graph) -> None:
         await graph.send(a, 1)
-        while not b.items:
-            await anyio.sleep(0.001)
+        await b.wait_for(1)
         a.stop()
 
     result = await run_with(Graph(start=a), Task(type=LONG), drive)
@@ -323,14 +322,13 @@ async def test_a_graph_runs_again_after_a_long_run() -> None:
 
 
 async def test_messages_left_in_a_mailbox_are_handled_by_the_next_run() -> None:
-    a, sink = Node(id="a"), Collect(id="sink")
+    a, sink = Node(id="a"), Probe(id="sink")
     a >> sink
     await a.mailbox.send(ChannelMessage("waiting"))
     await sink.mailbox.send(ChannelMessage("also waiting"))
 
     async def drive(graph: Graph) -> None:
-        while len(sink.items) < 2:
-            await anyio.sleep(0.001)
+        await sink.wait_for(2)
         await graph.shutdown()
 
     await run_with(Graph(start=a), Task(type=LONG), drive)
