@@ -93,7 +93,7 @@ class ContinuousWorker(Node):
                 if message.ack:
                     await message.ack()
 
-            except Exception as e:  # noqa: BLE001 - the seed's example
+            except Exception as e:
                 print(f"Worker {self.id} error: {e}")
 
         print(f"Worker {self.id} stopped")
@@ -122,7 +122,7 @@ class ShutdownAwareWorker(Node):
 
             if message.is_shutdown:
                 # Wait for in-flight work to complete
-                while self.in_flight > 0:
+                while self.in_flight > 0:  # noqa: ASYNC110 - the seed example, as written
                     await asyncio.sleep(0.1)
 
                 # Propagate shutdown to next nodes
