@@ -1,57 +1,107 @@
-"""A first look at spark_nodes channels, all in memory: ``python -m examples.hello``.
+"""A first spark_nodes graph, all in memory: ``python -m examples.hello``.
 
-A producer sends orders through an edge (a ForwardingChannel that stamps its name on each
-message) into a bounded mailbox; a consumer reads the mailbox until it is closed and
-drained, acking each order. An observer on the mailbox logs every send, receive and ack.
+Orders stream into a long-running graph. ``parse`` normalises each order; refunds and sales
+take different edges; ``audit`` sees everything; a sale of more than 100 goes to ``review``
+first (a higher-priority edge, with ``bill`` as the fallback). Malformed orders are retried,
+then dead-lettered, and the graph keeps going. ``graph.shutdown()`` drains the pipeline:
+every order sent before it is handled before the run returns.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import structlog
 
-from spark_nodes.channels import BaseChannel, ChannelMessage, ForwardingChannel, InMemoryChannel
+from spark_nodes import ExecutionContext, Graph, Node, NodeConfig, Task, TaskType
+from spark_nodes.graphs import GraphResult
+from spark_nodes.nodes import RetryPolicy
 
 log = structlog.get_logger("examples.hello")
 
+ORDERS = [
+    {"id": 1, "kind": "sale", "amount": "40"},
+    {"id": 2, "kind": "refund", "amount": "15"},
+    {"id": 3, "kind": "sale", "amount": "250"},
+    {"id": 4, "kind": "sale", "amount": "not a number"},
+    {"id": 5, "kind": "sale", "amount": "99"},
+]
 
-def trace(message: ChannelMessage, channel: BaseChannel, phase: str) -> None:
-    log.info(phase, channel=channel.name, order=message.payload["order"], msg_id=message.id)
+
+class Parse(Node):
+    def process(self, context: ExecutionContext) -> dict[str, Any]:
+        order = context.inputs.content
+        return {**order, "amount": float(order["amount"])}  # raises on a malformed amount
 
 
-async def main(orders: int = 5) -> list[str]:
-    """Run the demo; return one line per order the consumer handled."""
-    mailbox = InMemoryChannel(name="kitchen", maxsize=2)  # bounded: the producer waits
-    edge = ForwardingChannel(
-        mailbox, name="counter->kitchen", metadata_defaults={"edge": "counter->kitchen"}
+class Record(Node):
+    """Keeps a line per order it sees; forwards nothing."""
+
+    def __init__(self, label: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.label = label
+        self.lines: list[str] = []
+
+    async def process(self, context: ExecutionContext) -> None:
+        order = context.inputs.content
+        self.lines.append(f"{self.label}: order {order['id']} ({order['amount']:.2f})")
+
+
+class Review(Node):
+    async def process(self, context: ExecutionContext) -> dict[str, Any]:
+        await anyio.sleep(0.01)  # a slow check, say a fraud service
+        return {**context.inputs.content, "reviewed": True}
+
+
+def build() -> tuple[Graph, dict[str, Record]]:
+    """Wire the graph; return it and its recording nodes."""
+    retry = RetryPolicy(max_attempts=2, initial_delay=0.001)
+    parse = Parse(id="parse", config=NodeConfig(retry=retry))
+    sinks = {
+        "bill": Record("billed", id="bill"),
+        "refund": Record("refunded", id="refund"),
+        "audit": Record("audited", id="audit"),
+    }
+    review = Review(id="review")
+    parse.on(kind="refund") >> sinks["refund"]
+    (
+        parse.on(lambda order: order["kind"] == "sale" and order["amount"] > 100).with_priority(1)
+        >> review
     )
-    mailbox.add_observer(trace)
-    handled: list[str] = []
+    parse.on(kind="sale") >> sinks["bill"]  # the fallback tier for sales
+    review >> sinks["bill"]
+    parse >> sinks["audit"]
+    return Graph(start=parse, name="orders"), sinks
 
-    async def producer() -> None:
-        for number in range(1, orders + 1):
 
-            async def acked(number: int = number) -> None:
-                log.info("order done", order=number)
+async def main() -> tuple[GraphResult, dict[str, Record], list[str]]:
+    """Stream the orders through the graph, shut it down; return result, sinks, dead letters."""
+    graph, sinks = build()
+    results: list[GraphResult] = []
 
-            await edge.send(ChannelMessage({"order": number}, ack=acked))
-        mailbox.close()  # queued orders are still delivered; then the consumer's loop ends
-
-    async def consumer() -> None:
-        async for message in mailbox:
-            handled.append(f"order {message.payload['order']} via {message.metadata['edge']}")
-            if message.ack:
-                await message.ack()
+    async def run() -> None:
+        results.append(await graph.run(Task(type=TaskType.LONG_RUNNING)))
 
     async with anyio.create_task_group() as group:
-        group.start_soon(consumer)
-        group.start_soon(producer)
-
-    stats = mailbox.statistics()
-    log.info("done", sent=stats.sent, received=stats.received, peak_depth=stats.peak_depth)
-    return handled
+        group.start_soon(run)
+        await anyio.wait_all_tasks_blocked()
+        for order in ORDERS:
+            await graph.send("parse", order)
+        await graph.shutdown()
+    dead: list[str] = []
+    while not graph.dead_letters.empty():
+        letter = await graph.dead_letters.receive()
+        details = letter.metadata["dead_letter"]
+        dead.append(f"dead letter: order {letter.payload['id']}: {details['error']}")
+    return results[0], sinks, dead
 
 
 if __name__ == "__main__":
-    for line in anyio.run(main):
-        print(line)
+    result, sinks, dead = anyio.run(main)
+    for sink in sinks.values():
+        print("\n".join(sink.lines))
+    print("\n".join(dead))
+    print(f"stopped: {result.stop_reason}")
+    for node_id, stats in result.node_stats.items():
+        print(f"  {node_id:<7} processed={stats.processed} failed_attempts={stats.failed_attempts}")

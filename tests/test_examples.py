@@ -3,12 +3,29 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from examples import hello
+from examples import channels, hello
+from spark_nodes import StopReason
+
+pytestmark = pytest.mark.anyio
 
 
-@pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
-async def test_the_hello_demo_delivers_every_order_in_order() -> None:
+async def test_the_hello_graph_routes_audits_and_dead_letters() -> None:
     with anyio.fail_after(10):
-        handled = await hello.main(orders=7)
+        result, sinks, dead = await hello.main()
+    assert result.stop_reason is StopReason.SHUTDOWN
+    assert sorted(sinks["bill"].lines) == [
+        "billed: order 1 (40.00)",
+        "billed: order 3 (250.00)",
+        "billed: order 5 (99.00)",
+    ]
+    assert sinks["refund"].lines == ["refunded: order 2 (15.00)"]
+    assert len(sinks["audit"].lines) == 4
+    assert result.node_stats["review"].processed == 1
+    assert dead == ["dead letter: order 4: could not convert string to float: 'not a number'"]
+    assert result.node_stats["parse"].failed_attempts == 2
+
+
+async def test_the_channels_demo_delivers_every_order_in_order() -> None:
+    with anyio.fail_after(10):
+        handled = await channels.main(orders=7)
     assert handled == [f"order {n} via counter->kitchen" for n in range(1, 8)]

@@ -2,7 +2,7 @@
 
 from spark_nodes.nodes.config import NodeConfig, OnError, RestartPolicy, RetryPolicy
 from spark_nodes.nodes.context import ExecutionContext, ExecutionMetadata
-from spark_nodes.nodes.edges import Condition, Edge, EdgeBuilder, Equals
+from spark_nodes.nodes.edges import Condition, Edge, EdgeBuilder, Equals, Otherwise
 from spark_nodes.nodes.message import NodeMessage
 from spark_nodes.nodes.node import Node
 from spark_nodes.nodes.runtime import NodeStatistics
@@ -19,6 +19,7 @@ __all__ = [
     "NodeMessage",
     "NodeStatistics",
     "OnError",
+    "Otherwise",
     "RestartPolicy",
     "RetryPolicy",
 ]

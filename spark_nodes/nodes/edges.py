@@ -3,19 +3,41 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from spark_nodes.errors import WiringError
 
 if TYPE_CHECKING:
     from spark_nodes.nodes.node import Node
 
-__all__ = ["Condition", "Edge", "EdgeBuilder", "Equals"]
+__all__ = ["OTHERWISE_PRIORITY", "Condition", "Edge", "EdgeBuilder", "Equals", "Otherwise"]
 
 Condition = Callable[[Any], bool]
 """A predicate on a node's output content: ``lambda out: out["score"] > 0.5``."""
 
 _MISSING = object()
+
+OTHERWISE_PRIORITY: Final = -(2**63)
+"""The priority of ``otherwise()`` edges: below any other conditional edge."""
+
+
+class Otherwise:
+    """The condition of ``node.otherwise() >> x``: taken when no other condition matched."""
+
+    __slots__ = ()
+
+    def __call__(self, output: Any) -> bool:
+        """Always True; its lowest priority makes it a fallback."""
+        return True
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Otherwise)
+
+    def __hash__(self) -> int:
+        return hash(Otherwise)
+
+    def __repr__(self) -> str:
+        return "otherwise()"
 
 
 class Equals:
@@ -50,10 +72,11 @@ class Equals:
 class Edge:
     """A directed edge ``source -> target``, taken when its condition holds.
 
-    Edges fire in priority tiers: among a node's edges, the highest ``priority`` that has
-    at least one matching edge fires all its matching edges; lower tiers are fallbacks.
-    With the default priority (0) everywhere, every matching edge fires (fan-out). Each
-    output reaches a given target at most once, whichever edges match.
+    An output takes every unconditional edge (fan-out) and, of the conditional edges that
+    match it, those with the highest ``priority``: a lower-priority conditional edge is a
+    fallback, taken only when no higher one matches, and ``otherwise()`` edges are taken
+    only when no other conditional edge matches. Each output reaches a given target at
+    most once, whichever edges match. (Priority does not apply to unconditional edges.)
 
     Attributes:
         source: The node whose outputs travel along the edge.
@@ -85,7 +108,7 @@ class Edge:
 
     def __repr__(self) -> str:
         condition = "" if self.condition is None else f" when {self.condition!r}"
-        tier = f" priority={self.priority}" if self.priority else ""
+        tier = f" priority={self.priority}" if self.priority not in (0, OTHERWISE_PRIORITY) else ""
         return f"<Edge {self.name}{condition}{tier}>"
 
 
@@ -144,7 +167,9 @@ class EdgeBuilder:
         self._priority = priority
 
     def with_priority(self, priority: int) -> EdgeBuilder:
-        """Return a builder whose edges sit in tier ``priority`` (higher is tried first).
+        """Return a builder whose edges have ``priority`` (higher wins).
+
+        Among the conditional edges an output matches, only the highest priority is taken.
 
         Raises:
             WiringError: ``priority`` is not an int.

@@ -10,9 +10,11 @@ from spark_nodes.channels import BaseChannel, InMemoryChannel
 from spark_nodes.errors import WiringError
 from spark_nodes.nodes.config import NodeConfig
 from spark_nodes.nodes.edges import (
+    OTHERWISE_PRIORITY,
     Condition,
     Edge,
     EdgeBuilder,
+    Otherwise,
     check_condition,
     connect_all,
     targets_of,
@@ -191,6 +193,13 @@ class Node:
         """
         return EdgeBuilder(self, check_condition(condition, equals))
 
+    def otherwise(self) -> EdgeBuilder:
+        """Start a fallback edge: ``a.otherwise() >> b`` is taken when no condition matched.
+
+        Unconditional edges (``a >> c``) don't count: they are always taken.
+        """
+        return EdgeBuilder(self, Otherwise(), OTHERWISE_PRIORITY)
+
     def __rshift__(self, right: Node | list[Node] | tuple[Node, ...]) -> Any:
         for target in targets_of(right, self):
             self.connect(target)
@@ -201,7 +210,7 @@ class Node:
         return self
 
     def get_next_nodes(self, output: Any = _NO_OUTPUT) -> list[Node]:
-        """The nodes an output goes to, following edge conditions and priority tiers.
+        """The nodes an output goes to, following edge conditions and priorities.
 
         Args:
             output: The output content to route; by default the node's ``last_output``

@@ -131,7 +131,10 @@ class _StepFailed(Exception):
 
 
 def select_edges(edges: list[Edge], content: Any) -> list[Edge]:
-    """The edges ``content`` takes: the top tier with a match, one edge per target.
+    """The edges ``content`` takes, one per target.
+
+    Every unconditional edge; and of the conditional edges that match, those of the highest
+    priority (a lower priority, ``otherwise()`` lowest of all, is a fallback).
 
     Args:
         edges: The node's edges sorted by priority, highest first (stable).
@@ -143,10 +146,13 @@ def select_edges(edges: list[Edge], content: Any) -> list[Edge]:
     best: int | None = None
     chosen: list[Edge] = []
     for edge in edges:
-        if best is not None and edge.priority < best:
-            break
-        if edge.matches(content) and all(c.target is not edge.target for c in chosen):
+        if edge.condition is not None:
+            if best is not None and edge.priority < best:
+                continue
+            if not edge.matches(content):
+                continue
             best = edge.priority
+        if all(c.target is not edge.target for c in chosen):
             chosen.append(edge)
     return chosen
 

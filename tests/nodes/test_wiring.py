@@ -65,14 +65,32 @@ def test_equality_conditions_read_mappings_and_attributes() -> None:
     assert b.get_next_nodes(object()) == []
 
 
-def test_the_highest_priority_tier_with_a_match_wins() -> None:
+def test_the_highest_priority_matching_condition_wins_and_unconditional_edges_always_fire() -> None:
     a = Node(id="a")
-    urgent, normal, audit = Node(id="urgent"), Node(id="normal"), Node(id="audit")
+    urgent, normal, audit, log = (
+        Node(id="urgent"),
+        Node(id="normal"),
+        Node(id="audit"),
+        Node(id="log"),
+    )
     a.on(lambda out: out["priority"] > 90).with_priority(10) >> urgent
     a.on(lambda out: out["priority"] > 90).with_priority(10) >> audit
-    a >> normal  # tier 0: the fallback
-    assert [n.id for n in a.get_next_nodes({"priority": 95})] == ["urgent", "audit"]
-    assert [n.id for n in a.get_next_nodes({"priority": 10})] == ["normal"]
+    a.on(lambda out: out["priority"] > 0) >> normal  # a fallback for the urgent route
+    a >> log  # always
+    assert [n.id for n in a.get_next_nodes({"priority": 95})] == ["urgent", "audit", "log"]
+    assert [n.id for n in a.get_next_nodes({"priority": 10})] == ["normal", "log"]
+    assert [n.id for n in a.get_next_nodes({"priority": -1})] == ["log"]
+
+
+def test_otherwise_is_taken_when_no_condition_matched() -> None:
+    a, refunds, sales, other, log = (Node(id=i) for i in ("a", "refunds", "sales", "other", "log"))
+    a.on(kind="refund") >> refunds
+    a.on(kind="sale") >> sales
+    a.otherwise() >> other
+    a >> log
+    assert [n.id for n in a.get_next_nodes({"kind": "refund"})] == ["refunds", "log"]
+    assert [n.id for n in a.get_next_nodes({"kind": "gift"})] == ["log", "other"]
+    assert repr(a.edges[2]) == "<Edge a->other when otherwise()>"
 
 
 def test_each_target_is_reached_once_whatever_matches() -> None:
