@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -27,3 +29,15 @@ def test_ci_runs_the_readme_commands_verbatim() -> None:
     ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
     for command in readme_setup_commands():
         assert command in ci_lines, f".ci/run must run the README command: {command}"
+
+
+def test_the_readme_taste_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"## A taste\n\n```python\n(.*?)```", readme, re.DOTALL)
+    assert block is not None
+    exec(compile(block.group(1), "README.md", "exec"), {"__name__": "readme"})
+    assert capsys.readouterr().out.splitlines() == [
+        "{'text': 'a one-pass run', 'score': 1.4}",
+        "{'text': 'hi', 'score': 0.2}",
+        "{'text': 'a much longer message', 'score': 2.1}",
+    ]
