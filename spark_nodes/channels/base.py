@@ -384,8 +384,12 @@ class BaseChannel(abc.ABC):
         """A message ``receive`` would return at once with nothing to await, else None."""
         return None
 
-    def _accepts_now(self) -> bool:
-        """Whether ``send_nowait`` would succeed now with exactly ``send``'s semantics."""
+    def _offer(self, message: ChannelMessage, defer_async: bool = False) -> bool:
+        """Enqueue now, with exactly ``send``'s effects, if that needs no awaiting.
+
+        Returns False, having done nothing, when it would have to wait or await (or the
+        channel is closed: ``send`` then raises). The default never can.
+        """
         return False
 
     def _requeue_front(self, message: ChannelMessage) -> bool:

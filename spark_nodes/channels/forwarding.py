@@ -86,9 +86,8 @@ class ForwardingChannel(BaseChannel):
         defaults = self._defaults
         out = message._with_metadata_defaults(defaults) if defaults else message
         downstream = self._downstream
-        if downstream._accepts_now():
-            # Same semantics as send() here (room, sync observers only), minus a coroutine.
-            downstream.send_nowait(out)
+        if downstream._offer(out):
+            pass  # sent, with send()'s semantics, minus a coroutine
         elif downstream._would_block():
             await self._send_when_room(out)
         else:
@@ -212,8 +211,17 @@ class ForwardingChannel(BaseChannel):
     def _would_block(self) -> bool:
         return self._downstream._would_block()
 
-    def _accepts_now(self) -> bool:
-        return self._all_sync and self._downstream._accepts_now()
+    def _offer(self, message: ChannelMessage, defer_async: bool = False) -> bool:
+        if self._closed or not self._all_sync:
+            return False
+        defaults = self._defaults
+        out = message._with_metadata_defaults(defaults) if defaults else message
+        if not self._downstream._offer(out, defer_async):
+            return False
+        self._sent += 1
+        if self._observers:
+            self._notify_nowait(out, "send")
+        return True
 
     def _requeue_front(self, message: ChannelMessage) -> bool:
         return self._downstream._requeue_front(message)

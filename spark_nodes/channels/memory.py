@@ -135,14 +135,24 @@ class InMemoryChannel(BaseChannel):
         """
         if message.__class__ is not ChannelMessage and not isinstance(message, ChannelMessage):
             raise _not_a_message(message)
-        if self._closed:
-            raise self._closed_error()
-        queue = self._queue
-        if len(queue) >= self._limit:
+        if not self._offer(message, defer_async=True):
+            if self._closed:
+                raise self._closed_error()
             raise ChannelFull(
                 f"channel {self._name!r} is full (maxsize={self._maxsize}); "
                 f"'await send()' waits for room"
             )
+
+    def _offer(self, message: ChannelMessage, defer_async: bool = False) -> bool:
+        """Enqueue now if that needs no waiting; return whether it did.
+
+        With ``defer_async`` (``send_nowait``), async send observers are deferred to the
+        receive; without it (the worker loop's and edges' fast path, standing in for an
+        awaited ``send``) a channel with async observers refuses.
+        """
+        queue = self._queue
+        if self._closed or len(queue) >= self._limit or not (defer_async or self._all_sync):
+            return False
         queue.append(message)
         self._sent += 1
         depth = len(queue)
@@ -154,6 +164,7 @@ class InMemoryChannel(BaseChannel):
             self._arrival()
         if self._observers:
             self._notify_nowait(message, "send")
+        return True
 
     async def receive(self) -> ChannelMessage:
         """Return the oldest message, waiting until one arrives.
@@ -251,9 +262,6 @@ class InMemoryChannel(BaseChannel):
         if self._senders:
             wake_one(self._senders)
         return message
-
-    def _accepts_now(self) -> bool:
-        return self._all_sync and len(self._queue) < self._limit
 
     def _set_arrival_hook(self, hook: Callable[[], None] | None, depth: int = 0) -> None:
         self._arrival = hook

@@ -142,7 +142,9 @@ class Graph:
         else:
             message = ChannelMessage(content, dict(metadata) if metadata else None)
         run.in_flight += 1
-        await target.mailbox.send(message)
+        mailbox = target.mailbox
+        if not mailbox._offer(message):  # send()'s effects without a coroutine, when it can
+            await mailbox.send(message)
 
     async def shutdown(self) -> None:
         """Drain the running graph gracefully and let :meth:`run` return.

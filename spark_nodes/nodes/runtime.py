@@ -177,6 +177,7 @@ class NodeRuntime:
         "_edges",
         "_forwarded_this_attempt",
         "_kind",
+        "_sync_process",
         "active",
         "custom_loop",
         "dead_lettered",
@@ -219,6 +220,7 @@ class NodeRuntime:
         self.terminal_outputs = 0
         self.restarts = 0
         self._kind = _kind_of(node.process)
+        self._sync_process = self._kind is _Kind.SYNC
         edges = sorted_edges(node.edges)
         # All edges unconditional: every output takes all of them (one per target).
         self._all_edges: list[Edge] | None = (
@@ -327,12 +329,14 @@ class NodeRuntime:
         payload = message.payload
         if payload.__class__ is NodeMessage:
             inputs = payload
-        else:
+            trace_id = inputs.metadata.get("trace_id") or inputs.id
+        else:  # NodeMessage._of(message), inlined: one call less per hop
+            metadata = message.metadata
             inputs = _new_object(NodeMessage)
             inputs.content = payload
-            inputs.metadata = message.metadata  # shared: the same message, seen by the node
-            inputs.id = message.id
-        trace_id = inputs.metadata.get("trace_id") or inputs.id
+            inputs._metadata = metadata
+            inputs._id = message
+            trace_id = metadata.get("trace_id") or message.id
         attempt = 1
         self._forwarded_this_attempt = 0
         try:
@@ -345,12 +349,11 @@ class NodeRuntime:
                 context._message = message
                 context._outputs = None
                 try:
-                    kind = self._kind
-                    if kind is _Kind.SYNC:
+                    if self._sync_process:
                         result = node.process(context)
                         if result.__class__ is CoroutineType:
                             result = await result
-                    elif kind is _Kind.ASYNC:
+                    elif self._kind is _Kind.ASYNC:
                         result = await node.process(context)
                     else:
                         await self._generate(context, trace_id)
@@ -411,7 +414,7 @@ class NodeRuntime:
                 if waiting:
                     await self._send_waiting(waiting)
 
-    def _forward(  # noqa: PLR0915 - the hot path, inlined on purpose
+    def _forward(
         self, output: Any, trace_id: str
     ) -> list[tuple[BaseChannel, ChannelMessage]] | None:
         """Send ``output`` along the edges it takes, without waiting where there is room.
@@ -426,7 +429,7 @@ class NodeRuntime:
         node = self.node
         if output.__class__ is NodeMessage:
             content = output.content
-            extra: dict[str, Any] | None = output.metadata
+            extra: dict[str, Any] | None = output._metadata
         else:
             content = output
             extra = None
@@ -464,12 +467,7 @@ class NodeRuntime:
             message._pending = None
             mailbox = edge.target.mailbox
             run.in_flight += 1
-            if mailbox._accepts_now():
-                try:
-                    mailbox.send_nowait(message)
-                except Exception as error:
-                    run.in_flight -= 1 + (len(waiting) if waiting else 0)  # none will arrive
-                    raise _StepFailed("forward", error) from error
+            if mailbox._offer(message):
                 self.forwarded += 1
                 self._forwarded_this_attempt += 1
             elif waiting is None:
