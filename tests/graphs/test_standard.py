@@ -281,3 +281,60 @@ async def test_a_node_cannot_run_in_two_graphs_at_once() -> None:
             with pytest.raises(RuntimeError, match="already running"):
                 await first.run(Task(inputs=1))
             first.stop()
+
+
+async def test_a_sync_process_may_return_an_awaitable() -> None:
+    class Deferred(Node):
+        def process(self, context: ExecutionContext) -> Any:
+            async def later() -> str:
+                await anyio.lowlevel.checkpoint()
+                return f"later:{context.inputs.content}"
+
+            return later()
+
+    a, sink = Deferred(id="a"), Record(id="sink")
+    a >> sink
+    await run(Graph(start=a), "x")
+    assert [m.content for m in sink.seen] == ["later:x"]
+
+
+async def test_emitting_without_returning_runs_process_once() -> None:
+    calls: list[int] = []
+
+    class EmitOnly(Node):
+        def process(self, context: ExecutionContext) -> None:
+            calls.append(1)
+            context.emit("only")
+
+    a, sink = EmitOnly(id="a"), Record(id="sink")
+    a >> sink
+    await run(Graph(start=a), "x")
+    assert calls == [1]
+    assert [m.content for m in sink.seen] == ["only"]
+
+
+async def test_a_full_successor_mailbox_applies_backpressure_and_loses_nothing() -> None:
+    class Many(Node):
+        def process(self, context: ExecutionContext) -> Iterator[int]:
+            yield from range(20)
+
+    class Relay(Node):
+        def process(self, context: ExecutionContext) -> Any:
+            return context.inputs.content
+
+    class Slow(Node):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.seen: list[NodeMessage] = []
+
+        async def process(self, context: ExecutionContext) -> None:
+            await anyio.sleep(0.001)
+            self.seen.append(context.inputs)
+
+    many, relay = Many(id="many"), Relay(id="relay", config=NodeConfig(mailbox_maxsize=2))
+    slow = Slow(id="slow", config=NodeConfig(mailbox_maxsize=1))
+    many >> relay >> slow
+    result = await run(Graph(start=many), "go")
+    assert [m.content for m in slow.seen] == list(range(20))
+    assert result.node_stats["slow"].mailbox.peak_depth == 1
+    assert result.node_stats["relay"].mailbox.peak_depth <= 2
