@@ -348,3 +348,16 @@ async def test_dedicated_loops_handle_a_mailbox_that_is_not_our_in_memory_channe
     result = await run_with(Graph(start=a), Task(type=LONG), drive)
     assert sorted(sink.items) == list(range(10))
     assert result.stop_reason is StopReason.SHUTDOWN
+
+
+async def test_a_busy_loop_still_lets_the_budget_timer_run() -> None:
+    # Every message is ready at once and process is sync: without periodic yields the
+    # worker would never give the event loop a chance to fire max_seconds.
+    spin = Node(id="spin")
+    spin >> spin
+    with anyio.fail_after(10):
+        result = await Graph(start=spin).run(
+            Task(inputs=0, type=LONG, budget=Budget(max_seconds=0.05, grace_period=1))
+        )
+    assert result.stop_reason is StopReason.BUDGET
+    assert result.node_stats["spin"].processed > 256
