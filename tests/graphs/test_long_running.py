@@ -350,6 +350,7 @@ async def test_dedicated_loops_handle_a_mailbox_that_is_not_our_in_memory_channe
     assert result.stop_reason is StopReason.SHUTDOWN
 
 
+@pytest.mark.timeout(20)  # a starved event loop cannot fire fail_after: pytest-timeout can
 async def test_a_busy_loop_still_lets_the_budget_timer_run() -> None:
     # Every message is ready at once and process is sync: without periodic yields the
     # worker would never give the event loop a chance to fire max_seconds.
