@@ -7,11 +7,16 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Target:
-    """A baseline measured in the same run and the largest ratio allowed (None: info only)."""
+    """A baseline (measured in the same run, or a fixed limit) and the ratio allowed.
+
+    ``max_ratio`` bounds value/baseline from above (times, memory), ``min_ratio`` from below
+    (throughput); neither set means the row is for information.
+    """
 
     baseline: float
     max_ratio: float | None
     baseline_name: str
+    min_ratio: float | None = None
 
 
 @dataclass(frozen=True)
@@ -29,10 +34,14 @@ class Result:
 
     @property
     def met(self) -> bool | None:
-        if self.target is None or self.target.max_ratio is None:
+        target = self.target
+        if target is None or (target.max_ratio is None and target.min_ratio is None):
             return None
-        assert self.ratio is not None
-        return self.ratio <= self.target.max_ratio
+        ratio = self.ratio
+        assert ratio is not None
+        if target.max_ratio is not None and ratio > target.max_ratio:
+            return False
+        return target.min_ratio is None or ratio >= target.min_ratio
 
 
 def render(results: list[Result]) -> str:
@@ -43,8 +52,13 @@ def render(results: list[Result]) -> str:
         line = f"{r.name:<{width}}  {r.value:9.3f} {r.unit:<7}"
         if r.target is not None:
             line += f" {r.ratio:5.2f}x {r.target.baseline_name}"
-            if r.target.max_ratio is not None:
+            if r.met is not None:
                 verdict = "ok" if r.met else "MISSED"
-                line += f" (target <= {r.target.max_ratio}x: {verdict})"
+                bound = (
+                    f"<= {r.target.max_ratio}x"
+                    if r.target.max_ratio is not None
+                    else f">= {r.target.min_ratio}x"
+                )
+                line += f" (target {bound}: {verdict})"
         lines.append(line)
     return "\n".join(lines)

@@ -1,0 +1,26 @@
+"""The benchmarks are run on demand, not in CI; this keeps their code from rotting."""
+
+from __future__ import annotations
+
+from benchmarks import channels, graphs
+from benchmarks._report import Result, Target, render
+
+
+def test_the_channel_benchmarks_run_at_a_tiny_size() -> None:
+    results = channels.run(n=2_000, repeats=1, round_trips=200)
+    assert all(r.value > 0 for r in results)
+    assert "InMemoryChannel one hop" in render(results)
+
+
+def test_the_graph_pipelines_run_and_count_everything() -> None:
+    assert graphs._best(graphs._raw_pipeline, 1_000) > 0
+    assert graphs._best(graphs._graph_pipeline, 1_000) > 0
+
+
+def test_targets_report_upper_and_lower_bounds() -> None:
+    slow = Result("x", 3.0, "us", Target(1.0, 2.0, "raw"))
+    fast = Result("y", 60.0, "k/s", Target(100.0, None, "raw", min_ratio=0.5))
+    info = Result("z", 1.0, "us", Target(1.0, None, "raw"))
+    assert (slow.met, fast.met, info.met) == (False, True, None)
+    assert "MISSED" in render([slow])
+    assert "(target >= 0.5x: ok)" in render([fast])
