@@ -34,6 +34,7 @@ from spark_nodes.nodes import (
     RestartPolicy,
     RetryPolicy,
 )
+from spark_nodes.state import GraphState, MemoryState, TypedState
 
 __all__ = [
     "BaseChannel",
@@ -48,7 +49,9 @@ __all__ = [
     "GraphFailed",
     "GraphNotRunning",
     "GraphResult",
+    "GraphState",
     "InMemoryChannel",
+    "MemoryState",
     "MessageDecodeError",
     "MessageEncodeError",
     "Node",
@@ -62,6 +65,7 @@ __all__ = [
     "StopReason",
     "Task",
     "TaskType",
+    "TypedState",
     "WiringError",
     "errors",
 ]

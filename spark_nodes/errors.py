@@ -22,6 +22,7 @@ __all__ = [
     "MessageDecodeError",
     "MessageEncodeError",
     "SparkNodesError",
+    "StateConflict",
     "WiringError",
 ]
 
@@ -92,3 +93,10 @@ class GraphFailed(SparkNodesError):
 
 class GraphNotRunning(SparkNodesError):
     """``send`` or ``shutdown`` was called on a graph that is not running (or is stopping)."""
+
+
+class StateConflict(SparkNodesError):
+    """A state transaction kept finding its keys changed by others, and gave up.
+
+    Raised by ``state.transaction(fn)`` after ``max_retries`` re-runs of ``fn``.
+    """

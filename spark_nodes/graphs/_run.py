@@ -325,6 +325,7 @@ class Run:
             dead_letters=sum(runtime.dead_lettered for runtime in self.runtimes.values()),
             duration=time.monotonic() - self.started,
             cancelled=self.cancelled,
+            results={i: self.graph.result_of(i)[1] for i in self.graph.result_ids()},
         )
 
 

@@ -11,7 +11,9 @@ from spark_nodes.graphs._run import Run, Topology
 from spark_nodes.graphs.result import GraphResult
 from spark_nodes.graphs.task import Task, TaskType
 from spark_nodes.nodes import Node, NodeMessage
+from spark_nodes.nodes.node import NO_OUTPUT
 from spark_nodes.nodes.runtime import SHUTDOWN_EXTERNAL
+from spark_nodes.state import GraphState, MemoryState
 
 __all__ = ["Graph"]
 
@@ -34,6 +36,8 @@ class Graph:
         name: For logs; ``"graph-{n}"`` when omitted.
         dead_letters: Where messages that could not be processed go (each with its error);
             an unbounded :class:`InMemoryChannel` when omitted. Nothing reads it for you.
+        state: The state the nodes share (``context.graph_state``); a :class:`MemoryState`
+            when omitted. It outlives runs.
 
     Raises:
         WiringError: No node given, something given is not a node, or two nodes share
@@ -46,6 +50,7 @@ class Graph:
         start: Node | None = None,
         name: str | None = None,
         dead_letters: BaseChannel | None = None,
+        state: GraphState | None = None,
     ) -> None:
         entries = ([start] if start is not None else []) + [n for n in nodes if n is not start]
         if not entries:
@@ -55,6 +60,8 @@ class Graph:
                 raise WiringError(f"Graph takes nodes, not {entry!r}")
         if dead_letters is not None and not isinstance(dead_letters, BaseChannel):
             raise WiringError(f"dead_letters must be a channel, not {dead_letters!r}")
+        if state is not None and not isinstance(state, GraphState):
+            raise WiringError(f"state must be a GraphState, not {state!r}")
         self.name = name or f"graph-{next(_numbers)}"
         self.start: Node = entries[0]
         self._entries = entries
@@ -62,12 +69,26 @@ class Graph:
             name=f"graph:{self.name}:dead-letters"
         )
         self._run: Run | None = None
+        self._by_id: dict[str, Node] = {}
         self._topology()  # wiring mistakes are reported now, not at run time
+        self.state: GraphState = state or MemoryState()
+        self.state.bind_results(self)
 
     @property
     def nodes(self) -> dict[str, Node]:
         """Every node of the graph by id, in discovery order (start first)."""
         return {node.id: node for node in self._topology().nodes}
+
+    def result_of(self, node_id: str) -> tuple[bool, Any]:
+        """``(True, latest output)`` of a node that has produced one, else ``(False, None)``."""
+        node = self._by_id.get(node_id)
+        if node is None or node.last_output is NO_OUTPUT:
+            return (False, None)
+        return (True, node.last_output)
+
+    def result_ids(self) -> list[str]:
+        """The ids of the nodes that have produced an output."""
+        return [i for i, node in self._by_id.items() if node.last_output is not NO_OUTPUT]
 
     @property
     def running(self) -> bool:
@@ -215,6 +236,7 @@ class Graph:
             for node_id, preds in predecessors.items()
         }
         sources = [node.id for node in nodes if not predecessors[node.id]]
+        self._by_id = by_id
         return Topology(nodes, shutdown_sources, successors, sources)
 
     def __repr__(self) -> str:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from spark_nodes.channels.codec import pack, unpack
 from spark_nodes.nodes import NodeMessage, NodeStatistics
 
 __all__ = ["GraphResult", "StopReason"]
@@ -45,6 +46,7 @@ class GraphResult:
         dead_letters: Messages dead-lettered during the run.
         duration: Seconds the run took.
         cancelled: Whether loops still busy after the grace period were cancelled.
+        results: Per node id, its latest output when the run ended (as produced).
     """
 
     stop_reason: StopReason
@@ -54,6 +56,17 @@ class GraphResult:
     dead_letters: int
     duration: float
     cancelled: bool
+    results: Mapping[str, Any] = field(default_factory=dict)
+
+    def get_result(self, node_id: str, default: Any = None) -> Any:
+        """Node ``node_id``'s latest output as plain data (like the state's ``.__result__``).
+
+        Raises:
+            MessageEncodeError: That output is not plain data.
+        """
+        if node_id not in self.results:
+            return default
+        return unpack(pack(self.results[node_id], where=f"{node_id}.__result__"))
 
     @property
     def output(self) -> NodeMessage | None:

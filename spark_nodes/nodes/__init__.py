@@ -4,10 +4,11 @@ from spark_nodes.nodes.config import NodeConfig, OnError, RestartPolicy, RetryPo
 from spark_nodes.nodes.context import ExecutionContext, ExecutionMetadata
 from spark_nodes.nodes.edges import Condition, Edge, EdgeBuilder, Equals, Otherwise
 from spark_nodes.nodes.message import NodeMessage
-from spark_nodes.nodes.node import Node
+from spark_nodes.nodes.node import NO_OUTPUT, Node
 from spark_nodes.nodes.runtime import NodeStatistics
 
 __all__ = [
+    "NO_OUTPUT",
     "Condition",
     "Edge",
     "EdgeBuilder",

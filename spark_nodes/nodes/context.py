@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from spark_nodes.nodes.message import NodeMessage
+from spark_nodes.state import RESULT_SUFFIX, GraphState
 
 if TYPE_CHECKING:
     from spark_nodes.channels import ChannelMessage
@@ -84,6 +85,28 @@ class ExecutionContext:
         """The running graph (``None`` outside one): ``send``, ``shutdown``, results."""
         runtime = self.node._runtime
         return None if runtime is None else runtime.run.graph
+
+    @property
+    def graph_state(self) -> GraphState:
+        """The state the graph's nodes share (``graph.state``).
+
+        Raises:
+            RuntimeError: The node is not running in a graph.
+        """
+        graph = self.graph
+        if graph is None:
+            raise RuntimeError(f"{self.node!r} is not running in a graph: it has no graph state")
+        state: GraphState = graph.state
+        return state
+
+    async def get_result(self, node_id: str, default: Any = None) -> Any:
+        """Return the latest output of node ``node_id`` (a plain-data copy), or ``default``.
+
+        Raises:
+            RuntimeError: The node is not running in a graph.
+            MessageEncodeError: That output is not plain data.
+        """
+        return await self.graph_state.get(node_id + RESULT_SUFFIX, default)
 
     @property
     def message(self) -> ChannelMessage | None:

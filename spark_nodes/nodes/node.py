@@ -24,10 +24,11 @@ if TYPE_CHECKING:
     from spark_nodes.nodes.context import ExecutionContext
     from spark_nodes.nodes.runtime import NodeRuntime
 
-__all__ = ["Node"]
+__all__ = ["NO_OUTPUT", "Node"]
 
 _numbers: defaultdict[str, itertools.count[int]] = defaultdict(lambda: itertools.count(1))
-_NO_OUTPUT = object()
+NO_OUTPUT: Any = object()
+"""``node.last_output`` until the node has produced an output."""
 _DEFAULT_CONFIG = NodeConfig()  # frozen, so every node without a config can share it
 
 
@@ -94,7 +95,7 @@ class Node:
         self.mailbox: BaseChannel = mailbox
         self.edges: list[Edge] = []
         self.state: dict[str, Any] = {}
-        self.last_output: Any = _NO_OUTPUT
+        self.last_output: Any = NO_OUTPUT
         self._stop_flag = False
         self._runtime: NodeRuntime | None = None
 
@@ -209,7 +210,7 @@ class Node:
         connect_all(targets_of(left, self), self)
         return self
 
-    def get_next_nodes(self, output: Any = _NO_OUTPUT) -> list[Node]:
+    def get_next_nodes(self, output: Any = NO_OUTPUT) -> list[Node]:
         """The nodes an output goes to, following edge conditions and priorities.
 
         Args:
@@ -225,10 +226,10 @@ class Node:
         """
         from spark_nodes.nodes.runtime import select_edges, sorted_edges  # noqa: PLC0415
 
-        if output is _NO_OUTPUT:
+        if output is NO_OUTPUT:
             output = self.last_output
         edges = sorted_edges(self.edges)
-        if output is _NO_OUTPUT:
+        if output is NO_OUTPUT:
             edges = [edge for edge in edges if edge.condition is None]
         return [edge.target for edge in select_edges(edges, output)]
 
