@@ -216,10 +216,8 @@ class Run:
             spawn(self._supervise, runtime)
 
     async def _feed(self, inputs: Any) -> None:
-        if inputs is None:
-            if self.one_pass:
-                self.begin_shutdown(StopReason.COMPLETED)
-            return
+        if inputs is None and not self.one_pass:
+            return  # a long-running graph waits for graph.send
         start = self.graph.start
         self.in_flight += 1
         if isinstance(inputs, NodeMessage):

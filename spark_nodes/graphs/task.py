@@ -57,8 +57,9 @@ class Task:
     """A run's input, mode and limits.
 
     Attributes:
-        inputs: What the start node receives first: a :class:`NodeMessage` or plain content;
-            ``None`` sends nothing (a long-running graph then waits for ``graph.send``).
+        inputs: What the start node receives first: a :class:`NodeMessage` or plain content.
+            A one-pass run always runs the start node, with ``None`` if there is no input;
+            a long-running graph without input waits for ``graph.send``.
         type: :class:`TaskType`; ``STANDARD`` by default.
         budget: Limits; none by default.
         idle_timeout: Shut down gracefully after this many seconds in which no message was

@@ -198,10 +198,12 @@ async def test_an_endless_loop_is_stopped_by_max_messages() -> None:
     assert result.node_stats["spin"].processed == 50
 
 
-async def test_no_input_completes_at_once() -> None:
-    result = await run(Graph(start=Node()), None)
+async def test_without_input_the_start_node_runs_once_on_none() -> None:
+    start, sink = Node(id="start"), Record(id="sink")
+    start >> sink
+    result = await run(Graph(start=start), None)
     assert result.stop_reason is StopReason.COMPLETED
-    assert result.outputs == ()
+    assert [m.content for m in sink.seen] == [None]
 
 
 async def test_a_one_pass_run_refuses_custom_loops_and_live_nodes() -> None:
