@@ -17,6 +17,7 @@ from spark_nodes.channels import (
     QueueBridge,
 )
 from spark_nodes.errors import (
+    GraphCancelled,
     GraphFailed,
     GraphNotRunning,
     MessageDecodeError,
@@ -46,6 +47,7 @@ __all__ = [
     "ExecutionContext",
     "ForwardingChannel",
     "Graph",
+    "GraphCancelled",
     "GraphFailed",
     "GraphNotRunning",
     "GraphResult",

@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # type only: errors sit below every layer and import none of 
 __all__ = [
     "ChannelClosed",
     "ChannelFull",
+    "GraphCancelled",
     "GraphFailed",
     "GraphNotRunning",
     "MessageDecodeError",
@@ -100,3 +101,18 @@ class StateConflict(SparkNodesError):
 
     Raised by ``state.transaction(fn)`` after ``max_retries`` re-runs of ``fn``.
     """
+
+
+class GraphCancelled(SparkNodesError):
+    """A node called ``context.cancel_graph(reason)``: the run ended abnormally.
+
+    The work in flight was cancelled; the message being processed when the node cancelled
+    went back to its mailbox, unacked. ``reason`` and ``node_id`` say who and why,
+    ``result`` holds the run's result up to then.
+    """
+
+    def __init__(self, reason: str, *, node_id: str, result: GraphResult | None = None) -> None:
+        super().__init__(f"node {node_id!r} cancelled the graph: {reason}")
+        self.reason = reason
+        self.node_id = node_id
+        self.result = result

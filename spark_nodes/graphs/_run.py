@@ -19,7 +19,7 @@ import anyio
 import structlog
 
 from spark_nodes.channels import BaseChannel, ChannelClosed, ChannelMessage
-from spark_nodes.errors import GraphFailed
+from spark_nodes.errors import GraphCancelled, GraphFailed
 from spark_nodes.graphs._spawn import Spawn, open_spawner
 from spark_nodes.graphs.result import GraphResult, StopReason
 from spark_nodes.nodes import Node, NodeMessage
@@ -62,6 +62,7 @@ class Run:
         self.stop_reason: StopReason | None = None
         self.stop_detail = ""
         self.failure: tuple[str, BaseException] | None = None
+        self.cancelled_by: tuple[str, str] | None = None
         self.cancelled = False
         self.started = time.monotonic()
         self._all_finished = anyio.Event()
@@ -107,6 +108,20 @@ class Run:
                     self._outer.start_soon(self._pass_shutdown_on, runtime)
         else:
             runtime.wake_for_stop()
+
+    def node(self, node_id: str) -> Node | None:
+        """The node with this id in the run, if any."""
+        runtime = self.runtimes.get(node_id)
+        return None if runtime is None else runtime.node
+
+    def request_cancel(self, node_id: str, reason: str) -> None:
+        """End the run abnormally: stop, cancel what is in flight, then raise from ``run``."""
+        if self.cancelled_by is None:
+            self.cancelled_by = (node_id, reason)
+        self.request_stop(StopReason.CANCELLED, f"{node_id}: {reason}")
+        if self._workers is not None:
+            self.cancelled = True
+            self._workers.cancel()
 
     def start_drain(self, runtime: NodeRuntime) -> None:
         """Start an on-demand worker for ``runtime`` (``runtime.active`` counts it)."""
@@ -192,6 +207,9 @@ class Run:
                     await self._all_finished.wait()
             outer.cancel_scope.cancel()  # the timers
         result = self.result()
+        if self.cancelled_by is not None:
+            node_id, reason = self.cancelled_by
+            raise GraphCancelled(reason, node_id=node_id, result=result)
         if self.failure is not None:
             node_id, error = self.failure
             raise GraphFailed(

@@ -25,7 +25,9 @@ class StopReason(enum.StrEnum):
     BUDGET = "budget"
     """``max_seconds`` or ``max_messages`` was reached; the run stopped gracefully."""
     STOPPED = "stopped"
-    """``graph.stop()`` stopped the run gracefully."""
+    """``graph.stop()`` or a node's ``context.stop_graph()`` stopped the run gracefully."""
+    CANCELLED = "cancelled"
+    """A node's ``context.cancel_graph()`` cancelled the run (``run`` raises)."""
     ERROR = "error"
     """A node whose ``on_error`` is ``stop_graph`` dead-lettered a message, or a worker
     loop crashed more often than its restart policy allows."""

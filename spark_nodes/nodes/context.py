@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from spark_nodes.errors import WiringError
 from spark_nodes.nodes.message import NodeMessage
 from spark_nodes.state import RESULT_SUFFIX, GraphState
 
@@ -13,6 +14,17 @@ if TYPE_CHECKING:
     from spark_nodes.nodes.node import Node
 
 __all__ = ["ExecutionContext", "ExecutionMetadata"]
+
+
+class Control:
+    """What a ``process`` call asked of the graph: cancel, stop, or goto (in that order)."""
+
+    __slots__ = ("cancel", "goto", "stop")
+
+    def __init__(self) -> None:
+        self.cancel: str | None = None
+        self.stop: str | None = None
+        self.goto: list[Node] = []
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +61,7 @@ class ExecutionContext:
         node: The node processing it.
     """
 
-    __slots__ = ("_attempt", "_message", "_outputs", "_started_at", "inputs", "node")
+    __slots__ = ("_attempt", "_control", "_message", "_outputs", "_started_at", "inputs", "node")
 
     def __init__(
         self,
@@ -66,6 +78,7 @@ class ExecutionContext:
         self._attempt = attempt
         self._started_at = started_at
         self._message = message
+        self._control: Control | None = None
 
     @property
     def outputs(self) -> list[Any]:
@@ -125,6 +138,51 @@ class ExecutionContext:
             max_attempts=self.node.config.retry.max_attempts,
             started_at=self._started_at,
         )
+
+    # -- dynamic control flow (priority: cancel > stop > goto > the edges) -----------------
+
+    def goto(self, *targets: Node | str) -> None:
+        """Send this call's outputs to ``targets`` only, instead of along the edges.
+
+        Calling it again adds targets. Shutdown follows the wired edges, so a message sent
+        this way to a node that has already drained waits in its mailbox, as in a cycle.
+
+        Raises:
+            WiringError: A target is not a node of the running graph.
+            RuntimeError: The node is not running in a graph.
+        """
+        runtime = self.node._runtime
+        if runtime is None:
+            raise RuntimeError(f"{self.node!r} is not running in a graph: it cannot goto")
+        control = self._take_control()
+        for target in targets:
+            node_id = target if isinstance(target, str) else target.id
+            node = runtime.run.node(node_id)
+            if node is None or (not isinstance(target, str) and node is not target):
+                raise WiringError(f"goto: {target!r} is not a node of the running graph")
+            control.goto.append(node)
+
+    def stop_graph(self, reason: str = "stopped by a node") -> None:
+        """End the run normally after this message: the graph stops gracefully.
+
+        This call's outputs are kept as the node's result but not forwarded; the message
+        counts as processed. The result says ``stopped`` with ``reason``.
+        """
+        self._take_control().stop = reason
+
+    def cancel_graph(self, reason: str = "cancelled by a node") -> None:
+        """End the run abnormally: work in flight is cancelled and ``run`` raises.
+
+        This message is not processed: it goes back to its mailbox, unacked, and nothing is
+        forwarded. ``run`` raises :class:`~spark_nodes.errors.GraphCancelled` with ``reason``.
+        """
+        self._take_control().cancel = reason
+
+    def _take_control(self) -> Control:
+        control = self._control
+        if control is None:
+            control = self._control = Control()
+        return control
 
     def emit(self, content: Any) -> None:
         """Add an output, besides the value ``process`` returns.

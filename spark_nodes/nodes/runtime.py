@@ -29,11 +29,11 @@ from spark_nodes.channels import (
     InMemoryChannel,
 )
 from spark_nodes.nodes.config import OnError
-from spark_nodes.nodes.context import ExecutionContext
+from spark_nodes.nodes.context import Control, ExecutionContext
+from spark_nodes.nodes.edges import Edge
 from spark_nodes.nodes.message import NodeMessage
 
 if TYPE_CHECKING:
-    from spark_nodes.nodes.edges import Edge
     from spark_nodes.nodes.node import Node
 
 __all__ = ["SHUTDOWN_EXTERNAL", "NodeRuntime", "NodeStatistics", "RunContext"]
@@ -74,6 +74,12 @@ class RunContext(Protocol):
 
     def node_stopping(self, runtime: NodeRuntime) -> None:
         """The node's ``_stop_flag`` was just set: wake its loops, or finish it if idle."""
+
+    def node(self, node_id: str) -> Node | None:
+        """The node with this id in the run, if any."""
+
+    def request_cancel(self, node_id: str, reason: str) -> None:
+        """End the run abnormally, now; ``run`` raises ``GraphCancelled``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,10 +353,15 @@ class NodeRuntime:
         context._started_at = monotonic()
         context._message = message
         context._outputs = None
+        context._control = None
         forwarded_before = self.forwarded
         try:
             result = node.process(context)
-            if result.__class__ is CoroutineType or context._outputs is not None:
+            if (
+                result.__class__ is CoroutineType
+                or context._outputs is not None
+                or context._control is not None
+            ):
                 return self.handle(message, inputs, trace_id, first=(context, result))
             if result is not None:
                 waiting = self._forward(result, trace_id)
@@ -422,6 +433,7 @@ class NodeRuntime:
                         context._started_at = monotonic()
                         context._message = message
                         context._outputs = None
+                        context._control = None
                         result = None
                     try:
                         if ran:
@@ -434,14 +446,14 @@ class NodeRuntime:
                             await self._generate(context, trace_id)
                         if result.__class__ is CoroutineType:
                             result = await result
-                        extras = context._outputs
-                        if extras:
-                            for extra in extras:
-                                waiting = self._forward(extra, trace_id)
-                                if waiting:
-                                    await self._send_waiting(waiting)
-                        if result is not None:
-                            waiting = self._forward(result, trace_id)
+                        outputs = [*(context._outputs or ()), *([] if result is None else [result])]
+                        control = context._control
+                        if control is not None and (control.cancel or control.stop):
+                            await self._obey(control, message, outputs)
+                            return
+                        goto = control.goto if control is not None else None
+                        for output in outputs:
+                            waiting = self._forward(output, trace_id, goto)
                             if waiting:
                                 await self._send_waiting(waiting)
                     except _StepFailed as failure:
@@ -474,6 +486,21 @@ class NodeRuntime:
                 node.mailbox._requeue_front(message)
             raise
         self._message_done()
+
+    async def _obey(self, control: Control, message: ChannelMessage, outputs: list[Any]) -> None:
+        """Carry out cancel_graph or stop_graph, which outrank goto and the edges."""
+        node = self.node
+        if control.cancel is not None:
+            node.mailbox._requeue_front(message)  # not processed: it waits for the next run
+            self.run.request_cancel(node.id, control.cancel)
+            return
+        for output in outputs:  # kept as the node's result, not forwarded
+            node.last_output = output.content if output.__class__ is NodeMessage else output
+        self.processed += 1
+        if message._ack is not None:
+            await self._ack(message)
+        self._message_done()
+        self.run.request_stop("stopped", f"{node.id}: {control.stop}")
 
     async def _finish_sending(
         self,
@@ -509,21 +536,29 @@ class NodeRuntime:
             run.message_done()
 
     async def _generate(self, context: ExecutionContext, trace_id: str) -> None:
-        """Forward each item of a generator ``process`` as it is produced."""
+        """Forward each item of a generator ``process`` as it is produced.
+
+        A ``goto`` applies to the items after it; a ``stop_graph`` or ``cancel_graph``
+        forwards nothing more (and takes effect when the attempt ends).
+        """
         items = self.node.process(context)
         if self._kind is _Kind.ASYNC_GENERATOR:
             async for item in items:
-                waiting = self._forward(item, trace_id)
-                if waiting:
-                    await self._send_waiting(waiting)
+                await self._forward_item(context, item, trace_id)
         else:
             for item in items:
-                waiting = self._forward(item, trace_id)
-                if waiting:
-                    await self._send_waiting(waiting)
+                await self._forward_item(context, item, trace_id)
+
+    async def _forward_item(self, context: ExecutionContext, item: Any, trace_id: str) -> None:
+        control = context._control
+        if control is not None and (control.cancel or control.stop):
+            return
+        waiting = self._forward(item, trace_id, control.goto if control is not None else None)
+        if waiting:
+            await self._send_waiting(waiting)
 
     def _forward(
-        self, output: Any, trace_id: str
+        self, output: Any, trace_id: str, goto: list[Node] | None = None
     ) -> list[tuple[BaseChannel, ChannelMessage]] | None:
         """Send ``output`` along the edges it takes, without waiting where there is room.
 
@@ -543,7 +578,9 @@ class NodeRuntime:
             extra = None
         node.last_output = content
         edges = self._all_edges
-        if edges is None:
+        if goto:
+            edges = [Edge(node, target) for target in dict.fromkeys(goto)]
+        elif edges is None:
             try:
                 edges = select_edges(self._edges, content)
             except Exception as error:
