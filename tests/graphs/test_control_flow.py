@@ -153,7 +153,7 @@ async def test_cancel_graph_cancels_other_work_in_flight() -> None:
 
 
 async def test_cancel_outranks_stop_which_outranks_goto() -> None:
-    steer, left, right, elsewhere = wire()
+    steer, _, _, elsewhere = wire()
     result = await run(steer, elsewhere, {"stop": "done", "goto": ["elsewhere"]})
     assert result.stop_reason is StopReason.STOPPED
     assert elsewhere.items == []
