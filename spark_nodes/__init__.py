@@ -28,6 +28,7 @@ from spark_nodes.errors import (
 from spark_nodes.graphs import Budget, Graph, GraphResult, StopReason, Task, TaskType
 from spark_nodes.nodes import (
     ExecutionContext,
+    JoinNode,
     Node,
     NodeConfig,
     NodeMessage,
@@ -53,6 +54,7 @@ __all__ = [
     "GraphResult",
     "GraphState",
     "InMemoryChannel",
+    "JoinNode",
     "MemoryState",
     "MessageDecodeError",
     "MessageEncodeError",

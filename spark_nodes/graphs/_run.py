@@ -11,8 +11,11 @@ whole run. Both kinds are restarted by :meth:`Run._supervise` if they crash.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -69,6 +72,9 @@ class Run:
         self._outer: TaskGroup | None = None
         self._workers: anyio.CancelScope | None = None
         self._spawn: Spawn | None = None
+        self._timers: list[tuple[float, int, Callable[[], Awaitable[None]]]] = []
+        self._timer_order = itertools.count()
+        self._timer_wake: anyio.Event | None = None
 
     # -- RunContext ---------------------------------------------------------------------
 
@@ -122,6 +128,30 @@ class Run:
         if self._workers is not None:
             self.cancelled = True
             self._workers.cancel()
+
+    def call_later(self, delay: float, callback: Callable[[], Awaitable[None]]) -> None:
+        """Await ``callback()`` in ``delay`` seconds, unless the run has ended by then."""
+        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._timer_order), callback))
+        if self._timer_wake is not None:
+            self._timer_wake.set()
+        elif self._outer is not None:
+            self._timer_wake = anyio.Event()
+            self._outer.start_soon(self._run_timers)
+
+    async def _run_timers(self) -> None:
+        timers = self._timers
+        while timers:
+            wake = self._timer_wake = anyio.Event()
+            with anyio.move_on_after(max(0.0, timers[0][0] - time.monotonic())):
+                await wake.wait()
+            now = time.monotonic()
+            while timers and timers[0][0] <= now:
+                _, _, callback = heapq.heappop(timers)
+                try:
+                    await callback()
+                except Exception:  # noqa: BLE001 - one timer's error must not stop the others
+                    _log.exception("timer callback failed", graph=self.graph.name)
+        self._timer_wake = None
 
     def start_drain(self, runtime: NodeRuntime) -> None:
         """Start an on-demand worker for ``runtime`` (``runtime.active`` counts it)."""
@@ -272,12 +302,22 @@ class Run:
                 break
         finally:
             runtime.active -= 1
+        await self._worker_ended(runtime)
+
+    async def _worker_ended(self, runtime: NodeRuntime) -> None:
+        """After one of a node's workers ended: maybe restart it, or finish the node."""
+        node = runtime.node
         if runtime.active or runtime.finished:
             return
         if runtime.on_demand and not (runtime.draining or node._stop_flag or node.mailbox.closed):
             if not node.mailbox.empty():
                 runtime.on_arrival()  # a crashed worker left messages behind
             return  # idle: the next arrival starts a worker
+        if runtime.draining:
+            try:
+                await node.on_drained()
+            except Exception:  # noqa: BLE001 - logged; the shutdown still goes on
+                _log.exception("on_drained failed", node=node.id)
         self._finish(runtime)
         await self._pass_shutdown_on(runtime)
 

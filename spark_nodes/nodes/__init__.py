@@ -3,6 +3,7 @@
 from spark_nodes.nodes.config import NodeConfig, OnError, RestartPolicy, RetryPolicy
 from spark_nodes.nodes.context import ExecutionContext, ExecutionMetadata
 from spark_nodes.nodes.edges import Condition, Edge, EdgeBuilder, Equals, Otherwise
+from spark_nodes.nodes.join import JoinNode
 from spark_nodes.nodes.message import NodeMessage
 from spark_nodes.nodes.node import NO_OUTPUT, Node
 from spark_nodes.nodes.runtime import NodeStatistics
@@ -15,6 +16,7 @@ __all__ = [
     "Equals",
     "ExecutionContext",
     "ExecutionMetadata",
+    "JoinNode",
     "Node",
     "NodeConfig",
     "NodeMessage",

@@ -17,14 +17,20 @@ __all__ = ["ExecutionContext", "ExecutionMetadata"]
 
 
 class Control:
-    """What a ``process`` call asked of the graph: cancel, stop, or goto (in that order)."""
+    """What a ``process`` call asked of the run: cancel, stop, goto, holds and releases.
 
-    __slots__ = ("cancel", "goto", "stop")
+    Cancel outranks stop, which outranks goto. ``hold``/``release`` say which messages to
+    ack when the call succeeds.
+    """
+
+    __slots__ = ("cancel", "goto", "hold", "release", "stop")
 
     def __init__(self) -> None:
         self.cancel: str | None = None
         self.stop: str | None = None
         self.goto: list[Node] = []
+        self.hold = False
+        self.release: list[ChannelMessage] = []
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +183,18 @@ class ExecutionContext:
         forwarded. ``run`` raises :class:`~spark_nodes.errors.GraphCancelled` with ``reason``.
         """
         self._take_control().cancel = reason
+
+    def hold(self) -> None:
+        """Keep this message unacked when the attempt succeeds (a node that holds it).
+
+        The node must later :meth:`release` it from another call (or dead-letter it), so
+        that its ack comes once the work it is part of has been forwarded.
+        """
+        self._take_control().hold = True
+
+    def release(self, messages: list[ChannelMessage]) -> None:
+        """Ack ``messages`` (held earlier) together with this one, after forwarding."""
+        self._take_control().release.extend(messages)
 
     def _take_control(self) -> Control:
         control = self._control

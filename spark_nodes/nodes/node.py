@@ -138,6 +138,16 @@ class Node:
             )
         await runtime.run_default_loop()
 
+    async def on_drained(self) -> None:
+        """Called once the node has drained: every predecessor shut down, all work done.
+
+        Runs in the graph's task, before the shutdown is passed on to the successors; an
+        error it raises is logged. Override it to flush what the node holds (a
+        :class:`JoinNode` dead-letters its incomplete groups). The default has nothing to
+        flush.
+        """
+        return
+
     def stop(self) -> None:
         """Ask the node to stop taking messages.
 

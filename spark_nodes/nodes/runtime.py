@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import inspect
 import traceback
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from time import monotonic
 from types import CoroutineType
@@ -28,6 +28,7 @@ from spark_nodes.channels import (
     ChannelStatistics,
     InMemoryChannel,
 )
+from spark_nodes.channels.message import new_message_id
 from spark_nodes.nodes.config import OnError
 from spark_nodes.nodes.context import Control, ExecutionContext
 from spark_nodes.nodes.edges import Edge
@@ -44,6 +45,7 @@ SHUTDOWN_EXTERNAL: Final = "<external>"
 """The source a shutdown counts as when it does not name one (``metadata["source_node"]``)."""
 
 _WAKE: Final = "<wake>"
+_CORRELATION_DEPTH: Final = 16  # nested fan-outs remembered; older ids are dropped
 _CHECKPOINT_EVERY: Final = 256  # messages between yields: ~1 ms of work, a yield costs 5-10 us
 _new_object = object.__new__
 
@@ -80,6 +82,9 @@ class RunContext(Protocol):
 
     def request_cancel(self, node_id: str, reason: str) -> None:
         """End the run abnormally, now; ``run`` raises ``GraphCancelled``."""
+
+    def call_later(self, delay: float, callback: Callable[[], Awaitable[None]]) -> None:
+        """Await ``callback()`` in ``delay`` seconds, unless the run has ended by then."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +200,7 @@ class NodeRuntime:
         "node",
         "on_demand",
         "pending_shutdowns",
+        "predecessors",
         "processed",
         "received",
         "restarts",
@@ -208,6 +214,7 @@ class NodeRuntime:
         self.node = node
         self.run = run
         self.shutdown_sources = shutdown_sources
+        self.predecessors = tuple(s for s in shutdown_sources if s != SHUTDOWN_EXTERNAL)
         self.pending_shutdowns: set[str] | None = None  # made at the first shutdown
         self.custom_loop = type(node).go is not _default_go()
         # Workers on demand need to know of every arrival: only our own in-memory channel
@@ -338,7 +345,8 @@ class NodeRuntime:
         payload = message.payload
         if payload.__class__ is NodeMessage:
             inputs = payload
-            trace_id = inputs.metadata.get("trace_id") or inputs.id
+            metadata = inputs.metadata
+            trace_id = metadata.get("trace_id") or inputs.id
         else:  # NodeMessage._of(message), inlined: one call less per hop
             metadata = message.metadata
             inputs = _new_object(NodeMessage)
@@ -346,6 +354,7 @@ class NodeRuntime:
             inputs._metadata = metadata
             inputs._id = message
             trace_id = metadata.get("trace_id") or message.id
+        correlation = metadata.get("correlation")
         context = _new_object(ExecutionContext)
         context.inputs = inputs
         context.node = node
@@ -364,7 +373,7 @@ class NodeRuntime:
             ):
                 return self.handle(message, inputs, trace_id, first=(context, result))
             if result is not None:
-                waiting = self._forward(result, trace_id)
+                waiting = self._forward(result, trace_id, None, correlation)
                 if waiting:
                     return self._finish_sending(message, waiting, forwarded_before)
         except _StepFailed as failure:
@@ -412,6 +421,7 @@ class NodeRuntime:
                 inputs._metadata = metadata
                 inputs._id = message
                 trace_id = metadata.get("trace_id") or message.id
+        correlation = inputs.metadata.get("correlation")
         attempt = 1
         forwarded_before = self.forwarded
         try:
@@ -443,7 +453,7 @@ class NodeRuntime:
                         elif self._kind is _Kind.ASYNC:
                             result = await node.process(context)
                         else:
-                            await self._generate(context, trace_id)
+                            await self._generate(context, trace_id, correlation)
                         if result.__class__ is CoroutineType:
                             result = await result
                         outputs = [*(context._outputs or ()), *([] if result is None else [result])]
@@ -453,7 +463,7 @@ class NodeRuntime:
                             return
                         goto = control.goto if control is not None else None
                         for output in outputs:
-                            waiting = self._forward(output, trace_id, goto)
+                            waiting = self._forward(output, trace_id, goto, correlation)
                             if waiting:
                                 await self._send_waiting(waiting)
                     except _StepFailed as failure:
@@ -478,8 +488,13 @@ class NodeRuntime:
                     await self._give_up(message, error, attempt, "process")
                     break
                 self.processed += 1
-                if message._ack is not None:
+                control = context._control
+                if (control is None or not control.hold) and message._ack is not None:
                     await self._ack(message)
+                if control is not None:
+                    for released in control.release:
+                        if released._ack is not None:
+                            await self._ack(released)
                 break
         except BaseException:
             if self.forwarded == forwarded_before:
@@ -535,7 +550,9 @@ class NodeRuntime:
         if run.watch_each_message:
             run.message_done()
 
-    async def _generate(self, context: ExecutionContext, trace_id: str) -> None:
+    async def _generate(
+        self, context: ExecutionContext, trace_id: str, correlation: list[str] | None
+    ) -> None:
         """Forward each item of a generator ``process`` as it is produced.
 
         A ``goto`` applies to the items after it; a ``stop_graph`` or ``cancel_graph``
@@ -544,21 +561,28 @@ class NodeRuntime:
         items = self.node.process(context)
         if self._kind is _Kind.ASYNC_GENERATOR:
             async for item in items:
-                await self._forward_item(context, item, trace_id)
+                await self._forward_item(context, item, trace_id, correlation)
         else:
             for item in items:
-                await self._forward_item(context, item, trace_id)
+                await self._forward_item(context, item, trace_id, correlation)
 
-    async def _forward_item(self, context: ExecutionContext, item: Any, trace_id: str) -> None:
+    async def _forward_item(
+        self, context: ExecutionContext, item: Any, trace_id: str, correlation: list[str] | None
+    ) -> None:
         control = context._control
         if control is not None and (control.cancel or control.stop):
             return
-        waiting = self._forward(item, trace_id, control.goto if control is not None else None)
+        goto = control.goto if control is not None else None
+        waiting = self._forward(item, trace_id, goto, correlation)
         if waiting:
             await self._send_waiting(waiting)
 
-    def _forward(
-        self, output: Any, trace_id: str, goto: list[Node] | None = None
+    def _forward(  # noqa: PLR0912, PLR0915 - the hot path, inlined on purpose
+        self,
+        output: Any,
+        trace_id: str,
+        goto: list[Node] | None = None,
+        correlation: list[str] | None = None,
     ) -> list[tuple[BaseChannel, ChannelMessage]] | None:
         """Send ``output`` along the edges it takes, without waiting where there is room.
 
@@ -595,6 +619,10 @@ class NodeRuntime:
         run = self.run
         source = node.id
         waiting = None
+        if extra and "correlation" in extra:
+            correlation = extra["correlation"]  # the output's own (a join pops it)
+        if len(edges) > 1:  # a fan-out: its copies share a new correlation id (for joins)
+            correlation = [*(correlation or ()), new_message_id()][-_CORRELATION_DEPTH:]
         for edge in edges:
             if extra:
                 metadata = extra.copy()  # copy-then-set: 45% cheaper than {**extra, ...}
@@ -603,6 +631,10 @@ class NodeRuntime:
                 metadata["edge"] = edge.name
             else:
                 metadata = {"trace_id": trace_id, "source_node": source, "edge": edge.name}
+            if correlation:
+                metadata["correlation"] = correlation
+            elif extra and "correlation" in metadata:
+                del metadata["correlation"]  # a join popped the last id
             message = _new_object(ChannelMessage)  # inline: a constructor call per hop adds up
             message.payload = content
             message._metadata = metadata
@@ -632,6 +664,20 @@ class NodeRuntime:
     async def _give_up(
         self, message: ChannelMessage, error: Exception, attempts: int, phase: str
     ) -> None:
+        await self.dead_letter(message, error, phase, attempts)
+        node = self.node
+        if node.config.on_error is OnError.STOP_GRAPH:
+            error_type = f"{type(error).__module__}.{type(error).__qualname__}"
+            self.run.request_stop("error", f"{node.id}: {error_type}: {error}")
+
+    async def dead_letter(
+        self, message: ChannelMessage, error: Exception, phase: str, attempts: int = 1
+    ) -> None:
+        """Send ``message``, with ``error``, to the graph's dead-letter channel.
+
+        The letter is the message (same payload, id, ack) with ``metadata["dead_letter"]``;
+        the message itself is not acked. Nodes that hold messages (joins) use it too.
+        """
         node = self.node
         self.dead_lettered += 1
         error_type = f"{type(error).__module__}.{type(error).__qualname__}"
@@ -657,8 +703,6 @@ class NodeRuntime:
             }
         )
         await self.run.dead_letters.send(letter)
-        if node.config.on_error is OnError.STOP_GRAPH:
-            self.run.request_stop("error", f"{node.id}: {error_type}: {error}")
 
     async def _ack(self, message: ChannelMessage) -> None:
         ack = message.ack
