@@ -17,6 +17,7 @@ from spark_nodes.channels import (
     QueueBridge,
 )
 from spark_nodes.errors import (
+    CheckpointError,
     GraphCancelled,
     GraphFailed,
     GraphNotRunning,
@@ -45,6 +46,7 @@ __all__ = [
     "ChannelFull",
     "ChannelMessage",
     "ChannelStatistics",
+    "CheckpointError",
     "ExecutionContext",
     "ForwardingChannel",
     "Graph",

@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # type only: errors sit below every layer and import none of 
 __all__ = [
     "ChannelClosed",
     "ChannelFull",
+    "CheckpointError",
     "GraphCancelled",
     "GraphFailed",
     "GraphNotRunning",
@@ -116,3 +117,7 @@ class GraphCancelled(SparkNodesError):
         self.reason = reason
         self.node_id = node_id
         self.result = result
+
+
+class CheckpointError(SparkNodesError, ValueError):
+    """A checkpoint file cannot be used: not a checkpoint, an unknown version, or damaged."""

@@ -396,6 +396,21 @@ class BaseChannel(abc.ABC):
         """Put a received message back at the head; False if this backend cannot."""
         return False
 
+    def _snapshot(self) -> list[ChannelMessage] | None:
+        """The queued messages, oldest first, left in place.
+
+        None if the backend keeps its messages itself (a durable one) or cannot tell.
+        """
+        return None
+
+    def _replace_contents(self, messages: list[ChannelMessage]) -> None:
+        """Make ``messages`` the whole queue (restoring a checkpoint).
+
+        Raises:
+            NotImplementedError: This backend cannot.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot be restored from a checkpoint")
+
     def _discard_shutdowns(self) -> int:
         """Drop queued shutdown messages (a finished run's leftovers); return how many."""
         return 0

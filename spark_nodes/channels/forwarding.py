@@ -231,3 +231,9 @@ class ForwardingChannel(BaseChannel):
 
     def _discard_shutdowns(self) -> int:
         return self._downstream._discard_shutdowns()
+
+    def _snapshot(self) -> list[ChannelMessage] | None:
+        return self._downstream._snapshot()
+
+    def _replace_contents(self, messages: list[ChannelMessage]) -> None:
+        self._downstream._replace_contents(messages)

@@ -263,6 +263,17 @@ class InMemoryChannel(BaseChannel):
             wake_one(self._senders)
         return message
 
+    def _snapshot(self) -> list[ChannelMessage] | None:
+        return list(self._queue)
+
+    def _replace_contents(self, messages: list[ChannelMessage]) -> None:
+        queue = self._queue
+        self._sent += len(messages) - len(queue)  # keep received = sent - depth
+        queue.clear()
+        queue.extend(messages)
+        if len(queue) > self._peak:
+            self._peak = len(queue)
+
     def _set_arrival_hook(self, hook: Callable[[], None] | None, depth: int = 0) -> None:
         self._arrival = hook
         self._arrival_depth = depth if hook is not None else 0

@@ -66,6 +66,7 @@ class Run:
         self.stop_detail = ""
         self.failure: tuple[str, BaseException] | None = None
         self.cancelled_by: tuple[str, str] | None = None
+        self.resumed = False
         self.cancelled = False
         self.started = time.monotonic()
         self._all_finished = anyio.Event()
@@ -227,6 +228,8 @@ class Run:
                 outer.start_soon(self._stop_after, budget.max_seconds)
             if self.task.idle_timeout is not None:
                 outer.start_soon(self._shut_down_when_idle, self.task.idle_timeout)
+            if self.task.checkpoint_every is not None:
+                outer.start_soon(self._checkpoint_every, self.task.checkpoint_every)
             with anyio.CancelScope() as workers:
                 self._workers = workers
                 async with open_spawner() as spawn:
@@ -236,6 +239,8 @@ class Run:
                     await self._feed(self.task.inputs)
                     await self._all_finished.wait()
             outer.cancel_scope.cancel()  # the timers
+        if self.task.checkpoint_path is not None:
+            await self.graph.checkpoint(self.task.checkpoint_path)  # the final one
         result = self.result()
         if self.cancelled_by is not None:
             node_id, reason = self.cancelled_by
@@ -264,8 +269,8 @@ class Run:
             spawn(self._supervise, runtime)
 
     async def _feed(self, inputs: Any) -> None:
-        if inputs is None and not self.one_pass:
-            return  # a long-running graph waits for graph.send
+        if inputs is None and (self.resumed or not self.one_pass):
+            return  # a long-running graph waits for graph.send; a resumed one has its work
         start = self.graph.start
         self.in_flight += 1
         if isinstance(inputs, NodeMessage):
@@ -353,6 +358,16 @@ class Run:
             if self.handled == before:
                 self.begin_shutdown(StopReason.IDLE)
                 return
+
+    async def _checkpoint_every(self, seconds: float) -> None:
+        path = self.task.checkpoint_path
+        assert path is not None
+        while True:
+            await anyio.sleep(seconds)
+            try:
+                await self.graph.checkpoint(path)
+            except Exception:  # noqa: BLE001 - logged; the run goes on, the next may work
+                _log.exception("checkpoint failed", graph=self.graph.name, path=str(path))
 
     async def _cancel_after_grace(self) -> None:
         await anyio.sleep(self.task.budget.grace_period)

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import itertools
+import os
 from typing import Any
 
 from spark_nodes.channels import BaseChannel, ChannelMessage, InMemoryChannel
 from spark_nodes.errors import GraphNotRunning, WiringError
 from spark_nodes.graphs._run import Run, Topology
+from spark_nodes.graphs.checkpoint import (
+    read_checkpoint,
+    restore_checkpoint,
+    take_checkpoint,
+    write_checkpoint,
+)
 from spark_nodes.graphs.result import GraphResult
 from spark_nodes.graphs.task import Task, TaskType
 from spark_nodes.nodes import Node, NodeMessage
@@ -95,7 +102,9 @@ class Graph:
         """Whether a run is in progress."""
         return self._run is not None
 
-    async def run(self, task: Task) -> GraphResult:
+    async def run(
+        self, task: Task, *, resume_from: str | os.PathLike[str] | None = None
+    ) -> GraphResult:
         """Run ``task`` and return once every worker loop has ended.
 
         ``STANDARD``: the start node processes the input, outputs flow along the edges, each
@@ -103,10 +112,17 @@ class Graph:
         been handled. ``LONG_RUNNING``: every node runs its ``go()`` loop until
         :meth:`shutdown`, a budget, ``idle_timeout`` or a failure ends the run.
 
+        With ``resume_from``, the graph first takes back the state and the messages of that
+        checkpoint (see :meth:`checkpoint`), then runs the task; ``inputs`` are sent only
+        if given.
+
         Raises:
-            WiringError: The wiring is wrong, a node is running in another graph, or a
-                one-pass run meets a node with a custom ``go()`` or ``live=True``.
+            WiringError: The wiring is wrong, a node is running in another graph, a one-pass
+                run meets a node with a custom ``go()`` or ``live=True``, or the checkpoint
+                names nodes this graph does not have.
+            CheckpointError: ``resume_from`` is not a usable checkpoint.
             GraphFailed: A worker loop crashed more often than its restart policy allows.
+            GraphCancelled: A node cancelled the run.
             RuntimeError: This graph is already running.
         """
         if not isinstance(task, Task):
@@ -125,18 +141,46 @@ class Graph:
         for node in topology.nodes:
             if node._runtime is not None:
                 raise WiringError(f"node {node.id!r} is already running in another graph")
+        checkpoint = await read_checkpoint(resume_from) if resume_from is not None else None
         run = Run(self, task, topology)
         for node in topology.nodes:
             node._stop_flag = False
             node._runtime = run.runtimes[node.id]
         self._run = run
         try:
+            if checkpoint is not None:
+                run.in_flight += await restore_checkpoint(self, checkpoint)
+                run.resumed = True
             return await run.execute()
         finally:
             self._run = None
             run.close()
             for node in topology.nodes:
                 node._runtime = None
+
+    async def checkpoint(self, path: str | os.PathLike[str]) -> None:
+        """Save the graph's state and every unacked message to ``path``, atomically.
+
+        Works while the graph runs or between runs; resume with ``run(task,
+        resume_from=path)`` or :meth:`resume`. See :mod:`spark_nodes.graphs.checkpoint`
+        for what is and is not saved.
+
+        Raises:
+            MessageEncodeError: A message or state value is not plain data.
+            OSError: The file could not be written; the previous one is left as it was.
+        """
+        await write_checkpoint(await take_checkpoint(self), path)
+
+    async def resume(self, path: str | os.PathLike[str], task: Task | None = None) -> GraphResult:
+        """Run ``task`` (a one-pass run by default) from the checkpoint at ``path``.
+
+        The default task handles the checkpoint's messages and what they cause, then ends.
+
+        Raises:
+            CheckpointError: ``path`` is not a usable checkpoint.
+            WiringError: See :meth:`run`.
+        """
+        return await self.run(task or Task(), resume_from=path)
 
     async def send(
         self, node: Node | str, content: Any, *, metadata: dict[str, Any] | None = None
@@ -222,13 +266,14 @@ class Graph:
                     state[id(target)] = 1
                     _register(target, nodes, by_id)
                     stack.append((target, 0))
-        predecessors: dict[str, set[str]] = {node.id: set() for node in nodes}
+        # Insertion-ordered (a dict, not a set): a join merges its parts in wiring order.
+        predecessors: dict[str, dict[str, None]] = {node.id: {} for node in nodes}
         successors: dict[str, list[str]] = {node.id: [] for node in nodes}
         for node in nodes:
             for edge in node.edges:
                 if (id(node), id(edge.target)) in back_edges:
                     continue
-                predecessors[edge.target.id].add(node.id)
+                predecessors[edge.target.id][node.id] = None
                 if edge.target.id not in successors[node.id]:
                     successors[node.id].append(edge.target.id)
         shutdown_sources = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,17 +65,27 @@ class Task:
         budget: Limits; none by default.
         idle_timeout: Shut down gracefully after this many seconds in which no message was
             handled; ``None`` (the default) never does.
+        checkpoint_path: Write a checkpoint here every ``checkpoint_every`` seconds while the
+            run goes on, and once more when it ends.
+        checkpoint_every: Seconds between checkpoints (with ``checkpoint_path``).
 
     Raises:
-        ValueError: ``idle_timeout`` is not positive.
+        ValueError: ``idle_timeout`` or ``checkpoint_every`` is not positive, or only one of
+            ``checkpoint_path`` and ``checkpoint_every`` is given.
     """
 
     inputs: Any = None
     type: TaskType = TaskType.STANDARD
     budget: Budget = field(default_factory=Budget)
     idle_timeout: float | None = None
+    checkpoint_path: str | os.PathLike[str] | None = None
+    checkpoint_every: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "type", TaskType(self.type))
         if self.idle_timeout is not None and not self.idle_timeout > 0:
             raise ValueError(f"idle_timeout must be positive, not {self.idle_timeout!r}")
+        if (self.checkpoint_path is None) != (self.checkpoint_every is None):
+            raise ValueError("checkpoint_path and checkpoint_every go together")
+        if self.checkpoint_every is not None and not self.checkpoint_every > 0:
+            raise ValueError(f"checkpoint_every must be positive, not {self.checkpoint_every!r}")

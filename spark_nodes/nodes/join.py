@@ -59,6 +59,10 @@ class JoinNode(Node):
         """The messages waiting in incomplete groups (not acked yet)."""
         return [message for group in self._groups.values() for message in group.messages]
 
+    def drop_held(self) -> None:
+        """Forget the incomplete groups (a resumed checkpoint delivers their parts again)."""
+        self._groups = {}
+
     def merge(self, parts: dict[str, Any]) -> Any:
         """Combine a complete group into the output; override to merge differently.
 

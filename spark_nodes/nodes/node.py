@@ -6,7 +6,7 @@ import itertools
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
-from spark_nodes.channels import BaseChannel, InMemoryChannel
+from spark_nodes.channels import BaseChannel, ChannelMessage, InMemoryChannel
 from spark_nodes.errors import WiringError
 from spark_nodes.nodes.config import NodeConfig
 from spark_nodes.nodes.edges import (
@@ -137,6 +137,18 @@ class Node:
                 f"await Graph(start=node).run(Task(inputs, type=TaskType.LONG_RUNNING))"
             )
         await runtime.run_default_loop()
+
+    @property
+    def held(self) -> list[ChannelMessage]:
+        """Messages the node keeps, unacked, across calls (a join's incomplete groups).
+
+        Checkpoints save them; the default node keeps none.
+        """
+        return []
+
+    def drop_held(self) -> None:
+        """Forget the held messages (a resumed checkpoint delivers them again)."""
+        return
 
     async def on_drained(self) -> None:
         """Called once the node has drained: every predecessor shut down, all work done.

@@ -197,6 +197,7 @@ class NodeRuntime:
         "finished",
         "forwarded",
         "idle",
+        "in_progress",
         "node",
         "on_demand",
         "pending_shutdowns",
@@ -221,6 +222,7 @@ class NodeRuntime:
         # reports them (a subclass might override send without calling ours).
         self.on_demand = not self.custom_loop and type(node.mailbox) is InMemoryChannel
         self.finished = False
+        self.in_progress: list[ChannelMessage] = []  # taken from the mailbox, not yet done
         self.active = 0
         self.idle = 0
         self.draining = False
@@ -290,7 +292,14 @@ class NodeRuntime:
                 return  # stopping: take no new work; the message stays for the next run
             rest = self.handle_now(message)
             if rest is not None:
-                await rest
+                # Only awaited handling can be seen half-way by a checkpoint; the sync
+                # path needs no bookkeeping.
+                in_progress = self.in_progress
+                in_progress.append(message)
+                try:
+                    await rest
+                finally:
+                    in_progress.remove(message)
             until_checkpoint -= 1
             if not until_checkpoint:
                 # A loop that always finds work would never yield: let timers, budgets,
