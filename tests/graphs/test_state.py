@@ -279,3 +279,47 @@ async def test_a_result_that_is_not_plain_data_fails_when_read() -> None:
         result.get_result("opaque")
     with pytest.raises(MessageEncodeError, match=r"opaque\.__result__: object"):
         await graph.state.get("opaque.__result__")
+
+
+async def test_common_use_cases_from_the_data_flow_readme() -> None:
+    class LoadConfig(Node):
+        async def process(self, context: ExecutionContext) -> str:
+            config = {"db": "postgres", "batch": 100}
+            await context.graph_state.set("config", config)
+            # Store the connection string, not the connection itself
+            await context.graph_state.set("db_url", "postgresql://db.example/app")
+            return "loaded"
+
+    class Work(Node):
+        async def process(self, context: ExecutionContext) -> None:
+            channel = context.graph_state
+            config = await channel.get("config")
+            assert config["batch"] == 100
+            # Metrics collection
+            metrics = await channel.get("metrics", {})
+            metrics["processed"] = metrics.get("processed", 0) + 1
+            await channel.set("metrics", metrics)
+            # Error accumulation
+            errors = await channel.get("errors", [])
+            errors.append({"task": self.id, "error": "..."})
+            await channel.set("errors", errors)
+            # Don't assume a key exists: give a default
+            assert await channel.get("missing_key", default=None) is None
+
+    load, work = LoadConfig(id="load_config"), Work(id="work")
+    load >> work
+    graph = Graph(start=load)
+    await run(graph)
+    state = graph.state
+    # Debugging: inspect the state
+    assert await state.keys() == [
+        "config",
+        "db_url",
+        "errors",
+        "load_config.__result__",
+        "metrics",
+    ]
+    assert await state.get("metrics") == {"processed": 1}
+    assert await state.get("errors") == [{"task": "work", "error": "..."}]
+    assert "config" in await state.keys()
+    assert await state.exists("db_url")
