@@ -15,14 +15,18 @@ if TYPE_CHECKING:  # type only: errors sit below every layer and import none of 
     from spark_nodes.graphs.result import GraphResult
 
 __all__ = [
+    "BackendUnavailable",
     "ChannelClosed",
     "ChannelFull",
+    "ChannelUnavailable",
     "CheckpointError",
     "GraphCancelled",
     "GraphFailed",
     "GraphNotRunning",
+    "LeaseLost",
     "MessageDecodeError",
     "MessageEncodeError",
+    "MessageTooLarge",
     "SparkNodesError",
     "StateConflict",
     "WiringError",
@@ -121,3 +125,37 @@ class GraphCancelled(SparkNodesError):
 
 class CheckpointError(SparkNodesError, ValueError):
     """A checkpoint file cannot be used: not a checkpoint, an unknown version, or damaged."""
+
+
+class BackendUnavailable(SparkNodesError, ConnectionError):
+    """A Redis backend could not reach its server within its bounded retries.
+
+    Raised after the last retry (see ``ConnectionRetry``), never silently: whatever the
+    call was doing did not happen, or did so exactly once (sends are de-duplicated across
+    retries). Subclasses :class:`ConnectionError`.
+    """
+
+
+class ChannelUnavailable(BackendUnavailable):
+    """A durable channel's ``send`` (or ``flush``) could not reach Redis within its retries.
+
+    The messages of that call were not sent, or were sent exactly once: retries are
+    de-duplicated. Nothing was dropped silently; the caller decides what to do with them.
+    """
+
+
+class MessageTooLarge(SparkNodesError, ValueError):
+    """An encoded message is larger than the channel's ``max_message_bytes``.
+
+    Raised by ``send`` before anything is written. A foreign entry that large found in a
+    stream is dead-lettered instead. Subclasses :class:`ValueError`.
+    """
+
+
+class LeaseLost(SparkNodesError):
+    """A durable message's lease was lost before its ack (or forward) reached Redis.
+
+    The worker held the message past the visibility timeout and another consumer reclaimed
+    it, or it was dead-lettered meanwhile. The ack and the outputs were rejected; the
+    message is handled where it now is, so its effects happen once downstream.
+    """

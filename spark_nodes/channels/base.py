@@ -414,3 +414,40 @@ class BaseChannel(abc.ABC):
     def _discard_shutdowns(self) -> int:
         """Drop queued shutdown messages (a finished run's leftovers); return how many."""
         return 0
+
+    def _wake(self, message: ChannelMessage) -> None:
+        """Hand ``message`` (a local wake-up) to this process's receivers, not to others.
+
+        Raises:
+            ChannelFull: No room; the receivers are busy, not blocked.
+            ChannelClosed: The channel is closed.
+            NotImplementedError: This backend cannot.
+        """
+        self.send_nowait(message)
+
+    # -- hooks for durable backends (RedisChannel) ----------------------------------------
+
+    _transactional = False
+    """Whether a message received here can be acked together with its outputs."""
+
+    def _stages_for(self, target: BaseChannel) -> bool:
+        """Whether a send to ``target`` can be committed with the ack of a message from here."""
+        return False
+
+    async def _commit(
+        self, message: ChannelMessage, sends: list[tuple[BaseChannel, ChannelMessage]]
+    ) -> None:
+        """Send ``sends`` and ack ``message`` (received here) as one atomic step.
+
+        Raises:
+            NotImplementedError: This backend is not transactional.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot commit sends with an ack")
+
+    async def _keep_dead_letter(self, message: ChannelMessage, record: dict[str, Any]) -> bool:
+        """Keep a received message as a dead letter here, with ``record``; settle it.
+
+        Returns False when the backend has no dead-letter store of its own (the caller
+        then sends the letter to its dead-letter channel).
+        """
+        return False

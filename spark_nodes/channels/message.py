@@ -84,6 +84,18 @@ class _OnceAck:
             for notify, message in self._watchers:
                 await notify(message, "ack")
 
+    async def settled(self) -> None:
+        """Record that the ack was done another way (a batch ack, a forward-and-ack).
+
+        Later calls return at once, and watching channels are told, as after a call.
+        """
+        if self._state == _ACKED:
+            return
+        self._state = _ACKED
+        if self._watchers:
+            for notify, message in self._watchers:
+                await notify(message, "ack")
+
     def __eq__(self, other: object) -> bool:
         if isinstance(other, _OnceAck):
             return self.callback == other.callback

@@ -1,0 +1,125 @@
+"""Redis connections for the Redis backends: explicit, bounded, de-duplicated retries.
+
+redis-py 8 retries failed commands by itself (three times, by default). A blindly retried
+XADD can land twice, so our clients are made with redis-py's retries off and every call
+that may need one goes through :func:`with_retries`, whose callers make their writes
+idempotent (a producer sequence number, a fenced ack, a script that checks first).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import anyio
+import structlog
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from spark_nodes.errors import BackendUnavailable
+
+__all__ = ["RETRIABLE", "ConnectionRetry", "open_client", "with_retries"]
+
+T = TypeVar("T")
+
+RETRIABLE: tuple[type[Exception], ...] = (
+    RedisConnectionError,  # includes BusyLoadingError: a restarted server loading its AOF
+    RedisTimeoutError,
+    ReadOnlyError,  # a replica promoted away from under us: the URL may lead to the new one
+)
+"""The errors that mean "the server could not be reached", worth a retry."""
+
+_log = structlog.get_logger("spark_nodes")
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionRetry:
+    """How a Redis backend retries a call when the server cannot be reached.
+
+    Delays grow exponentially from ``first_delay`` up to ``max_delay``, each with random
+    jitter (between half and all of it), so many workers losing one server do not come
+    back in step (no reconnect storm). After ``attempts`` failed tries the call raises
+    :class:`~spark_nodes.errors.BackendUnavailable` (``ChannelUnavailable`` for channels).
+    The defaults give up after about 4 seconds.
+
+    Attributes:
+        attempts: Tries in all, the first included.
+        first_delay: Seconds before the first retry (before jitter).
+        max_delay: The longest delay between two tries (before jitter).
+
+    Raises:
+        ValueError: ``attempts`` < 1, or a delay is negative.
+    """
+
+    attempts: int = 8
+    first_delay: float = 0.05
+    max_delay: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"attempts must be >= 1, not {self.attempts!r}")
+        if not (self.first_delay >= 0 and self.max_delay >= 0):
+            raise ValueError("first_delay and max_delay must be >= 0")
+
+    def delay(self, failures: int) -> float:
+        """Seconds to wait after the ``failures``-th failed try."""
+        ceiling: float = min(self.max_delay, self.first_delay * 2.0 ** (failures - 1))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - jitter, not crypto
+
+
+def open_client(url: str, *, socket_timeout: float = 10.0) -> Redis:
+    """A redis-py asyncio client for ``url``, with redis-py's own retries off.
+
+    ``redis://``, ``rediss://`` (TLS) and ``unix://`` URLs work, with a username and
+    password in the URL (``redis://user:secret@host:6379/0``). Replies stay bytes.
+
+    Raises:
+        ValueError: ``url`` is not a Redis URL.
+    """
+    return Redis.from_url(
+        url,
+        retry=Retry(NoBackoff(), 0),
+        decode_responses=False,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=5.0,
+        health_check_interval=30,
+    )
+
+
+async def with_retries(
+    operation: Callable[[], Awaitable[T]],
+    *,
+    retry: ConnectionRetry,
+    what: str,
+    error: type[BackendUnavailable] = BackendUnavailable,
+) -> T:
+    """Await ``operation()``; when Redis cannot be reached, try again per ``retry``.
+
+    ``operation`` must be safe to repeat: it may have taken effect before the connection
+    failed.
+
+    Raises:
+        BackendUnavailable: ``error``, after ``retry.attempts`` failed tries; its
+            ``__cause__`` is the last failure.
+    """
+    failures = 0
+    while True:
+        try:
+            return await operation()
+        except RETRIABLE as failure:
+            failures += 1
+            if failures >= retry.attempts:
+                raise error(
+                    f"{what}: Redis could not be reached after {failures} tries "
+                    f"({type(failure).__name__}: {failure})"
+                ) from failure
+            delay = retry.delay(failures)
+            _log.warning("redis unreachable; retrying", what=what, failures=failures,
+                         delay=round(delay, 3), error=str(failure))  # fmt: skip
+            await anyio.sleep(delay)

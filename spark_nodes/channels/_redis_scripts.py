@@ -1,0 +1,296 @@
+"""The Lua scripts behind :class:`RedisChannel`: every multi-step change is one atomic call.
+
+Every key a script touches is passed in ``KEYS`` and shares the mailbox's hash tag, so the
+scripts are legal on Redis Cluster. Scripts that read ``XPENDING`` or ``TIME`` (not
+deterministic) before writing call ``redis.replicate_commands()`` first: Redis 6.2 needs it
+(effects replication), 7.0 and later do it anyway.
+
+Stream entries have the field ``m``: the codec's envelope bytes. A lease is an entry that
+is pending for one consumer at one delivery count; a lease check (``owned``) compares both,
+so a worker whose entry was reclaimed, even by itself after a restart, cannot act on it.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+SEND: Final = """
+-- Append envelopes at most once per producer sequence number: a retried batch whose first
+-- try landed finds its sequence numbers taken and adds nothing again. A message whose
+-- idempotency key was seen within the window is dropped (counted as a duplicate).
+-- KEYS[1] stream, KEYS[2] stats, KEYS[3] producer's high-water mark, KEYS[4] delayed set;
+-- KEYS[5..] idempotency keys.
+-- ARGV[1] producer window (ms), ARGV[2] idempotency window (ms), ARGV[3] first sequence
+-- number; then per message: envelope, delay in ms (0: now), index of its idempotency key
+-- in KEYS (0: none).
+redis.replicate_commands()
+local last = tonumber(redis.call('GET', KEYS[3]) or '0')
+local seq = tonumber(ARGV[3])
+local added, delayed, duplicates, repeated = 0, 0, 0, 0
+local now_ms = nil
+for i = 4, #ARGV, 3 do
+  if seq <= last then
+    repeated = repeated + 1
+  else
+    local fresh = true
+    local idem = tonumber(ARGV[i + 2])
+    if idem > 0 then
+      fresh = redis.call('SET', KEYS[idem], '1', 'NX', 'PX', ARGV[2])
+    end
+    if not fresh then
+      duplicates = duplicates + 1
+    elseif ARGV[i + 1] == '0' then
+      redis.call('XADD', KEYS[1], '*', 'm', ARGV[i])
+      added = added + 1
+    else
+      if now_ms == nil then
+        local t = redis.call('TIME')
+        now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+      end
+      redis.call('ZADD', KEYS[4], now_ms + tonumber(ARGV[i + 1]), ARGV[i])
+      delayed = delayed + 1
+    end
+  end
+  seq = seq + 1
+end
+redis.call('SET', KEYS[3], seq - 1, 'PX', ARGV[1])
+if added > 0 then redis.call('HINCRBY', KEYS[2], 'sent', added) end
+if delayed > 0 then redis.call('HINCRBY', KEYS[2], 'delayed', delayed) end
+if duplicates > 0 then redis.call('HINCRBY', KEYS[2], 'duplicates', duplicates) end
+return {added, delayed, duplicates, repeated}
+"""
+
+_OWNED: Final = """
+-- The lease check: is entry `id` pending for `consumer` at exactly `deliveries`?
+local function owned(stream, group, id, consumer, deliveries)
+  local p = redis.call('XPENDING', stream, group, id, id, 1)
+  if #p == 0 then return 0 end
+  if p[1][2] == consumer and tostring(p[1][4]) == deliveries then return 1 end
+  return -1
+end
+"""
+
+ACK: Final = (
+    _OWNED
+    + """
+-- Fenced acks: ack and delete each entry only while its lease is ours.
+-- KEYS[1] stream, KEYS[2] stats; ARGV[1] group, ARGV[2] consumer; then id, deliveries pairs.
+-- Returns one status per entry: 1 acked, 0 not pending (acked or dead-lettered already),
+-- -1 the lease belongs to someone else now.
+redis.replicate_commands()
+local statuses, acked, rejected = {}, 0, 0
+for i = 3, #ARGV, 2 do
+  local status = owned(KEYS[1], ARGV[1], ARGV[i], ARGV[2], ARGV[i + 1])
+  if status == 1 then
+    redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
+    redis.call('XDEL', KEYS[1], ARGV[i])
+    acked = acked + 1
+  else
+    rejected = rejected + 1
+  end
+  statuses[#statuses + 1] = status
+end
+if acked > 0 then redis.call('HINCRBY', KEYS[2], 'acked', acked) end
+if rejected > 0 then redis.call('HINCRBY', KEYS[2], 'rejected_acks', rejected) end
+return statuses
+"""
+)
+
+COMMIT: Final = (
+    _OWNED
+    + """
+-- Forward and ack as one step, only while the lease on the source entry is ours: a stale
+-- worker forwards nothing and acks nothing.
+-- KEYS[1] source stream, KEYS[2] source stats, KEYS[3] result key; then per output:
+-- target stream, target stats.
+-- ARGV[1] group, ARGV[2] consumer, ARGV[3] entry id, ARGV[4] deliveries, ARGV[5] result
+-- value ('' for none); then per output: envelope.
+-- Returns the lease status (see ACK).
+redis.replicate_commands()
+local status = owned(KEYS[1], ARGV[1], ARGV[3], ARGV[2], ARGV[4])
+if status ~= 1 then
+  redis.call('HINCRBY', KEYS[2], 'rejected_acks', 1)
+  return status
+end
+for j = 6, #ARGV do
+  local target = 4 + 2 * (j - 6)
+  redis.call('XADD', KEYS[target], '*', 'm', ARGV[j])
+  redis.call('HINCRBY', KEYS[target + 1], 'sent', 1)
+end
+if ARGV[5] ~= '' then redis.call('SET', KEYS[3], ARGV[5]) end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+redis.call('XDEL', KEYS[1], ARGV[3])
+redis.call('HINCRBY', KEYS[2], 'acked', 1)
+return 1
+"""
+)
+
+DEAD_LETTER: Final = (
+    _OWNED
+    + """
+-- Move an entry to the dead-letter stream, with why, and settle it: if its lease is ours.
+-- KEYS[1] stream, KEYS[2] dead-letter stream, KEYS[3] stats
+-- ARGV[1] group, ARGV[2] consumer, ARGV[3] entry id, ARGV[4] deliveries, ARGV[5] the
+-- dead-letter stream's max length ('0': unbounded); then field, value pairs to record.
+-- Returns the lease status (see ACK).
+redis.replicate_commands()
+local status = owned(KEYS[1], ARGV[1], ARGV[3], ARGV[2], ARGV[4])
+if status ~= 1 then
+  redis.call('HINCRBY', KEYS[3], 'rejected_acks', 1)
+  return status
+end
+local fields = {}
+for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+if ARGV[5] == '0' then
+  redis.call('XADD', KEYS[2], '*', unpack(fields))
+else
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', unpack(fields))
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+redis.call('XDEL', KEYS[1], ARGV[3])
+redis.call('HINCRBY', KEYS[3], 'dead_lettered', 1)
+return 1
+"""
+)
+
+CLAIM: Final = """
+-- Reclaim entries whose lease expired (idle past the visibility timeout), in one small
+-- batch, judging each on its own delivery count: an entry already delivered max times is
+-- moved to the dead-letter stream (it failed, or killed or stalled its workers, that
+-- often); the others are claimed for this consumer. Entries deleted from the stream while
+-- pending are dropped from the pending list.
+-- KEYS[1] stream, KEYS[2] dead-letter stream, KEYS[3] stats
+-- ARGV[1] group, ARGV[2] consumer, ARGV[3] visibility timeout (ms), ARGV[4] start id,
+-- ARGV[5] batch size, ARGV[6] max deliveries, ARGV[7] dead-letter max length ('0':
+-- unbounded), ARGV[8] time (for the record, from the client)
+-- Returns {next start id ('0' when the scan is complete), claimed ids, their deliveries,
+-- their envelopes, dead-lettered count}.
+redis.replicate_commands()
+local batch = tonumber(ARGV[5])
+local stale = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], ARGV[4], '+', batch)
+local ids, counts, envelopes, dead = {}, {}, {}, 0
+local max = tonumber(ARGV[6])
+for _, p in ipairs(stale) do
+  local id, holder, idle, deliveries = p[1], p[2], p[3], p[4]
+  local entry = redis.call('XRANGE', KEYS[1], id, id)
+  if #entry == 0 then
+    redis.call('XACK', KEYS[1], ARGV[1], id)
+  elseif deliveries >= max then
+    local fields = {'reason', 'max_deliveries', 'error',
+      'delivered ' .. deliveries .. ' times (max_deliveries=' .. max .. ') without an ack: '
+      .. 'it failed, stalled or killed its worker each time; last held by ' .. holder
+      .. ' for ' .. idle .. ' ms',
+      'entry', id, 'deliveries', deliveries, 'consumer', holder, 'time', ARGV[8]}
+    local original = entry[1][2]
+    for i = 1, #original, 2 do
+      if original[i] == 'm' then
+        fields[#fields + 1] = 'm'
+      else
+        fields[#fields + 1] = 'field:' .. original[i]
+      end
+      fields[#fields + 1] = original[i + 1]
+    end
+    if ARGV[7] == '0' then
+      redis.call('XADD', KEYS[2], '*', unpack(fields))
+    else
+      redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', unpack(fields))
+    end
+    redis.call('XACK', KEYS[1], ARGV[1], id)
+    redis.call('XDEL', KEYS[1], id)
+    dead = dead + 1
+  else
+    -- JUSTID would not count a delivery; this is one, so RETRYCOUNT counts it.
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], id, 'RETRYCOUNT', deliveries + 1,
+      'JUSTID')
+    local envelope = ''
+    local original = entry[1][2]
+    for i = 1, #original, 2 do
+      if original[i] == 'm' then envelope = original[i + 1] end
+    end
+    ids[#ids + 1] = id
+    counts[#counts + 1] = deliveries + 1
+    envelopes[#envelopes + 1] = envelope
+  end
+end
+if dead > 0 then redis.call('HINCRBY', KEYS[3], 'dead_lettered', dead) end
+if #ids > 0 then redis.call('HINCRBY', KEYS[3], 'reclaimed', #ids) end
+local next_start = '0'
+if #stale == batch then next_start = '(' .. stale[#stale][1] end
+return {next_start, ids, counts, envelopes, dead}
+"""
+
+RENEW: Final = (
+    _OWNED
+    + """
+-- Renew the leases still ours (reset their idle time; not a new delivery).
+-- KEYS[1] stream; ARGV[1] group, ARGV[2] consumer; then id, deliveries pairs.
+-- Returns the status of each (see ACK).
+redis.replicate_commands()
+local statuses = {}
+for i = 3, #ARGV, 2 do
+  local status = owned(KEYS[1], ARGV[1], ARGV[i], ARGV[2], ARGV[i + 1])
+  if status == 1 then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+  end
+  statuses[#statuses + 1] = status
+end
+return statuses
+"""
+)
+
+MOVE_DUE: Final = """
+-- Move the delayed envelopes that are due into the stream, oldest first.
+-- KEYS[1] delayed set, KEYS[2] stream, KEYS[3] stats; ARGV[1] batch size
+redis.replicate_commands()
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms, 'LIMIT', 0, ARGV[1])
+for _, envelope in ipairs(due) do
+  redis.call('XADD', KEYS[2], '*', 'm', envelope)
+  redis.call('ZREM', KEYS[1], envelope)
+end
+if #due > 0 then redis.call('HINCRBY', KEYS[3], 'sent', #due) end
+return #due
+"""
+
+REPLAY: Final = """
+-- Put a dead letter back into its stream (a fresh entry) and remove it from the
+-- dead-letter stream. KEYS[1] dead-letter stream, KEYS[2] stream, KEYS[3] stats;
+-- ARGV[1] dead-letter entry id.
+-- Returns 1 replayed, 0 no such dead letter, -1 it has no envelope to replay.
+local entry = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if #entry == 0 then return 0 end
+local fields = entry[1][2]
+for i = 1, #fields, 2 do
+  if fields[i] == 'm' then
+    redis.call('XADD', KEYS[2], '*', 'm', fields[i + 1])
+    redis.call('XDEL', KEYS[1], ARGV[1])
+    redis.call('HINCRBY', KEYS[3], 'sent', 1)
+    redis.call('HINCRBY', KEYS[3], 'replayed', 1)
+    return 1
+  end
+end
+return -1
+"""
+
+RELEASE: Final = (
+    _OWNED
+    + """
+-- Give back entries this consumer holds but will not handle: make them reclaimable at
+-- once (idle = the visibility timeout) and take back the delivery they counted, so the
+-- next consumer's claim does not count a delivery that never reached a handler.
+-- KEYS[1] stream; ARGV[1] group, ARGV[2] consumer, ARGV[3] visibility timeout (ms); then
+-- id, deliveries pairs. Returns how many were released.
+redis.replicate_commands()
+local released = 0
+for i = 4, #ARGV, 2 do
+  if owned(KEYS[1], ARGV[1], ARGV[i], ARGV[2], ARGV[i + 1]) == 1 then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', ARGV[3],
+      'RETRYCOUNT', tonumber(ARGV[i + 1]) - 1, 'JUSTID')
+    released = released + 1
+  end
+end
+return released
+"""
+)
