@@ -15,14 +15,19 @@ from spark_nodes.channels import (
     ForwardingChannel,
     InMemoryChannel,
     QueueBridge,
+    RedisChannel,
 )
 from spark_nodes.errors import (
+    BackendUnavailable,
+    ChannelUnavailable,
     CheckpointError,
     GraphCancelled,
     GraphFailed,
     GraphNotRunning,
+    LeaseLost,
     MessageDecodeError,
     MessageEncodeError,
+    MessageTooLarge,
     SparkNodesError,
     WiringError,
 )
@@ -37,15 +42,17 @@ from spark_nodes.nodes import (
     RestartPolicy,
     RetryPolicy,
 )
-from spark_nodes.state import GraphState, MemoryState, TypedState
+from spark_nodes.state import GraphState, MemoryState, RedisState, TypedState
 
 __all__ = [
+    "BackendUnavailable",
     "BaseChannel",
     "Budget",
     "ChannelClosed",
     "ChannelFull",
     "ChannelMessage",
     "ChannelStatistics",
+    "ChannelUnavailable",
     "CheckpointError",
     "ExecutionContext",
     "ForwardingChannel",
@@ -57,14 +64,18 @@ __all__ = [
     "GraphState",
     "InMemoryChannel",
     "JoinNode",
+    "LeaseLost",
     "MemoryState",
     "MessageDecodeError",
     "MessageEncodeError",
+    "MessageTooLarge",
     "Node",
     "NodeConfig",
     "NodeMessage",
     "OnError",
     "QueueBridge",
+    "RedisChannel",
+    "RedisState",
     "RestartPolicy",
     "RetryPolicy",
     "SparkNodesError",

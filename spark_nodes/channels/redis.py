@@ -314,6 +314,7 @@ class RedisChannel(BaseChannel):
         "_next_claim",
         "_on_idle",
         "_outbox",
+        "_own_cursor",
         "_owns_client",
         "_peak",
         "_producer",
@@ -408,6 +409,7 @@ class RedisChannel(BaseChannel):
         self._fetching: anyio.Event | None = None
         self._group_ready = False
         self._read_own_first = True
+        self._own_cursor = "0"
         self._next_claim = 0.0
         self._claim_start = "-"
         self._close_epoch: int | None = None
@@ -716,12 +718,15 @@ class RedisChannel(BaseChannel):
         watching_close = self._close_epoch is not None
         if watching_close:
             pipe.get(keys.closed)
-        streams: dict[Any, Any] = {keys.stream: "0" if own_first else ">"}
+        cursor = self._own_cursor
+        streams: dict[Any, Any] = {keys.stream: cursor if own_first else ">"}
         if own_first:
+            # Our own pending entries, after the last one read (reading one counts a delivery).
             pipe.xreadgroup(self.group, self.consumer, streams, count=settings.prefetch)
             pipe.xpending_range(
-                keys.stream, self.group, "-", "+", settings.prefetch, consumername=self.consumer
-            )
+                keys.stream, self.group, "-" if cursor == "0" else f"({cursor}", "+",
+                settings.prefetch, consumername=self.consumer,
+            )  # fmt: skip
         elif claim:
             await self._scripts.claim(
                 keys=[keys.stream, keys.dead, keys.stats],
@@ -742,8 +747,10 @@ class RedisChannel(BaseChannel):
     def _own_entries(self, read: Any, pending: list[dict[str, Any]]) -> list[_Entry]:
         counts = {p["message_id"]: p["times_delivered"] for p in pending}
         entries = [(entry, fields, counts.get(entry, 1)) for entry, fields in _entries_of(read)]
-        if not entries:
-            self._read_own_first = False  # all ours are done: on to new ones
+        if entries:
+            self._own_cursor = entries[-1][0].decode()
+        else:
+            self._read_own_first = False  # all ours are delivered again: on to new ones
         return entries
 
     def _claimed_entries(self, claimed: Any) -> list[_Entry]:

@@ -1,0 +1,57 @@
+"""Helpers for tests against the real Redis server of the ``redis_url`` fixture."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from redis.asyncio import Redis
+
+from spark_nodes.channels import ConnectionRetry, RedisChannel
+
+FAST_RETRY = ConnectionRetry(attempts=3, first_delay=0.01, max_delay=0.05)
+"""Retries that give up within a fraction of a second: for tests of a server that is down."""
+
+
+def new_namespace() -> str:
+    """A namespace no other test uses."""
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+async def purge(client: Redis, namespace: str) -> None:
+    """Delete every key under ``namespace``."""
+    names = [name async for name in client.scan_iter(match=f"{namespace}:*", count=1000)]
+    if names:
+        await client.delete(*names)
+
+
+@contextlib.asynccontextmanager
+async def open_raw_client(url: str) -> AsyncIterator[Redis]:
+    """A plain redis-py client: what another program writing to Redis would use."""
+    client = Redis.from_url(url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+class ChannelFactory:
+    """Makes channels on one fresh namespace and closes them all at the end."""
+
+    def __init__(self, url: str, namespace: str) -> None:
+        self.url = url
+        self.namespace = namespace
+        self.made: list[RedisChannel] = []
+
+    def __call__(self, channel_name: str = "box", **options: Any) -> RedisChannel:
+        options.setdefault("namespace", self.namespace)
+        channel = RedisChannel(self.url, channel_name, **options)
+        self.made.append(channel)
+        return channel
+
+    async def aclose(self) -> None:
+        for channel in self.made:
+            with contextlib.suppress(Exception):  # a test may have stopped the server
+                await channel.aclose()
