@@ -16,21 +16,25 @@ import itertools
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
 
 from spark_nodes.channels import BaseChannel, ChannelClosed, ChannelMessage
+from spark_nodes.channels.redis import RedisChannel
 from spark_nodes.errors import GraphCancelled, GraphFailed
+from spark_nodes.graphs._redis_backend import GRAPH_RUN_KEY
 from spark_nodes.graphs._spawn import Spawn, open_spawner
 from spark_nodes.graphs.result import GraphResult, StopReason
 from spark_nodes.nodes import Node, NodeMessage
-from spark_nodes.nodes.runtime import NodeRuntime
+from spark_nodes.nodes.runtime import SHUTDOWN_EXTERNAL, NodeRuntime
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
+    from spark_nodes.graphs._redis_backend import RedisBackend
     from spark_nodes.graphs.graph import Graph
     from spark_nodes.graphs.task import Task
 
@@ -38,13 +42,34 @@ _log = structlog.get_logger("spark_nodes")
 
 _LONG_RUNNING_OUTPUTS = 1000  # a stream's results are not kept without bound
 
+# What recording a distributed shutdown entry found (see _redis_backend.RECORD), and
+# whether a node could finish (FINISH).
+_LEASE_LOST, _EARLIER_RUN, _CLOSING = -1, 0, 2
+_NOT_YET = 0
+
 
 class Run:
-    """The state of one ``graph.run(task)``; the nodes' :class:`RunContext`."""
+    """The state of one ``graph.run(task)`` or ``graph.serve()``; the nodes' :class:`RunContext`.
 
-    def __init__(self, graph: Graph, task: Task, topology: Topology) -> None:
+    In a Redis graph (``distributed``) the run hosts the ``served`` nodes only; the others
+    run in other processes, and shutdown goes through Redis (see ``_redis_backend``).
+    """
+
+    def __init__(
+        self,
+        graph: Graph,
+        task: Task,
+        topology: Topology,
+        served: set[str] | None = None,
+        concurrency: int | None = None,
+    ) -> None:
         self.graph = graph
         self.task = task
+        self.topology = topology
+        self.backend: RedisBackend | None = graph._backend
+        self.distributed = self.backend is not None
+        self.epoch = 0  # the distributed run this one takes part in
+        self.concurrency = concurrency  # loops per served node, instead of their configs'
         self.dead_letters: BaseChannel = graph.dead_letters
         self.one_pass = task.type == "standard"
         self.max_messages = task.budget.max_messages
@@ -57,6 +82,7 @@ class Run:
         self.runtimes = {
             node.id: NodeRuntime(node, self, topology.shutdown_sources[node.id])
             for node in topology.nodes
+            if served is None or node.id in served
         }
         self.successors = topology.forward_successors
         self.sources = topology.sources
@@ -154,6 +180,68 @@ class Run:
                     _log.exception("timer callback failed", graph=self.graph.name)
         self._timer_wake = None
 
+    async def shutdown_received(self, runtime: NodeRuntime, message: ChannelMessage) -> None:
+        """Record a distributed shutdown entry; try to finish the node if it is complete."""
+        assert self.backend is not None
+        node = runtime.node
+        mailbox = node.mailbox
+        assert isinstance(mailbox, RedisChannel)
+        metadata = message.metadata
+        source = metadata.get("source_node", SHUTDOWN_EXTERNAL)
+        status = await self.backend.record_shutdown(
+            mailbox, message, node_id=node.id, required=runtime.shutdown_sources, source=source
+        )
+        if status == _CLOSING:
+            await self._try_finish(runtime)
+        elif status == _EARLIER_RUN:
+            _log.info("shutdown of an earlier run ignored", node=node.id, source=source,
+                      run=metadata.get(GRAPH_RUN_KEY), current=self.epoch)  # fmt: skip
+        elif status == _LEASE_LOST:
+            _log.warning("shutdown entry reclaimed by another consumer", node=node.id)
+
+    async def _try_finish(self, runtime: NodeRuntime) -> None:
+        """Finish a served node if it is closing and drained (every consumer tries)."""
+        assert self.backend is not None
+        node_id = runtime.node.id
+        mailbox = runtime.node.mailbox
+        assert isinstance(mailbox, RedisChannel)
+        successors = []
+        for successor_id in self.topology.forward_successors[node_id]:
+            successor = self.graph._by_id[successor_id].mailbox
+            assert isinstance(successor, RedisChannel)
+            successors.append(successor)
+        status = await self.backend.try_finish(
+            mailbox, node_id=node_id, epoch=self.epoch, successors=successors,
+            nodes=len(self.topology.nodes),
+        )  # fmt: skip
+        if status != _NOT_YET:
+            mailbox._remote_closed = True  # finished (or the whole run is over): stop reading
+
+    async def _renew_leases(self) -> None:
+        """Keep the entries our loops hold from being reclaimed while they work on them."""
+        mailboxes = [r.node.mailbox for r in self.runtimes.values()]
+        redis_mailboxes = [m for m in mailboxes if isinstance(m, RedisChannel)]
+        if not redis_mailboxes:
+            return
+        interval = min(m._settings.visibility_ms for m in redis_mailboxes) / 3000
+        while True:
+            await anyio.sleep(interval)
+            for mailbox in redis_mailboxes:
+                try:
+                    await mailbox.renew_leases()
+                except Exception:  # noqa: BLE001 - logged; the next round tries again
+                    _log.exception("lease renewal failed", channel=mailbox.name)
+
+    async def _release_buffered(self) -> None:
+        """Give back what our loops prefetched and did not start: others take it at once."""
+        for runtime in self.runtimes.values():
+            mailbox = runtime.node.mailbox
+            if isinstance(mailbox, RedisChannel):
+                try:
+                    await mailbox.release_buffered()
+                except Exception:  # noqa: BLE001 - they are reclaimed after the timeout anyway
+                    _log.exception("could not release prefetched entries", channel=mailbox.name)
+
     def start_drain(self, runtime: NodeRuntime) -> None:
         """Start an on-demand worker for ``runtime`` (``runtime.active`` counts it)."""
         assert self._spawn is not None
@@ -177,12 +265,22 @@ class Run:
         await self._shut_down_sources()
 
     async def _shut_down_sources(self) -> None:
+        if self.backend is not None:
+            for node_id in self.sources:
+                mailbox = self.graph._by_id[node_id].mailbox
+                assert isinstance(mailbox, RedisChannel)
+                await self.backend.send_shutdown(
+                    mailbox, source=SHUTDOWN_EXTERNAL, epoch=self.epoch
+                )
+            return
         for node_id in self.sources:
             runtime = self.runtimes[node_id]
             if not runtime.finished and not await _send_shutdown(runtime.node, source=None):
                 self._mailbox_closed(runtime)
 
     def _finish(self, runtime: NodeRuntime) -> None:
+        if self.distributed and runtime.draining and self.shutdown_reason is None:
+            self.shutdown_reason = StopReason.SHUTDOWN  # shut down from some process
         runtime.finished = True
         self.unfinished -= 1
         if self.unfinished == 0:
@@ -190,8 +288,8 @@ class Run:
 
     async def _pass_shutdown_on(self, runtime: NodeRuntime) -> None:
         """Send the finished node's shutdown to its successors, whatever its loop was."""
-        if self.stop_reason is not None:
-            return
+        if self.stop_reason is not None or self.distributed:
+            return  # a distributed node's finish sent it, in the same script
         node_id = runtime.node.id
         for successor_id in self.successors[node_id]:
             successor = self.runtimes[successor_id]
@@ -222,8 +320,16 @@ class Run:
             GraphFailed: A worker loop crashed more often than its restart policy allows.
         """
         budget = self.task.budget
+        if self.backend is not None:
+            self.epoch = await self.backend.epoch()
+            for runtime in self.runtimes.values():
+                mailbox = runtime.node.mailbox
+                assert isinstance(mailbox, RedisChannel)
+                mailbox._watch_remote_close(self.epoch, partial(self._try_finish, runtime))
         async with anyio.create_task_group() as outer:
             self._outer = outer
+            if self.distributed:
+                outer.start_soon(self._renew_leases)
             if budget.max_seconds is not None:
                 outer.start_soon(self._stop_after, budget.max_seconds)
             if self.task.idle_timeout is not None:
@@ -239,6 +345,8 @@ class Run:
                     await self._feed(self.task.inputs)
                     await self._all_finished.wait()
             outer.cancel_scope.cancel()  # the timers
+        if self.distributed:
+            await self._release_buffered()
         if self.task.checkpoint_path is not None:
             await self.graph.checkpoint(self.task.checkpoint_path)  # the final one
         result = self.result()
@@ -264,8 +372,9 @@ class Run:
             for _ in range(min(node.mailbox.qsize(), node.config.concurrency)):
                 runtime.on_arrival()  # messages left from before the run
             return
-        runtime.active = node.config.concurrency
-        for _ in range(node.config.concurrency):
+        loops = self.concurrency or node.config.concurrency
+        runtime.active = loops
+        for _ in range(loops):
             spawn(self._supervise, runtime)
 
     async def _feed(self, inputs: Any) -> None:

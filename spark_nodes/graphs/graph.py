@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import itertools
 import os
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Self
+
+from redis.asyncio import Redis
 
 from spark_nodes.channels import BaseChannel, ChannelMessage, InMemoryChannel
+from spark_nodes.channels.redis import RedisChannel
 from spark_nodes.errors import GraphNotRunning, WiringError
+from spark_nodes.graphs._redis_backend import RedisBackend
 from spark_nodes.graphs._run import Run, Topology
 from spark_nodes.graphs.checkpoint import (
     read_checkpoint,
@@ -16,11 +21,11 @@ from spark_nodes.graphs.checkpoint import (
     write_checkpoint,
 )
 from spark_nodes.graphs.result import GraphResult
-from spark_nodes.graphs.task import Task, TaskType
+from spark_nodes.graphs.task import Budget, Task, TaskType
 from spark_nodes.nodes import Node, NodeMessage
 from spark_nodes.nodes.node import NO_OUTPUT
 from spark_nodes.nodes.runtime import SHUTDOWN_EXTERNAL
-from spark_nodes.state import GraphState, MemoryState
+from spark_nodes.state import GraphState, MemoryState, RedisState
 
 __all__ = ["Graph"]
 
@@ -37,18 +42,32 @@ class Graph:
     A running graph owns its worker loops in one task group: when :meth:`run` returns,
     nothing it started is still running.
 
+    With ``backend="redis://..."`` the graph runs on Redis (see ``docs/redis.md``): every
+    node's mailbox becomes a :class:`~spark_nodes.channels.RedisChannel` named
+    ``{namespace}:{name}:{node}``, the state a :class:`~spark_nodes.state.RedisState`, and
+    any number of processes may :meth:`serve` some or all of the nodes, :meth:`send` into
+    the graph and :meth:`shutdown` it. The nodes and the wiring do not change.
+
     Args:
         *nodes: Entry nodes; the first one is the start unless ``start`` is given.
         start: The node that receives the task's input.
-        name: For logs; ``"graph-{n}"`` when omitted.
+        name: For logs; ``"graph-{n}"`` when omitted. A Redis graph needs one, the same in
+            every process: it names the graph's keys.
         dead_letters: Where messages that could not be processed go (each with its error);
             an unbounded :class:`InMemoryChannel` when omitted. Nothing reads it for you.
+            In a Redis graph, messages from Redis mailboxes are dead-lettered in their
+            mailbox's dead-letter stream instead (``spark-nodes dlq``).
         state: The state the nodes share (``context.graph_state``); a :class:`MemoryState`
-            when omitted. It outlives runs.
+            (a :class:`RedisState` in a Redis graph) when omitted. It outlives runs.
+        backend: ``None`` (in memory), or a Redis URL or ``redis.asyncio.Redis`` client.
+        namespace: A Redis graph's key prefix.
+        mailbox_options: Keyword arguments for every :class:`RedisChannel` mailbox
+            (``visibility_timeout``, ``max_deliveries``, ``retry``...).
 
     Raises:
         WiringError: No node given, something given is not a node, or two nodes share
-            an id.
+            an id; for a Redis graph: no ``name``, or a node with a mailbox of its own that
+            is not one of the graph's.
     """
 
     def __init__(
@@ -58,6 +77,9 @@ class Graph:
         name: str | None = None,
         dead_letters: BaseChannel | None = None,
         state: GraphState | None = None,
+        backend: str | Redis | None = None,
+        namespace: str = "spark_nodes",
+        mailbox_options: dict[str, Any] | None = None,
     ) -> None:
         entries = ([start] if start is not None else []) + [n for n in nodes if n is not start]
         if not entries:
@@ -77,9 +99,48 @@ class Graph:
         )
         self._run: Run | None = None
         self._by_id: dict[str, Node] = {}
+        self._backend: RedisBackend | None = None
+        self._owns_state = state is None
+        self._named = name is not None
         self._topology()  # wiring mistakes are reported now, not at run time
         self.state: GraphState = state or MemoryState()
         self.state.bind_results(self)
+        if backend is not None:
+            self.use_redis(backend, namespace=namespace, mailbox_options=mailbox_options)
+
+    def use_redis(
+        self,
+        backend: str | Redis,
+        *,
+        namespace: str = "spark_nodes",
+        mailbox_options: dict[str, Any] | None = None,
+    ) -> None:
+        """Move the graph to Redis: what ``Graph(..., backend=...)`` does, after the fact.
+
+        For code that defines a graph once and lets its deployment choose where it runs
+        (``spark-nodes worker module:graph --redis URL`` calls it). Every node gets its
+        Redis mailbox; the state becomes a :class:`RedisState`, unless one was given.
+
+        Raises:
+            WiringError: The graph is running, is on Redis already, has no explicit name,
+                or a node has a mailbox of its own.
+        """
+        if self._run is not None:
+            raise WiringError(f"graph {self.name!r} is running: move it to Redis before")
+        if self._backend is not None:
+            raise WiringError(f"graph {self.name!r} is on Redis already")
+        if not self._named:
+            raise WiringError(
+                "a Redis graph needs a name=..., the same in every process: it names "
+                "the graph's keys in Redis"
+            )
+        self._backend = RedisBackend(
+            backend, namespace=namespace, graph=self.name, channel_options=mailbox_options
+        )
+        self._give_redis_mailboxes(self._topology().nodes)
+        if self._owns_state:
+            self.state = RedisState(self._backend.redis, namespace=namespace, graph=self.name)
+            self.state.bind_results(self)
 
     @property
     def nodes(self) -> dict[str, Node]:
@@ -101,6 +162,11 @@ class Graph:
     def running(self) -> bool:
         """Whether a run is in progress."""
         return self._run is not None
+
+    @property
+    def distributed(self) -> bool:
+        """Whether the graph runs on Redis (``backend=...``)."""
+        return self._backend is not None
 
     async def run(
         self, task: Task, *, resume_from: str | os.PathLike[str] | None = None
@@ -127,9 +193,73 @@ class Graph:
         """
         if not isinstance(task, Task):
             raise TypeError(f"run() takes a Task, not {type(task).__name__}")
+        if self._backend is not None and task.type is TaskType.STANDARD:
+            raise WiringError(
+                f"graph {self.name!r} runs on Redis, where work has no single end: run it "
+                f"with TaskType.LONG_RUNNING (or serve()) and end it with shutdown()"
+            )
+        return await self._execute(task, resume_from=resume_from, served=None)
+
+    async def serve(
+        self,
+        nodes: Sequence[Node | str] | None = None,
+        *,
+        concurrency: int | None = None,
+        grace_period: float = 5.0,
+    ) -> GraphResult:
+        """Run the worker loops of ``nodes`` (default: all) of a Redis graph in this process.
+
+        Other processes serve the other nodes (or the same ones: each process is one more
+        consumer of their mailboxes). Returns when every served node has finished: the
+        graph was shut down (:meth:`shutdown`, from any process) and each served node
+        handled everything sent before that; or after :meth:`stop` (a signal, for the
+        worker command), leaving the unfinished work to the other consumers: what the
+        loops took but had not started is given back at once, what they were handling
+        gets ``grace_period`` seconds to finish.
+
+        Args:
+            nodes: The nodes (or their ids) to serve here; all of them by default.
+            concurrency: Worker loops per served node, instead of each node's
+                ``config.concurrency``.
+            grace_period: Seconds in-flight work may take after a stop.
+
+        Raises:
+            WiringError: The graph is not a Redis graph, or a node is not in it.
+            ValueError: ``concurrency`` < 1.
+            GraphFailed: A worker loop crashed more often than its restart policy allows.
+            RuntimeError: This graph object is already running here.
+        """
+        if self._backend is None:
+            raise WiringError(
+                f"graph {self.name!r} is in memory: serve() is for Redis graphs "
+                f"(Graph(..., backend='redis://...')); use run()"
+            )
+        if concurrency is not None and concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, not {concurrency!r}")
+        served: set[str] | None = None
+        if nodes is not None:
+            served = set()
+            for node in nodes:
+                node_id = node if isinstance(node, str) else node.id
+                if node_id not in self.nodes:
+                    raise WiringError(f"graph {self.name!r} has no node {node_id!r}")
+                served.add(node_id)
+        task = Task(type=TaskType.LONG_RUNNING, budget=Budget(grace_period=grace_period))
+        return await self._execute(task, resume_from=None, served=served, concurrency=concurrency)
+
+    async def _execute(
+        self,
+        task: Task,
+        *,
+        resume_from: str | os.PathLike[str] | None,
+        served: set[str] | None,
+        concurrency: int | None = None,
+    ) -> GraphResult:
         if self._run is not None:
             raise RuntimeError(f"graph {self.name!r} is already running")
         topology = self._topology()
+        if self._backend is not None:
+            self._give_redis_mailboxes(topology.nodes)
         if task.type is TaskType.STANDARD:
             for node in topology.nodes:
                 if type(node).go is not Node.go or node.config.live:
@@ -138,12 +268,13 @@ class Graph:
                         f"node {node.id!r} {why}; a STANDARD run drives nodes through "
                         f"process() once per message, so run it with TaskType.LONG_RUNNING"
                     )
-        for node in topology.nodes:
+        hosted = [n for n in topology.nodes if served is None or n.id in served]
+        for node in hosted:
             if node._runtime is not None:
                 raise WiringError(f"node {node.id!r} is already running in another graph")
         checkpoint = await read_checkpoint(resume_from) if resume_from is not None else None
-        run = Run(self, task, topology)
-        for node in topology.nodes:
+        run = Run(self, task, topology, served, concurrency)
+        for node in hosted:
             node._stop_flag = False
             node._runtime = run.runtimes[node.id]
         self._run = run
@@ -155,7 +286,7 @@ class Graph:
         finally:
             self._run = None
             run.close()
-            for node in topology.nodes:
+            for node in hosted:
                 node._runtime = None
 
     async def checkpoint(self, path: str | os.PathLike[str]) -> None:
@@ -192,20 +323,24 @@ class Graph:
             content: Plain content or a :class:`NodeMessage`.
             metadata: Metadata for the message.
 
+        A Redis graph takes messages from any process, running or not: they wait in the
+        node's mailbox for a worker.
+
         Raises:
-            GraphNotRunning: The graph is not running, or is shutting down or stopping.
+            GraphNotRunning: The graph is not running, or is shutting down or stopping
+                (in memory).
             KeyError: No node has that id.
+            ChannelUnavailable: A Redis graph's server could not be reached.
         """
+        if self._backend is not None:
+            target = self.nodes[node if isinstance(node, str) else node.id]
+            await target.mailbox.send(_message_of(content, metadata))
+            return
         run = self._run
         if run is None or run.stop_reason is not None or run.shutdown_reason is not None:
             raise GraphNotRunning(f"graph {self.name!r} is not running: it takes no messages")
         target = run.runtimes[node if isinstance(node, str) else node.id].node
-        if isinstance(content, NodeMessage):
-            message = ChannelMessage(
-                content.content, {**content.metadata, **(metadata or {})}, id=content.id
-            )
-        else:
-            message = ChannelMessage(content, dict(metadata) if metadata else None)
+        message = _message_of(content, metadata)
         run.in_flight += 1
         mailbox = target.mailbox
         if not mailbox._offer(message):  # send()'s effects without a coroutine, when it can
@@ -219,13 +354,55 @@ class Graph:
         Returns once the shutdowns are sent; ``run`` returns when the graph has drained.
         Calling it again is harmless.
 
+        A Redis graph can be shut down from any process: every worker of every node, in
+        every process, handles what was sent before it and ends.
+
         Raises:
-            GraphNotRunning: The graph is not running.
+            GraphNotRunning: The graph is not running (in memory).
+            ChannelUnavailable: A Redis graph's server could not be reached.
         """
         run = self._run
+        backend = self._backend
+        if backend is not None and run is None:
+            epoch = await backend.epoch()
+            for node_id in self._topology().sources:
+                mailbox = self._by_id[node_id].mailbox
+                assert isinstance(mailbox, RedisChannel)
+                await backend.send_shutdown(mailbox, source=SHUTDOWN_EXTERNAL, epoch=epoch)
+            return
         if run is None:
             raise GraphNotRunning(f"graph {self.name!r} is not running")
         await run.shutdown()
+
+    async def aclose(self) -> None:
+        """Close what the graph opened: a Redis graph's client and state. Idempotent."""
+        if self._owns_state:
+            closer = getattr(self.state, "aclose", None)
+            if closer is not None:
+                await closer()
+        if self._backend is not None:
+            await self._backend.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def _give_redis_mailboxes(self, nodes: list[Node]) -> None:
+        backend = self._backend
+        assert backend is not None
+        for node in nodes:
+            mailbox = node.mailbox
+            if backend.owns(mailbox):
+                continue
+            if type(mailbox) is not InMemoryChannel or mailbox.qsize():
+                raise WiringError(
+                    f"node {node.id!r} has a mailbox of its own ({mailbox!r}); in a Redis "
+                    f"graph every node's mailbox is the graph's RedisChannel: give none "
+                    f"(set RedisChannel options with mailbox_options=...)"
+                )
+            node.mailbox = backend.mailbox_for(node)
 
     def stop(self, reason: str = "stopped from outside") -> None:
         """Stop the running graph gracefully, as a budget would (the result says ``stopped``).
@@ -286,6 +463,14 @@ class Graph:
 
     def __repr__(self) -> str:
         return f"<Graph {self.name!r} start={self.start.id!r}>"
+
+
+def _message_of(content: Any, metadata: dict[str, Any] | None) -> ChannelMessage:
+    if isinstance(content, NodeMessage):
+        return ChannelMessage(
+            content.content, {**content.metadata, **(metadata or {})}, id=content.id
+        )
+    return ChannelMessage(content, dict(metadata) if metadata else None)
 
 
 def _register(node: Node, nodes: list[Node], by_id: dict[str, Node]) -> None:

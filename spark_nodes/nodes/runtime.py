@@ -29,6 +29,7 @@ from spark_nodes.channels import (
     InMemoryChannel,
 )
 from spark_nodes.channels.message import new_message_id
+from spark_nodes.errors import LeaseLost, MessageEncodeError, MessageTooLarge
 from spark_nodes.nodes.config import OnError
 from spark_nodes.nodes.context import Control, ExecutionContext
 from spark_nodes.nodes.edges import Edge
@@ -61,6 +62,8 @@ class RunContext(Protocol):
     """Messages handled (processed or dead-lettered) so far (nodes keep it)."""
     watch_each_message: bool
     """Whether :meth:`message_done` must be called after each handled message."""
+    distributed: bool
+    """Whether the nodes' mailboxes are shared with other processes (a Redis graph)."""
 
     def message_done(self) -> None:
         """A message was handled (processed, or dead-lettered): check limits."""
@@ -85,6 +88,9 @@ class RunContext(Protocol):
 
     def call_later(self, delay: float, callback: Callable[[], Awaitable[None]]) -> None:
         """Await ``callback()`` in ``delay`` seconds, unless the run has ended by then."""
+
+    async def shutdown_received(self, runtime: NodeRuntime, message: ChannelMessage) -> None:
+        """A distributed graph's shutdown entry reached one of ``runtime``'s loops."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +195,7 @@ class NodeRuntime:
         "_edges",
         "_kind",
         "_sync_process",
+        "_transactional",
         "active",
         "custom_loop",
         "dead_lettered",
@@ -242,6 +249,8 @@ class NodeRuntime:
             select_edges(edges, None) if all(e.condition is None for e in edges) else None
         )
         self._edges = edges
+        # A durable mailbox acks a message and sends its outputs in one step (staged).
+        self._transactional = node.mailbox._transactional
 
     # -- the default loop ---------------------------------------------------------------
 
@@ -279,6 +288,8 @@ class NodeRuntime:
                 try:
                     message = await mailbox.receive()
                 except ChannelClosed:
+                    if self.run.distributed:
+                        self.draining = True  # its distributed graph drained it
                     return
                 finally:
                     self.idle -= 1
@@ -310,6 +321,9 @@ class NodeRuntime:
     async def _on_shutdown(self, message: ChannelMessage) -> bool:
         """Count a shutdown; return True when this loop should end."""
         if message._ack is not None:
+            if self.run.distributed:
+                await self.run.shutdown_received(self, message)
+                return False  # the loops end when the graph closes the mailbox
             await self._ack(message)
         node = self.node
         if node._stop_flag or self.draining:
@@ -433,9 +447,12 @@ class NodeRuntime:
         correlation = inputs.metadata.get("correlation")
         attempt = 1
         forwarded_before = self.forwarded
+        staged: list[tuple[BaseChannel, ChannelMessage]] | None = None
         try:
             while True:
                 error: Exception | None = None
+                if self._transactional and message._ack is not None:
+                    staged = []  # this attempt's outputs, sent with the ack (commit)
                 if failed is not None:
                     attempt, error, forwarded_before = failed
                     failed = None
@@ -462,7 +479,7 @@ class NodeRuntime:
                         elif self._kind is _Kind.ASYNC:
                             result = await node.process(context)
                         else:
-                            await self._generate(context, trace_id, correlation)
+                            await self._generate(context, trace_id, correlation, staged)
                         if result.__class__ is CoroutineType:
                             result = await result
                         outputs = [*(context._outputs or ()), *([] if result is None else [result])]
@@ -472,9 +489,15 @@ class NodeRuntime:
                             return
                         goto = control.goto if control is not None else None
                         for output in outputs:
-                            waiting = self._forward(output, trace_id, goto, correlation)
+                            waiting = self._forward(output, trace_id, goto, correlation, staged)
                             if waiting:
                                 await self._send_waiting(waiting)
+                        if staged is not None:
+                            if control is not None and control.hold:
+                                await self._send_waiting(staged)  # the ack waits: no commit
+                                staged = None
+                            elif not await self._commit(message, staged):
+                                break  # the lease was lost: the message is handled elsewhere
                     except _StepFailed as failure:
                         self.failed_attempts += 1
                         await self._give_up(message, failure.error, attempt, failure.phase)
@@ -482,6 +505,9 @@ class NodeRuntime:
                     except Exception as caught:  # noqa: BLE001 - process failing is expected
                         error = caught
                 if error is not None:
+                    if staged:  # this attempt's outputs are dropped with it
+                        self.run.in_flight -= len(staged)
+                        staged = None
                     self.failed_attempts += 1
                     policy = node.config.retry
                     if (
@@ -498,8 +524,9 @@ class NodeRuntime:
                     break
                 self.processed += 1
                 control = context._control
-                if (control is None or not control.hold) and message._ack is not None:
-                    await self._ack(message)
+                held = control is not None and control.hold
+                if not held and message._ack is not None and staged is None:
+                    await self._ack(message)  # (a staged attempt was committed: acked already)
                 if control is not None:
                     for released in control.release:
                         if released._ack is not None:
@@ -560,7 +587,11 @@ class NodeRuntime:
             run.message_done()
 
     async def _generate(
-        self, context: ExecutionContext, trace_id: str, correlation: list[str] | None
+        self,
+        context: ExecutionContext,
+        trace_id: str,
+        correlation: list[str] | None,
+        staged: list[tuple[BaseChannel, ChannelMessage]] | None,
     ) -> None:
         """Forward each item of a generator ``process`` as it is produced.
 
@@ -570,19 +601,24 @@ class NodeRuntime:
         items = self.node.process(context)
         if self._kind is _Kind.ASYNC_GENERATOR:
             async for item in items:
-                await self._forward_item(context, item, trace_id, correlation)
+                await self._forward_item(context, item, trace_id, correlation, staged)
         else:
             for item in items:
-                await self._forward_item(context, item, trace_id, correlation)
+                await self._forward_item(context, item, trace_id, correlation, staged)
 
     async def _forward_item(
-        self, context: ExecutionContext, item: Any, trace_id: str, correlation: list[str] | None
+        self,
+        context: ExecutionContext,
+        item: Any,
+        trace_id: str,
+        correlation: list[str] | None,
+        staged: list[tuple[BaseChannel, ChannelMessage]] | None,
     ) -> None:
         control = context._control
         if control is not None and (control.cancel or control.stop):
             return
         goto = control.goto if control is not None else None
-        waiting = self._forward(item, trace_id, goto, correlation)
+        waiting = self._forward(item, trace_id, goto, correlation, staged)
         if waiting:
             await self._send_waiting(waiting)
 
@@ -592,8 +628,12 @@ class NodeRuntime:
         trace_id: str,
         goto: list[Node] | None = None,
         correlation: list[str] | None = None,
+        staged: list[tuple[BaseChannel, ChannelMessage]] | None = None,
     ) -> list[tuple[BaseChannel, ChannelMessage]] | None:
         """Send ``output`` along the edges it takes, without waiting where there is room.
+
+        With ``staged`` (a durable mailbox's attempt), the sends the mailbox can commit
+        with the ack are added to it instead.
 
         Returns:
             The sends that have to wait (a bounded mailbox is full, or has async
@@ -653,7 +693,9 @@ class NodeRuntime:
             message._pending = None
             mailbox = edge.target.mailbox
             run.in_flight += 1
-            if mailbox._offer(message):
+            if staged is not None and node.mailbox._stages_for(mailbox):
+                staged.append((mailbox, message))
+            elif mailbox._offer(message):
                 self.forwarded += 1
             elif waiting is None:
                 waiting = [(mailbox, message)]
@@ -669,6 +711,30 @@ class NodeRuntime:
                 self.run.in_flight -= len(waiting) - sent  # this one and the rest never arrive
                 raise _StepFailed("forward", error) from error
             self.forwarded += 1
+
+    async def _commit(
+        self, message: ChannelMessage, staged: list[tuple[BaseChannel, ChannelMessage]]
+    ) -> bool:
+        """Send the staged outputs and ack ``message`` in one step; False if the lease was lost.
+
+        Raises:
+            _StepFailed: An output cannot be sent (not plain data, too large).
+            ChannelUnavailable: The backend could not be reached: the loop crashes and is
+                restarted; the message is still held, and is handled again.
+        """
+        try:
+            await self.node.mailbox._commit(message, staged)
+        except LeaseLost as lost:
+            self.run.in_flight -= len(staged)
+            _log.warning("lease lost; outputs dropped", node=self.node.id, msg_id=message.id,
+                         detail=str(lost))  # fmt: skip
+            self._message_done()
+            return False
+        except (MessageEncodeError, MessageTooLarge) as error:
+            self.run.in_flight -= len(staged)
+            raise _StepFailed("forward", error) from error
+        self.forwarded += len(staged)
+        return True
 
     async def _give_up(
         self, message: ChannelMessage, error: Exception, attempts: int, phase: str
@@ -699,18 +765,23 @@ class NodeRuntime:
             error=str(error),
             attempts=attempts,
         )
-        letter = message.clone(
-            metadata={
-                "dead_letter": {
-                    "node": node.id,
-                    "phase": phase,
-                    "error_type": error_type,
-                    "error": str(error),
-                    "traceback": "".join(traceback.format_exception(error)),
-                    "attempts": attempts,
-                }
-            }
-        )
+        record = {
+            "node": node.id,
+            "phase": phase,
+            "error_type": error_type,
+            "error": str(error),
+            "traceback": "".join(traceback.format_exception(error)),
+            "attempts": attempts,
+        }
+        if self._transactional and message._ack is not None:
+            try:
+                if await node.mailbox._keep_dead_letter(message, record):
+                    return  # kept with the mailbox, which settled the message
+            except LeaseLost:
+                _log.warning("lease lost; not dead-lettered here", node=node.id,
+                             msg_id=message.id)  # fmt: skip
+                return
+        letter = message.clone(metadata={"dead_letter": record})
         await self.run.dead_letters.send(letter)
 
     async def _ack(self, message: ChannelMessage) -> None:
@@ -728,7 +799,7 @@ class NodeRuntime:
         mailbox = self.node.mailbox
         for _ in range(count):
             try:
-                mailbox.send_nowait(ChannelMessage(None, {"source_node": _WAKE}, is_shutdown=True))
+                mailbox._wake(ChannelMessage(None, {"source_node": _WAKE}, is_shutdown=True))
             except (ChannelFull, ChannelClosed, NotImplementedError):
                 return  # full: the loops are busy, not blocked; closed: they will end
 

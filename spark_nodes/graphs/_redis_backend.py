@@ -1,0 +1,238 @@
+"""A graph on Redis: the nodes' mailboxes, and a shutdown that spans processes.
+
+Every node's mailbox is a :class:`RedisChannel` whose stream is ``{ns}:{graph}:{node}``;
+the graph's own bookkeeping is one hash, ``{ns}:{graph}#graph``, which no mailbox key can
+collide with. All keys carry the ``{graph}`` hash tag: one Cluster slot per graph.
+
+The shutdown protocol, per run (``epoch``; a run ends when every node has finished):
+
+1. ``graph.shutdown()`` writes a shutdown entry into each source node's stream.
+2. The consumer that receives a node's shutdown entry records it (``RECORD``, atomic with
+   its ack). When every predecessor's shutdown is in, the node is *closing*, bounded by the
+   latest of those entries: everything sent before them has been delivered (streams deliver
+   in order) and is pending somewhere or done.
+3. Any consumer of the node, whenever a read finds nothing new, tries to finish it
+   (``FINISH``): once nothing before the bound is pending, the node is finished, its
+   mailbox is marked closed (every consumer's ``receive`` then ends) and a shutdown entry
+   goes to each successor, all in one script, exactly once. Reclaims of dead workers'
+   entries happen meanwhile, so a crash delays the finish, never loses it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final
+
+from redis.asyncio import Redis
+
+from spark_nodes.channels import ChannelMessage
+from spark_nodes.channels._redis_client import ConnectionRetry, open_client, with_retries
+from spark_nodes.channels.codec import encode
+from spark_nodes.channels.redis import RedisChannel, has_hash_tag
+from spark_nodes.errors import ChannelUnavailable, WiringError
+
+if TYPE_CHECKING:
+    from spark_nodes.nodes import Node
+
+__all__ = ["GRAPH_RUN_KEY", "RedisBackend"]
+
+GRAPH_RUN_KEY: Final = "graph_run"
+"""Metadata key of a distributed shutdown: the run (epoch) it belongs to."""
+
+_ID_LESS: Final = """
+local function id_less(a, b)
+  local ams, aseq = string.match(a, '(%d+)-(%d+)')
+  local bms, bseq = string.match(b, '(%d+)-(%d+)')
+  ams, aseq, bms, bseq = tonumber(ams), tonumber(aseq), tonumber(bms), tonumber(bseq)
+  return ams < bms or (ams == bms and aseq < bseq)
+end
+"""
+
+RECORD: Final = (
+    _ID_LESS
+    + """
+-- Record a node's shutdown entry from one source, and settle the entry (if its lease is
+-- ours). KEYS[1] graph hash, KEYS[2] node stream, KEYS[3] node stats
+-- ARGV[1] group, ARGV[2] consumer, ARGV[3] entry id, ARGV[4] deliveries, ARGV[5] epoch
+-- ('' for the current one), ARGV[6] node, ARGV[7] source; ARGV[8..] the sources it needs.
+-- Returns -1 lease lost, 0 from an earlier run (ignored), 1 recorded, 2 now closing.
+redis.replicate_commands()
+local p = redis.call('XPENDING', KEYS[2], ARGV[1], ARGV[3], ARGV[3], 1)
+if #p == 0 or p[1][2] ~= ARGV[2] or tostring(p[1][4]) ~= ARGV[4] then return -1 end
+redis.call('XACK', KEYS[2], ARGV[1], ARGV[3])
+redis.call('XDEL', KEYS[2], ARGV[3])
+redis.call('HINCRBY', KEYS[3], 'acked', 1)
+local epoch = redis.call('HGET', KEYS[1], 'epoch') or '0'
+if ARGV[5] ~= '' and ARGV[5] ~= epoch then return 0 end
+local prefix = 'shutdown:' .. epoch .. ':' .. ARGV[6] .. ':'
+redis.call('HSETNX', KEYS[1], prefix .. ARGV[7], ARGV[3])
+local latest = ARGV[3]
+for i = 8, #ARGV do
+  local id = redis.call('HGET', KEYS[1], prefix .. ARGV[i])
+  if not id then return 1 end
+  if id_less(latest, id) then latest = id end
+end
+redis.call('HSETNX', KEYS[1], 'closing:' .. epoch .. ':' .. ARGV[6], latest)
+return 2
+"""
+)
+
+FINISH: Final = """
+-- Finish a closing node once nothing sent before its shutdown is still pending: mark it
+-- finished, close its mailbox, send its shutdown on. The last node to finish ends the run.
+-- KEYS[1] graph hash, KEYS[2] node stream, KEYS[3] node's closed key; then per successor:
+-- stream, stats. ARGV[1] group, ARGV[2] epoch, ARGV[3] node, ARGV[4] number of nodes;
+-- then per successor: the shutdown envelope.
+-- Returns 0 not yet, 1 finished (now or before), 2 that run is over.
+redis.replicate_commands()
+local epoch = ARGV[2]
+if (redis.call('HGET', KEYS[1], 'epoch') or '0') ~= epoch then return 2 end
+if redis.call('HEXISTS', KEYS[1], 'finished:' .. epoch .. ':' .. ARGV[3]) == 1 then return 1 end
+local closing = redis.call('HGET', KEYS[1], 'closing:' .. epoch .. ':' .. ARGV[3])
+if not closing then return 0 end
+if #redis.call('XPENDING', KEYS[2], ARGV[1], '-', '(' .. closing, 1) > 0 then return 0 end
+redis.call('HSET', KEYS[1], 'finished:' .. epoch .. ':' .. ARGV[3], '1')
+redis.call('SET', KEYS[3], epoch)
+for j = 5, #ARGV do
+  local k = 4 + 2 * (j - 5)
+  redis.call('XADD', KEYS[k], '*', 'm', ARGV[j])
+  redis.call('HINCRBY', KEYS[k + 1], 'sent', 1)
+end
+if redis.call('HINCRBY', KEYS[1], 'finished:' .. epoch, 1) >= tonumber(ARGV[4]) then
+  for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+    if field ~= 'epoch' then redis.call('HDEL', KEYS[1], field) end
+  end
+  redis.call('HSET', KEYS[1], 'epoch', tonumber(epoch) + 1)
+end
+return 1
+"""
+
+
+class RedisBackend:
+    """A graph's Redis side: its client, its nodes' mailboxes, its distributed shutdown.
+
+    Args:
+        redis: A URL (the backend makes and closes the client) or a shared client.
+        namespace: Prefix of every key.
+        graph: The graph's name: the hash tag of its keys.
+        channel_options: Keyword arguments for every mailbox :class:`RedisChannel`.
+    """
+
+    def __init__(
+        self,
+        redis: str | Redis,
+        *,
+        namespace: str,
+        graph: str,
+        channel_options: dict[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(namespace, str) or not namespace:
+            raise WiringError(f"namespace must be a non-empty str, not {namespace!r}")
+        if "{" in graph or "}" in graph:
+            raise WiringError(f"a Redis graph's name cannot contain '{{' or '}}': {graph!r}")
+        if isinstance(redis, str):
+            self.redis = open_client(redis)
+            self._owns_client = True
+        elif isinstance(redis, Redis):
+            self.redis = redis
+            self._owns_client = False
+        else:
+            raise WiringError(f"backend must be a redis:// URL or a Redis client, not {redis!r}")
+        self.namespace = namespace
+        self.graph = graph
+        self.hash_key = f"{namespace}:{{{graph}}}#graph"
+        self.options = dict(channel_options or {})
+        self.retry: ConnectionRetry = self.options.get("retry") or ConnectionRetry()
+        self._record = self.redis.register_script(RECORD)
+        self._finish = self.redis.register_script(FINISH)
+
+    def channel_name(self, node_id: str) -> str:
+        """The mailbox name of ``node_id``: ``{graph}:node_id``."""
+        return f"{{{self.graph}}}:{node_id}"
+
+    def mailbox_for(self, node: Node) -> RedisChannel:
+        """Make the mailbox of ``node``, reusing its observers."""
+        options = {"prefetch": node.config.concurrency, **self.options}
+        return RedisChannel(
+            redis=self.redis,
+            channel_name=self.channel_name(node.id),
+            namespace=self.namespace,
+            name=f"node:{self.graph}:{node.id}",
+            observers=node.mailbox.observers,
+            **options,
+        )
+
+    def owns(self, channel: object) -> bool:
+        """Whether ``channel`` is a mailbox of this graph."""
+        return (
+            isinstance(channel, RedisChannel)
+            and channel._redis is self.redis
+            and has_hash_tag(channel.key)
+            and channel.key.startswith(f"{self.namespace}:{{{self.graph}}}:")
+        )
+
+    async def epoch(self) -> int:
+        """The current run's number (0 before the first run ended)."""
+        value = await with_retries(
+            lambda: self.redis.hget(self.hash_key, "epoch"),
+            retry=self.retry, what=f"read the run of graph {self.graph!r}",
+        )  # fmt: skip
+        return int(value or 0)
+
+    async def send_shutdown(self, mailbox: RedisChannel, *, source: str, epoch: int) -> None:
+        """Write a shutdown entry of run ``epoch`` from ``source`` into ``mailbox``."""
+        await mailbox.send(self.shutdown_message(source, epoch))
+
+    @staticmethod
+    def shutdown_message(source: str, epoch: int) -> ChannelMessage:
+        """A shutdown from ``source`` (a node id, or the outside) for run ``epoch``."""
+        return ChannelMessage(None, {"source_node": source, GRAPH_RUN_KEY: epoch}, is_shutdown=True)
+
+    async def record_shutdown(
+        self,
+        mailbox: RedisChannel,
+        message: ChannelMessage,
+        *,
+        node_id: str,
+        required: tuple[str, ...],
+        source: str,
+    ) -> int:
+        """Record a shutdown entry a consumer of ``node_id`` received (see ``RECORD``)."""
+        lease = mailbox._lease_of(message)
+        run = message.metadata.get(GRAPH_RUN_KEY)
+        keys = [self.hash_key, mailbox.key, mailbox._keys.stats]
+        args: list[Any] = [
+            mailbox.group, mailbox.consumer, lease.entry, lease.deliveries,
+            "" if run is None else str(run), node_id, source, *required,
+        ]  # fmt: skip
+        status: int = await with_retries(
+            lambda: self._record(keys=keys, args=args),
+            retry=self.retry, what=f"record a shutdown of {node_id!r}", error=ChannelUnavailable,
+        )  # fmt: skip
+        mailbox._held.pop(lease.entry, None)
+        return status
+
+    async def try_finish(
+        self,
+        mailbox: RedisChannel,
+        *,
+        node_id: str,
+        epoch: int,
+        successors: list[RedisChannel],
+        nodes: int,
+    ) -> int:
+        """Finish ``node_id`` if it is closing and drained (see ``FINISH``)."""
+        keys = [self.hash_key, mailbox.key, mailbox._keys.closed]
+        args: list[Any] = [mailbox.group, epoch, node_id, nodes]
+        for successor in successors:
+            keys += (successor.key, successor._keys.stats)
+            args.append(encode(self.shutdown_message(node_id, epoch)))
+        status: int = await with_retries(
+            lambda: self._finish(keys=keys, args=args),
+            retry=self.retry, what=f"finish node {node_id!r}", error=ChannelUnavailable,
+        )  # fmt: skip
+        return status
+
+    async def aclose(self) -> None:
+        """Close the client if the backend made it."""
+        if self._owns_client:
+            await self.redis.aclose()

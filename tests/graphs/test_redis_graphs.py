@@ -1,0 +1,453 @@
+"""Graphs on Redis: the same nodes, served by several "processes" (graph objects).
+
+Each test builds the graph anew per process, as separate worker processes would; they
+share nothing but the Redis server. Real multi-process runs (kills, stalls) are in
+``test_redis_crashes.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from functools import partial
+from typing import Any
+
+import anyio
+import pytest
+from redis.asyncio import Redis
+
+from spark_nodes import (
+    ExecutionContext,
+    Graph,
+    Node,
+    NodeConfig,
+    RetryPolicy,
+    StopReason,
+    Task,
+    TaskType,
+)
+from spark_nodes.channels import ChannelMessage, InMemoryChannel, RedisChannel
+from spark_nodes.errors import WiringError
+from spark_nodes.graphs import GraphResult
+from spark_nodes.testing import RecordingObserver
+from tests.redis_support import new_namespace, open_raw_client, purge
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # redis-py is asyncio only
+
+
+@pytest.fixture
+async def raw(redis_url: str) -> AsyncIterator[Redis]:
+    async with open_raw_client(redis_url) as client:
+        yield client
+
+
+class Cluster:
+    """Graph objects of one Redis graph, one per simulated process; closed at the end."""
+
+    def __init__(self, url: str, namespace: str) -> None:
+        self.url = url
+        self.namespace = namespace
+        self.graphs: list[Graph] = []
+
+    def process(self, build: Callable[[], Graph], **options: Any) -> Graph:
+        graph = build()
+        graph.use_redis(self.url, namespace=self.namespace, mailbox_options=options or None)
+        self.graphs.append(graph)
+        return graph
+
+    async def aclose(self) -> None:
+        for graph in self.graphs:
+            await graph.aclose()
+
+
+@pytest.fixture
+async def cluster(redis_url: str, raw: Redis) -> AsyncIterator[Cluster]:
+    made = Cluster(redis_url, new_namespace())
+    yield made
+    await made.aclose()
+    await purge(raw, made.namespace)
+
+
+class Double(Node):
+    def process(self, context: ExecutionContext) -> Any:
+        return context.inputs.content * 2
+
+
+class Arrivals:
+    """Counts what a sink recorded in this process; tests await a count instead of polling."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._waiters: list[tuple[int, anyio.Event]] = []
+
+    def add(self) -> None:
+        self.count += 1
+        for wanted, event in self._waiters:
+            if self.count >= wanted:
+                event.set()
+
+    async def wait_for(self, count: int) -> None:
+        if self.count < count:
+            event = anyio.Event()
+            self._waiters.append((count, event))
+            await event.wait()
+
+
+class Collect(Node):
+    """A sink: records what it gets in the graph state (shared by every process)."""
+
+    arrivals: Arrivals | None = None
+
+    async def process(self, context: ExecutionContext) -> None:
+        await context.graph_state.append("seen", context.inputs.content)
+        if self.arrivals is not None:
+            self.arrivals.add()
+
+
+async def dead_letters_of(raw: Redis, graph: Graph, node_id: str) -> list[dict[bytes, bytes]]:
+    mailbox = graph.nodes[node_id].mailbox
+    assert isinstance(mailbox, RedisChannel)
+    entries: Any = await raw.xrange(f"{mailbox.key}:dead")
+    return [fields for _id, fields in entries]
+
+
+def pipeline() -> Graph:
+    first, second, sink = Double(id="first"), Double(id="second"), Collect(id="sink")
+    first >> second >> sink
+    return Graph(first, name="pipeline")
+
+
+async def serve_all(*calls: tuple[Graph, list[str] | None]) -> list[GraphResult]:
+    results: list[GraphResult] = []
+
+    async def serve(graph: Graph, nodes: list[str] | None) -> None:
+        results.append(await graph.serve(nodes))
+
+    async with anyio.create_task_group() as tasks:
+        for graph, nodes in calls:
+            tasks.start_soon(serve, graph, nodes)
+    return results
+
+
+async def test_a_pipeline_served_by_two_processes_handles_each_message_once(
+    cluster: Cluster, raw: Redis
+) -> None:
+    one, two, client = (cluster.process(pipeline) for _ in range(3))
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tasks:
+            results: list[GraphResult] = []
+
+            async def serve(graph: Graph, nodes: list[str]) -> None:
+                results.append(await graph.serve(nodes))
+
+            tasks.start_soon(serve, one, ["first", "second"])
+            tasks.start_soon(serve, two, ["second", "sink"])
+            for number in range(200):
+                await client.send("first", number)
+            await client.shutdown()
+    seen = await client.state.get("seen")
+    assert sorted(seen) == [number * 4 for number in range(200)]
+    assert {result.stop_reason for result in results} == {StopReason.SHUTDOWN}
+    handled = sum(r.node_stats["second"].processed for r in results)
+    assert handled == 200  # shared by both processes' consumers, each entry once
+    for node_id in ("first", "second", "sink"):
+        mailbox = client.nodes[node_id].mailbox
+        assert isinstance(mailbox, RedisChannel)
+        pending: Any = await raw.xpending(mailbox.key, mailbox.group)
+        assert pending["pending"] == 0
+        assert await raw.xlen(mailbox.key) == 0
+
+
+async def test_shutdown_from_any_process_comes_after_everything_sent_before_it(
+    cluster: Cluster,
+) -> None:
+    worker, client = cluster.process(pipeline), cluster.process(pipeline)
+    for number in range(100):  # sent before any worker runs: they wait in Redis
+        await client.send("first", number)
+    await client.shutdown()
+    with anyio.fail_after(30):
+        result = await worker.serve()
+    assert result.stop_reason is StopReason.SHUTDOWN
+    assert len(await client.state.get("seen")) == 100
+
+
+def diamond() -> Graph:
+    split, left, right = Double(id="split"), Double(id="left"), Double(id="right")
+    join = Collect(id="join")
+    split >> left >> join
+    split >> right >> join
+    return Graph(split, name="diamond")
+
+
+async def test_a_node_with_two_predecessors_finishes_after_both(cluster: Cluster) -> None:
+    processes = [cluster.process(diamond) for _ in range(3)]
+    client = cluster.process(diamond)
+    for number in range(50):
+        await client.send("split", number)
+    await client.shutdown()
+    with anyio.fail_after(30):
+        await serve_all(
+            (processes[0], ["split", "left"]),
+            (processes[1], ["right", "join"]),
+            (processes[2], ["left", "right", "join"]),
+        )
+    assert sorted(await client.state.get("seen")) == sorted(
+        [number * 4 for number in range(50)] * 2
+    )
+
+
+async def test_a_node_served_by_nobody_keeps_its_messages_until_someone_serves_it(
+    cluster: Cluster,
+) -> None:
+    upstream, client = cluster.process(pipeline), cluster.process(pipeline)
+    for number in range(10):
+        await client.send("first", number)
+    await client.shutdown()
+    late = cluster.process(pipeline)
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(upstream.serve, ["first", "second"])
+            await anyio.sleep(0.3)  # the sink has no worker meanwhile
+            assert await client.state.get("seen") is None
+            tasks.start_soon(late.serve, ["sink"])
+    assert len(await client.state.get("seen")) == 10
+
+
+async def test_the_graph_runs_again_after_a_shutdown(cluster: Cluster) -> None:
+    worker, client = cluster.process(pipeline), cluster.process(pipeline)
+    for round_number in range(2):
+        await client.send("first", round_number)
+        await client.shutdown()
+        with anyio.fail_after(30):
+            result = await worker.serve()
+        assert result.stop_reason is StopReason.SHUTDOWN
+    assert sorted(await client.state.get("seen")) == [0, 4]
+
+
+class Failing(Node):
+    def process(self, context: ExecutionContext) -> Any:
+        if context.inputs.content == "bad":
+            raise ValueError("cannot handle 'bad'")
+        return context.inputs.content
+
+
+def failing() -> Graph:
+    check = Failing(
+        id="check", config=NodeConfig(retry=RetryPolicy(max_attempts=2, initial_delay=0))
+    )
+    check >> Collect(id="sink")
+    return Graph(check, name="failing")
+
+
+async def test_a_failing_message_is_dead_lettered_in_its_mailbox_and_the_rest_go_on(
+    cluster: Cluster, raw: Redis
+) -> None:
+    worker, client = cluster.process(failing), cluster.process(failing)
+    for content in ["a", "bad", "b"]:
+        await client.send("check", content)
+    await client.shutdown()
+    with anyio.fail_after(30):
+        result = await worker.serve()
+    assert await client.state.get("seen") == ["a", "b"]
+    assert result.node_stats["check"].dead_lettered == 1
+    (letter,) = await dead_letters_of(raw, client, "check")
+    assert letter[b"reason"] == b"process"
+    assert letter[b"error"] == b"cannot handle 'bad'"
+    assert letter[b"detail:error_type"] == b"builtins.ValueError"
+    assert letter[b"detail:attempts"] == b"2"
+    assert b"Traceback" in letter[b"detail:traceback"]
+    assert b"bad" in letter[b"m"]  # the original envelope, replayable
+    assert worker.dead_letters.empty()  # kept in Redis with the entry, not in this process
+
+
+class Oversized(Node):
+    def process(self, context: ExecutionContext) -> Any:
+        return b"x" * 5000
+
+
+async def test_an_output_too_large_for_its_target_dead_letters_the_input(
+    cluster: Cluster, raw: Redis
+) -> None:
+    def build() -> Graph:
+        big = Oversized(id="big")
+        big >> Collect(id="sink")
+        return Graph(big, name="big")
+
+    worker = cluster.process(build, max_message_bytes=1000)
+    await worker.send("big", "small input")
+    await worker.shutdown()
+    with anyio.fail_after(30):
+        result = await worker.serve()
+    assert result.node_stats["big"].dead_lettered == 1
+    (letter,) = await dead_letters_of(raw, worker, "big")
+    assert letter[b"reason"] == b"forward"
+    assert b"max_message_bytes=1000" in letter[b"error"]
+    sink = worker.nodes["sink"].mailbox
+    assert isinstance(sink, RedisChannel)
+    assert await raw.xlen(sink.key) == 0  # nothing was forwarded
+
+
+class Gate(Node):
+    """Holds the message "slow" until released; passes everything else straight on."""
+
+    release: anyio.Event
+
+    async def process(self, context: ExecutionContext) -> Any:
+        if context.inputs.content == "slow":
+            await self.release.wait()
+        return context.inputs.content
+
+
+async def test_a_slow_message_does_not_hold_up_the_others_with_concurrency(
+    cluster: Cluster,
+) -> None:
+    gate_release = anyio.Event()
+    arrivals = Arrivals()
+
+    def build() -> Graph:
+        gate = Gate(id="gate", config=NodeConfig(concurrency=2))
+        gate.release = gate_release
+        sink = Collect(id="sink")
+        sink.arrivals = arrivals
+        gate >> sink
+        return Graph(gate, name="gate")
+
+    worker = cluster.process(build)
+    await worker.send("gate", "slow")
+    for number in range(5):
+        await worker.send("gate", number)
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(worker.serve)
+            await arrivals.wait_for(5)  # while "slow" is still held up
+            assert await worker.state.get("seen") == [0, 1, 2, 3, 4]
+            gate_release.set()
+            await worker.shutdown()
+    assert (await worker.state.get("seen"))[-1] == "slow"
+
+
+async def test_stop_gives_prefetched_messages_back_for_others(cluster: Cluster) -> None:
+    started = anyio.Event()
+    release = anyio.Event()
+
+    class Blocking(Node):
+        async def process(self, context: ExecutionContext) -> Any:
+            started.set()
+            await release.wait()
+            return context.inputs.content
+
+    def build() -> Graph:
+        node = Blocking(id="work")
+        node >> Collect(id="sink")
+        return Graph(node, name="stopping")
+
+    stopping = cluster.process(build, prefetch=5)
+    for number in range(5):
+        await stopping.send("work", number)
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(partial(stopping.serve, ["work"]))
+            await started.wait()  # one message in progress, four prefetched
+            stopping.stop("SIGTERM")
+            release.set()  # the one in progress finishes within the grace period
+    taker = cluster.process(build)
+    await taker.shutdown()
+    with anyio.fail_after(30):
+        await taker.serve()  # gets the four given back without waiting for a timeout
+    assert sorted(await taker.state.get("seen")) == [0, 1, 2, 3, 4]
+
+
+async def test_observers_of_a_node_mailbox_carry_over_to_its_redis_mailbox(
+    cluster: Cluster,
+) -> None:
+    seen = RecordingObserver()
+
+    def build() -> Graph:
+        first = Double(id="first", mailbox=InMemoryChannel(observers=[seen]))
+        first >> Collect(id="sink")
+        return Graph(first, name="observed")
+
+    worker = cluster.process(build)
+    await worker.send("first", 1)
+    await worker.shutdown()
+    with anyio.fail_after(30):
+        await worker.serve()
+    assert seen.payloads("receive")[:1] == [1]
+    assert "ack" in seen.phases
+
+
+def watched_pipeline(arrivals: Arrivals) -> Callable[[], Graph]:
+    def build() -> Graph:
+        graph = pipeline()
+        sink = graph.nodes["sink"]
+        assert isinstance(sink, Collect)
+        sink.arrivals = arrivals
+        return graph
+
+    return build
+
+
+async def test_a_stale_shutdown_from_an_earlier_run_is_ignored(cluster: Cluster) -> None:
+    arrivals = Arrivals()
+    worker = cluster.process(watched_pipeline(arrivals))
+    client = cluster.process(pipeline)
+    await client.shutdown()
+    with anyio.fail_after(30):
+        await worker.serve()  # run 0 ends
+    first = worker.nodes["first"].mailbox
+    assert isinstance(first, RedisChannel)
+    stale = {"source_node": "<external>", "graph_run": 0}
+    await first.send(ChannelMessage(None, stale, is_shutdown=True))
+    await client.send("first", 5)
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(worker.serve)
+            await arrivals.wait_for(1)  # the stale shutdown did not end run 1
+            await client.shutdown()  # run 1's own shutdown ends it
+    assert await client.state.get("seen") == [20]
+
+
+async def test_long_running_run_on_redis_serves_every_node_here(cluster: Cluster) -> None:
+    arrivals = Arrivals()
+    graph = cluster.process(watched_pipeline(arrivals))
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tasks:
+            results: list[GraphResult] = []
+
+            async def run() -> None:
+                results.append(await graph.run(Task(inputs=3, type=TaskType.LONG_RUNNING)))
+
+            tasks.start_soon(run)
+            await arrivals.wait_for(1)
+            await graph.shutdown()
+    assert await graph.state.get("seen") == [12]
+    assert results[0].stop_reason is StopReason.SHUTDOWN
+
+
+# -- wiring mistakes -----------------------------------------------------------------------
+
+
+async def test_redis_graph_mistakes_are_reported_when_built(redis_url: str) -> None:
+    first = Double(id="first")
+    with pytest.raises(WiringError, match="needs a name"):
+        Graph(first, backend=redis_url)
+    with pytest.raises(WiringError, match="cannot contain"):
+        Graph(first, name="{x}", backend=redis_url)
+    own = Double(id="own", mailbox=InMemoryChannel(maxsize=0))
+    own.mailbox.send_nowait(ChannelMessage("queued"))
+    with pytest.raises(WiringError, match="mailbox of its own"):
+        Graph(own, name="own", backend=redis_url)
+    graph = Graph(Double(id="ok"), name="ok", backend=redis_url)
+    with pytest.raises(WiringError, match=r"TaskType\.LONG_RUNNING"):
+        await graph.run(Task(inputs=1))
+    with pytest.raises(WiringError, match="on Redis already"):
+        graph.use_redis(redis_url)
+    with pytest.raises(WiringError, match="has no node"):
+        await graph.serve(["missing"])
+    await graph.aclose()
+    with pytest.raises(WiringError, match="serve"):
+        await Graph(Double(id="mem")).serve()
