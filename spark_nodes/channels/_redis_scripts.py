@@ -62,9 +62,11 @@ return {added, delayed, duplicates, repeated}
 
 _OWNED: Final = """
 -- The lease check: is entry `id` pending for `consumer` at exactly `deliveries`?
+-- A group that is gone (the stream was deleted, a server restarted without persistence)
+-- holds nothing: 0, not an error.
 local function owned(stream, group, id, consumer, deliveries)
-  local p = redis.call('XPENDING', stream, group, id, id, 1)
-  if #p == 0 then return 0 end
+  local p = redis.pcall('XPENDING', stream, group, id, id, 1)
+  if p.err or #p == 0 then return 0 end
   if p[1][2] == consumer and tostring(p[1][4]) == deliveries then return 1 end
   return -1
 end

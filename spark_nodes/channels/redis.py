@@ -28,7 +28,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 
 import anyio
 import structlog
@@ -50,6 +50,9 @@ from spark_nodes.errors import (
     MessageDecodeError,
     MessageTooLarge,
 )
+
+if TYPE_CHECKING:
+    from spark_nodes.channels.inspection import MailboxInfo
 
 __all__ = ["RedisChannel", "stream_key"]
 
@@ -682,17 +685,17 @@ class RedisChannel(BaseChannel):
         """
         if not self._group_ready:
             await self._create_group()
-        pipe = self._redis.pipeline(transaction=False)
         own_first = self._read_own_first
         claim = not own_first and time.monotonic() >= self._next_claim
-        watching_close = await self._queue_reads(pipe, own_first=own_first, claim=claim)
-        try:
-            replies = await pipe.execute()
-        except ResponseError as error:
-            if "NOGROUP" in str(error):
-                self._group_ready = False  # the stream was deleted: make it again
-                return
-            raise
+        async with self._redis.pipeline(transaction=False) as pipe:
+            watching_close = await self._queue_reads(pipe, own_first=own_first, claim=claim)
+            try:
+                replies = await pipe.execute()
+            except ResponseError as error:
+                if "NOGROUP" in str(error):
+                    self._group_ready = False  # the stream was deleted: make it again
+                    return
+                raise
         replies = replies[1:]  # move_due's count
         if watching_close:
             closed = replies.pop(0)
@@ -1151,6 +1154,20 @@ class RedisChannel(BaseChannel):
             closed=self._closed,
             observer_errors=self._observer_errors,
         )
+
+    async def inspect(self) -> MailboxInfo:
+        """Read the shared mailbox in Redis: length, groups, consumers, dead letters, counters.
+
+        What every process sees, unlike :meth:`statistics` (this object's own counts).
+        See :func:`~spark_nodes.channels.inspection.inspect_mailbox`.
+
+        Raises:
+            ChannelUnavailable: Redis could not be reached within the retries.
+        """
+        # Imported here: the inspection module reads this module's key layout.
+        from spark_nodes.channels.inspection import inspect_mailbox  # noqa: PLC0415
+
+        return await inspect_mailbox(self._redis, self.key, retry=self._retry)
 
     def __repr__(self) -> str:
         return (

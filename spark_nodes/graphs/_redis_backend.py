@@ -56,8 +56,8 @@ RECORD: Final = (
 -- ('' for the current one), ARGV[6] node, ARGV[7] source; ARGV[8..] the sources it needs.
 -- Returns -1 lease lost, 0 from an earlier run (ignored), 1 recorded, 2 now closing.
 redis.replicate_commands()
-local p = redis.call('XPENDING', KEYS[2], ARGV[1], ARGV[3], ARGV[3], 1)
-if #p == 0 or p[1][2] ~= ARGV[2] or tostring(p[1][4]) ~= ARGV[4] then return -1 end
+local p = redis.pcall('XPENDING', KEYS[2], ARGV[1], ARGV[3], ARGV[3], 1)
+if p.err or #p == 0 or p[1][2] ~= ARGV[2] or tostring(p[1][4]) ~= ARGV[4] then return -1 end
 redis.call('XACK', KEYS[2], ARGV[1], ARGV[3])
 redis.call('XDEL', KEYS[2], ARGV[3])
 redis.call('HINCRBY', KEYS[3], 'acked', 1)
@@ -89,7 +89,8 @@ if (redis.call('HGET', KEYS[1], 'epoch') or '0') ~= epoch then return 2 end
 if redis.call('HEXISTS', KEYS[1], 'finished:' .. epoch .. ':' .. ARGV[3]) == 1 then return 1 end
 local closing = redis.call('HGET', KEYS[1], 'closing:' .. epoch .. ':' .. ARGV[3])
 if not closing then return 0 end
-if #redis.call('XPENDING', KEYS[2], ARGV[1], '-', '(' .. closing, 1) > 0 then return 0 end
+local pending = redis.pcall('XPENDING', KEYS[2], ARGV[1], '-', '(' .. closing, 1)
+if not pending.err and #pending > 0 then return 0 end  -- no group: nothing is pending
 redis.call('HSET', KEYS[1], 'finished:' .. epoch .. ':' .. ARGV[3], '1')
 redis.call('SET', KEYS[3], epoch)
 for j = 5, #ARGV do

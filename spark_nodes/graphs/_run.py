@@ -326,6 +326,8 @@ class Run:
                 mailbox = runtime.node.mailbox
                 assert isinstance(mailbox, RedisChannel)
                 mailbox._watch_remote_close(self.epoch, partial(self._try_finish, runtime))
+            _log.info("serving", graph=self.graph.name, nodes=sorted(self.runtimes),
+                      run=self.epoch)  # fmt: skip
         async with anyio.create_task_group() as outer:
             self._outer = outer
             if self.distributed:

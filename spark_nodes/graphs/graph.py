@@ -62,7 +62,8 @@ class Graph:
         backend: ``None`` (in memory), or a Redis URL or ``redis.asyncio.Redis`` client.
         namespace: A Redis graph's key prefix.
         mailbox_options: Keyword arguments for every :class:`RedisChannel` mailbox
-            (``visibility_timeout``, ``max_deliveries``, ``retry``...).
+            (``visibility_timeout``, ``max_deliveries``, ``retry``...), when the graph
+            runs on Redis (now, or after :meth:`use_redis`).
 
     Raises:
         WiringError: No node given, something given is not a node, or two nodes share
@@ -102,11 +103,12 @@ class Graph:
         self._backend: RedisBackend | None = None
         self._owns_state = state is None
         self._named = name is not None
+        self._mailbox_options = dict(mailbox_options) if mailbox_options else None
         self._topology()  # wiring mistakes are reported now, not at run time
         self.state: GraphState = state or MemoryState()
         self.state.bind_results(self)
         if backend is not None:
-            self.use_redis(backend, namespace=namespace, mailbox_options=mailbox_options)
+            self.use_redis(backend, namespace=namespace)
 
     def use_redis(
         self,
@@ -119,7 +121,8 @@ class Graph:
 
         For code that defines a graph once and lets its deployment choose where it runs
         (``spark-nodes worker module:graph --redis URL`` calls it). Every node gets its
-        Redis mailbox; the state becomes a :class:`RedisState`, unless one was given.
+        Redis mailbox, made with ``mailbox_options`` (by default the ones the graph was
+        built with); the state becomes a :class:`RedisState`, unless one was given.
 
         Raises:
             WiringError: The graph is running, is on Redis already, has no explicit name,
@@ -134,8 +137,9 @@ class Graph:
                 "a Redis graph needs a name=..., the same in every process: it names "
                 "the graph's keys in Redis"
             )
+        options = self._mailbox_options if mailbox_options is None else mailbox_options
         self._backend = RedisBackend(
-            backend, namespace=namespace, graph=self.name, channel_options=mailbox_options
+            backend, namespace=namespace, graph=self.name, channel_options=options
         )
         self._give_redis_mailboxes(self._topology().nodes)
         if self._owns_state:

@@ -29,7 +29,7 @@ from spark_nodes.channels import (
     InMemoryChannel,
 )
 from spark_nodes.channels.message import new_message_id
-from spark_nodes.errors import LeaseLost, MessageEncodeError, MessageTooLarge
+from spark_nodes.errors import BackendUnavailable, LeaseLost, MessageEncodeError, MessageTooLarge
 from spark_nodes.nodes.config import OnError
 from spark_nodes.nodes.context import Control, ExecutionContext
 from spark_nodes.nodes.edges import Edge
@@ -723,7 +723,7 @@ class NodeRuntime:
                 restarted; the message is still held, and is handled again.
         """
         try:
-            await self.node.mailbox._commit(message, staged)
+            await self._commit_until_reachable(message, staged)
         except LeaseLost as lost:
             self.run.in_flight -= len(staged)
             _log.warning("lease lost; outputs dropped", node=self.node.id, msg_id=message.id,
@@ -735,6 +735,29 @@ class NodeRuntime:
             raise _StepFailed("forward", error) from error
         self.forwarded += len(staged)
         return True
+
+    async def _commit_until_reachable(
+        self, message: ChannelMessage, staged: list[tuple[BaseChannel, ChannelMessage]]
+    ) -> None:
+        """Commit; while the backend is unreachable, keep trying rather than redo the work.
+
+        The work is done and only its commit is missing: processing the message again
+        would repeat its side effects. The lease check makes a late commit safe. Gives up
+        (raising) only when the node is stopping.
+        """
+        failures = 0
+        while True:
+            try:
+                await self.node.mailbox._commit(message, staged)
+            except BackendUnavailable:
+                failures += 1
+                if self.node._stop_flag:
+                    raise
+                _log.warning("commit failed: backend unreachable; trying again",
+                             node=self.node.id, msg_id=message.id, failures=failures)  # fmt: skip
+                await anyio.sleep(min(5.0, 0.5 * failures))
+            else:
+                return
 
     async def _give_up(
         self, message: ChannelMessage, error: Exception, attempts: int, phase: str

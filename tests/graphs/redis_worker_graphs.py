@@ -1,0 +1,103 @@
+"""Graphs that ``test_redis_crashes.py`` runs in worker processes.
+
+Started as ``python -m spark_nodes worker tests.graphs.redis_worker_graphs:<factory>
+--redis URL --namespace NS --nodes ...``: every worker builds the same graph. What the
+nodes did is recorded in the graph state (in Redis), where the test reads it:
+
+- ``deliveries:<node>``: one item per ``process`` call (a redelivery adds one more);
+- ``done:<n>`` and ``applied``: the sink's effect, applied once per message id whatever
+  the redeliveries (a transaction), and how often it was applied;
+- ``started:<payload>``: a marker that a stalling message is being worked on.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+import anyio
+
+from spark_nodes import ExecutionContext, Graph, Node
+from spark_nodes.state import StateTransaction
+
+# Leases outlive a Redis restart (renewed every second); a killed worker's entries are
+# reclaimed after 3 s.
+CRASH_OPTIONS = {"visibility_timeout": 3.0, "max_deliveries": 3}
+QUICK_OPTIONS = {"visibility_timeout": 1.0, "max_deliveries": 3}
+WORK_SECONDS = 0.001  # per message and node: kills land mid-stream
+
+
+class Step(Node):
+    """Records the delivery, works a little, passes the number on."""
+
+    async def process(self, context: ExecutionContext) -> Any:
+        number = context.inputs.content["n"]
+        await context.graph_state.append(f"deliveries:{self.id}", number)
+        await anyio.sleep(WORK_SECONDS)
+        return {"n": number}
+
+
+class IdempotentSink(Node):
+    """Applies each message's effect once per idempotency key, however often it arrives."""
+
+    async def process(self, context: ExecutionContext) -> None:
+        number = context.inputs.content["n"]
+        await context.graph_state.append(f"deliveries:{self.id}", number)
+
+        async def apply_once(tx: StateTransaction) -> None:
+            if not await tx.exists(f"done:{number}"):
+                tx.set(f"done:{number}", True)
+                tx.set("applied", await tx.get("applied", 0) + 1)
+
+        await context.graph_state.transaction(apply_once)
+
+
+def crash_pipeline() -> Graph:
+    """``first >> second >> sink``; the sink's effect is idempotent."""
+    first, second, sink = Step(id="first"), Step(id="second"), IdempotentSink(id="sink")
+    first >> second >> sink
+    return Graph(first, name="crash", mailbox_options=CRASH_OPTIONS)
+
+
+class Stalling(Node):
+    """Marks that it started ``"stall-me"`` and works on it for a while; others pass."""
+
+    async def process(self, context: ExecutionContext) -> Any:
+        payload = context.inputs.content
+        if payload == "stall-me":
+            await context.graph_state.set(f"started:{os.getpid()}", True)
+            await anyio.sleep(0.5)  # the test freezes this process meanwhile
+        return payload
+
+
+class Recorder(Node):
+    """Appends every output it gets."""
+
+    async def process(self, context: ExecutionContext) -> None:
+        await context.graph_state.append("outputs", context.inputs.content)
+
+
+def stall_pipeline() -> Graph:
+    """``slow >> record``: the test stalls a worker of ``slow``."""
+    slow = Stalling(id="slow")
+    slow >> Recorder(id="record")
+    return Graph(slow, name="stall", mailbox_options=QUICK_OPTIONS)
+
+
+class Poisoned(Node):
+    """Kills its own process on ``"poison"``: what a segfault or an OOM kill looks like."""
+
+    async def process(self, context: ExecutionContext) -> Any:
+        payload = context.inputs.content
+        await context.graph_state.append("deliveries:poisoned", payload)
+        if payload == "poison":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return payload
+
+
+def poison_pipeline() -> Graph:
+    """``victim >> record``: ``"poison"`` kills whichever worker of ``victim`` takes it."""
+    victim = Poisoned(id="victim")
+    victim >> Recorder(id="record")
+    return Graph(victim, name="poison", mailbox_options=QUICK_OPTIONS)
