@@ -5,13 +5,26 @@ default mailbox; :class:`RedisChannel` is a durable one on a Redis Stream, share
 processes; :class:`ForwardingChannel` is one edge into another channel (metadata
 defaults, per-edge observers); :class:`QueueBridge` gives queue-style code ``put``/``get``;
 :mod:`spark_nodes.channels.codec` is the msgpack wire format used wherever a message leaves
-the process. Subclass :class:`BaseChannel` for another backend.
+the process; :mod:`spark_nodes.channels.inspection` reads durable mailboxes from any process
+(backlog, consumers, dead letters, replay). Subclass :class:`BaseChannel` for another backend.
 """
 
 from spark_nodes.channels._redis_client import ConnectionRetry
 from spark_nodes.channels.base import BaseChannel, ChannelStatistics, Observer, ObserverPhase
 from spark_nodes.channels.bridge import QueueBridge
 from spark_nodes.channels.forwarding import ForwardingChannel
+from spark_nodes.channels.inspection import (
+    ConsumerInfo,
+    DeadLetter,
+    GroupInfo,
+    MailboxInfo,
+    dead_letters,
+    drop_dead_letter,
+    find_mailboxes,
+    inspect_mailbox,
+    inspect_namespace,
+    replay_dead_letter,
+)
 from spark_nodes.channels.memory import InMemoryChannel
 from spark_nodes.channels.message import AckCallback, ChannelMessage, new_message_id
 from spark_nodes.channels.redis import RedisChannel
@@ -34,9 +47,13 @@ __all__ = [
     "ChannelStatistics",
     "ChannelUnavailable",
     "ConnectionRetry",
+    "ConsumerInfo",
+    "DeadLetter",
     "ForwardingChannel",
+    "GroupInfo",
     "InMemoryChannel",
     "LeaseLost",
+    "MailboxInfo",
     "MessageDecodeError",
     "MessageEncodeError",
     "MessageTooLarge",
@@ -44,5 +61,11 @@ __all__ = [
     "ObserverPhase",
     "QueueBridge",
     "RedisChannel",
+    "dead_letters",
+    "drop_dead_letter",
+    "find_mailboxes",
+    "inspect_mailbox",
+    "inspect_namespace",
     "new_message_id",
+    "replay_dead_letter",
 ]

@@ -1,6 +1,8 @@
 """The ``spark-nodes`` command (also ``python -m spark_nodes``).
 
-``spark-nodes worker module:graph --redis URL``: serve a graph's nodes in this process.
+``spark-nodes worker module:graph --redis URL``: serve a graph's nodes in this process;
+``spark-nodes inspect --redis URL``: what the durable mailboxes of a namespace hold;
+``spark-nodes dlq list|replay|drop --redis URL --mailbox KEY``: handle dead letters.
 Each command lives in a module of this package with ``add_parser(subparsers)``, which
 registers it and sets ``run``: ``run(args) -> exit status``.
 """
@@ -11,11 +13,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from spark_nodes.cli import worker
+from spark_nodes.cli import dlq, inspect, worker
 
 __all__ = ["main"]
 
-_COMMANDS = (worker,)
+_COMMANDS = (worker, inspect, dlq)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

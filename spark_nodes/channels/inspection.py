@@ -1,0 +1,479 @@
+"""Look inside durable mailboxes: their backlog, who holds what, counters and dead letters.
+
+A :class:`~spark_nodes.channels.RedisChannel` mailbox is a Redis Stream read by a consumer
+group, with companion keys (see :mod:`spark_nodes.channels.redis`). These functions read
+them from any process, with any ``redis.asyncio.Redis`` client made with
+``decode_responses=False``; no channel object is needed and nothing is consumed:
+
+- :func:`find_mailboxes` and :func:`inspect_namespace` discover the mailboxes under a
+  namespace; :func:`inspect_mailbox` reads one (length, consumer groups, each consumer's
+  pending entries and idle time, delayed messages, dead letters, counters).
+- :func:`dead_letters` pages through a mailbox's dead letters, oldest first;
+  :func:`replay_dead_letter` puts one back into its mailbox, atomically, and
+  :func:`drop_dead_letter` deletes one.
+
+Every function takes the mailbox's *stream key* (``spark_nodes:{orders}``, as
+:func:`~spark_nodes.channels.redis.stream_key` makes it and :func:`find_mailboxes` lists
+it). Each reading is a snapshot of a moment: a busy mailbox has moved on by the time it is
+shown. ``spark-nodes inspect`` and ``spark-nodes dlq`` are the same functions on the
+command line.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Final
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from spark_nodes.channels import _redis_scripts as scripts
+from spark_nodes.channels._redis_client import ConnectionRetry, with_retries
+from spark_nodes.channels.codec import decode
+from spark_nodes.channels.message import ChannelMessage
+from spark_nodes.channels.redis import _Keys
+from spark_nodes.errors import ChannelUnavailable, MessageDecodeError
+
+__all__ = [
+    "ConsumerInfo",
+    "DeadLetter",
+    "GroupInfo",
+    "MailboxInfo",
+    "dead_letters",
+    "drop_dead_letter",
+    "find_mailboxes",
+    "inspect_mailbox",
+    "inspect_namespace",
+    "replay_dead_letter",
+]
+
+# Counting a group's lag reads entries (Redis 6.2 has no count-only range): at most this
+# many on each side of the last-delivered id, so inspecting a huge backlog stays cheap.
+_LAG_COUNT_LIMIT: Final = 1000
+_ENTRY_ID: Final = re.compile(r"\d+-\d+")
+_GLOB_SPECIAL: Final = re.compile(r"([\\*?\[\]])")
+_RECORD_FIELDS: Final = frozenset(
+    {b"m", b"reason", b"error", b"entry", b"deliveries", b"consumer", b"time"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerInfo:
+    """One consumer of a group: a receiving channel object (or one that used to be).
+
+    Attributes:
+        name: The consumer name (``RedisChannel(consumer=...)``, ``{host}-{pid}-{n}`` by
+            default).
+        pending: Entries delivered to it and neither acked nor dead-lettered yet.
+        idle: Seconds since it last read or claimed an entry.
+    """
+
+    name: str
+    pending: int
+    idle: float
+
+
+@dataclass(frozen=True, slots=True)
+class GroupInfo:
+    """A consumer group of a mailbox's stream (a mailbox normally has one, ``workers``).
+
+    Attributes:
+        name: The group's name.
+        consumers: Its consumers, as Redis lists them.
+        pending: Entries delivered to the group and not acked yet, summed over consumers.
+        last_delivered: The id of the newest entry delivered to the group (``0-0``: none).
+        lag: Entries in the stream not delivered to the group yet. Exact when known: the
+            server's own count on Redis 7 and later; otherwise counted (entries after
+            ``last_delivered``, or the stream's length minus those up to it, in one
+            atomic read). ``None`` when both sides hold more than 1000 entries: then it
+            would take reading them all.
+    """
+
+    name: str
+    consumers: tuple[ConsumerInfo, ...]
+    pending: int
+    last_delivered: str
+    lag: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxInfo:
+    """What a mailbox holds, read from Redis: the shared view every process sees.
+
+    Attributes:
+        key: The stream key.
+        length: Entries in the stream: waiting, plus delivered and not acked yet.
+        groups: The stream's consumer groups (none until the first receive).
+        delayed: Messages sent with a delay that are not due yet.
+        dead_letters: Entries in the dead-letter stream (``{key}:dead``).
+        counters: The mailbox's counters since it was made, shared by every process:
+            ``sent``, ``acked``, ``dead_lettered``, ``rejected_acks`` (acks of leases
+            lost to a reclaim), ``duplicates`` (sends dropped by idempotency key),
+            ``reclaimed``, ``delayed``, ``replayed``. A counter never incremented is
+            absent.
+    """
+
+    key: str
+    length: int
+    groups: tuple[GroupInfo, ...]
+    delayed: int
+    dead_letters: int
+    counters: dict[str, int]
+
+    @property
+    def pending(self) -> int:
+        """Entries delivered and not acked yet, over every group."""
+        return sum(group.pending for group in self.groups)
+
+    @property
+    def consumers(self) -> tuple[ConsumerInfo, ...]:
+        """Every group's consumers."""
+        return tuple(consumer for group in self.groups for consumer in group.consumers)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An entry moved to a mailbox's dead-letter stream, with why.
+
+    Attributes:
+        id: The dead letter's own id in ``{mailbox}:dead`` (what replay and drop take).
+        mailbox: The mailbox's stream key.
+        reason: Why: ``undecodable``, ``not_an_envelope``, ``too_large``,
+            ``max_deliveries``, or what the dead-lettering code gave (a graph gives the
+            phase that failed: ``process``, ``forward``, ``route`` ...).
+        error: What went wrong, in words (may span lines).
+        entry: The original entry's id in the mailbox's stream.
+        deliveries: How many times the entry had been delivered.
+        consumer: The consumer that held it last.
+        time: When it was dead-lettered (unix seconds), if recorded.
+        details: The ``detail:<name>`` fields, by name, as text (a graph records
+            ``traceback``, ``error_type``, ``attempts``, ``node``), and any other field
+            this version does not know.
+        fields: The other fields of a foreign entry (written by something other than a
+            spark_nodes sender), by name.
+        data: The original envelope's bytes; empty when the entry had none.
+    """
+
+    id: str
+    mailbox: str
+    reason: str
+    error: str
+    entry: str
+    deliveries: int
+    consumer: str
+    time: float | None
+    details: dict[str, str]
+    fields: dict[str, bytes]
+    data: bytes
+
+    @property
+    def message(self) -> ChannelMessage | None:
+        """The original message, decoded; ``None`` if there is no envelope or it is unreadable."""
+        if not self.data:
+            return None
+        try:
+            return decode(self.data)
+        except MessageDecodeError:
+            return None
+
+
+async def inspect_mailbox(
+    redis: Redis, key: str, *, retry: ConnectionRetry | None = None
+) -> MailboxInfo:
+    """Read what the mailbox whose stream is ``key`` holds.
+
+    A mailbox nobody has sent to yet reads as empty.
+
+    Args:
+        redis: A client made with ``decode_responses=False``.
+        key: The mailbox's stream key.
+        retry: Retries when Redis cannot be reached; :class:`ConnectionRetry` by default.
+
+    Raises:
+        ValueError: ``key`` holds something other than a stream, or the client decodes
+            responses.
+        TypeError: ``redis`` is not a ``redis.asyncio.Redis``.
+        ChannelUnavailable: Redis could not be reached within the retries.
+    """
+    _check_client(redis)
+    return await with_retries(
+        lambda: _read_mailbox(redis, key),
+        retry=retry or ConnectionRetry(),
+        what=f"inspect {key!r}",
+        error=ChannelUnavailable,
+    )
+
+
+async def find_mailboxes(
+    redis: Redis, namespace: str = "spark_nodes", *, retry: ConnectionRetry | None = None
+) -> list[str]:
+    """The stream keys of the mailboxes under ``namespace``, sorted.
+
+    Scans the keyspace (``SCAN ... TYPE stream``, which does not block the server) for
+    streams under ``{namespace}:``, leaving out dead-letter streams and a distributed
+    graph's own keys. On Redis Cluster, it sees the keys of the node the client talks to.
+
+    Raises:
+        ValueError: The client decodes responses.
+        TypeError: ``redis`` is not a ``redis.asyncio.Redis``.
+        ChannelUnavailable: Redis could not be reached within the retries.
+    """
+    _check_client(redis)
+    pattern = _GLOB_SPECIAL.sub(r"\\\1", namespace) + ":*"
+
+    async def scan() -> list[str]:
+        found: set[str] = set()  # SCAN may return a key more than once
+        async for name in redis.scan_iter(match=pattern, count=1000, _type="stream"):
+            key = name.decode(errors="replace")
+            if not key.endswith(":dead") and "}#" not in key:
+                found.add(key)
+        return sorted(found)
+
+    return await with_retries(
+        scan, retry=retry or ConnectionRetry(), what=f"scan {namespace!r}", error=ChannelUnavailable
+    )
+
+
+async def inspect_namespace(
+    redis: Redis, namespace: str = "spark_nodes", *, retry: ConnectionRetry | None = None
+) -> list[MailboxInfo]:
+    """Read every mailbox under ``namespace`` (see :func:`find_mailboxes`), by key.
+
+    Raises:
+        ValueError: The client decodes responses.
+        TypeError: ``redis`` is not a ``redis.asyncio.Redis``.
+        ChannelUnavailable: Redis could not be reached within the retries.
+    """
+    keys = await find_mailboxes(redis, namespace, retry=retry)
+    return [await inspect_mailbox(redis, key, retry=retry) for key in keys]
+
+
+async def dead_letters(
+    redis: Redis,
+    key: str,
+    *,
+    count: int = 100,
+    after: str | None = None,
+    retry: ConnectionRetry | None = None,
+) -> list[DeadLetter]:
+    """Up to ``count`` dead letters of the mailbox ``key``, oldest first.
+
+    Page through them by passing the last one's id as ``after``; an empty list is the end.
+
+    Args:
+        redis: A client made with ``decode_responses=False``.
+        key: The mailbox's stream key.
+        count: The most dead letters to return.
+        after: Start after this dead letter's id (``None``: from the oldest).
+        retry: Retries when Redis cannot be reached; :class:`ConnectionRetry` by default.
+
+    Raises:
+        ValueError: ``count`` < 1, ``after`` is not an entry id (``<ms>-<seq>``), or the
+            client decodes responses.
+        TypeError: ``redis`` is not a ``redis.asyncio.Redis``.
+        ChannelUnavailable: Redis could not be reached within the retries.
+    """
+    _check_client(redis)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"count must be an int >= 1, not {count!r}")
+    start = "-" if after is None else f"({_checked_id(after)}"
+    dead = _Keys.of(key).dead
+    entries: Any = await with_retries(
+        lambda: redis.xrange(dead, start, "+", count=count),
+        retry=retry or ConnectionRetry(),
+        what=f"read dead letters of {key!r}",
+        error=ChannelUnavailable,
+    )
+    return [_dead_letter(key, entry, fields) for entry, fields in entries]
+
+
+async def replay_dead_letter(
+    redis: Redis, key: str, letter_id: str, *, retry: ConnectionRetry | None = None
+) -> bool:
+    """Put a dead letter's message back into its mailbox, as a new entry, and remove it.
+
+    One script does both, so a letter is replayed once even if two operators replay it
+    at the same time. The message is the original envelope, byte for byte (same id,
+    payload and metadata); it is delivered as new, with a fresh delivery count. One that
+    could not be decoded goes back as it was and is dead-lettered again by the next
+    receiver, unless that receiver reads it now.
+
+    Returns:
+        True if it was replayed; False if there is no such dead letter (replayed or
+        dropped already, or trimmed).
+
+    Raises:
+        ValueError: The letter has no envelope to replay (a foreign entry, without an
+            ``m`` field: its fields are in :attr:`DeadLetter.fields`; send a new message
+            instead, or drop it), ``letter_id`` is not an entry id, or the client decodes
+            responses.
+        TypeError: ``redis`` is not a ``redis.asyncio.Redis``.
+        ChannelUnavailable: Redis could not be reached within the retries.
+    """
+    _check_client(redis)
+    letter_id = _checked_id(letter_id)
+    keys = _Keys.of(key)
+    retry = retry or ConnectionRetry()
+    found: Any = await with_retries(
+        lambda: redis.xrange(keys.dead, letter_id, letter_id),
+        retry=retry,
+        what=f"read dead letter {letter_id} of {key!r}",
+        error=ChannelUnavailable,
+    )
+    if not found:
+        return False
+    # A stream entry never changes, so what is checked here still holds in the script.
+    if not found[0][1].get(b"m"):
+        raise ValueError(
+            f"dead letter {letter_id} of {key!r} has no envelope to replay: the entry was "
+            f"not written by a spark_nodes sender; read its fields (spark-nodes dlq list "
+            f"--json) and send a new message, or drop it"
+        )
+    replay = redis.register_script(scripts.REPLAY)
+    tries = 0
+
+    async def run() -> int:
+        nonlocal tries
+        tries += 1
+        status: int = await replay(keys=[keys.dead, keys.stream, keys.stats], args=[letter_id])
+        return status
+
+    status = await with_retries(
+        run, retry=retry, what=f"replay {letter_id} of {key!r}", error=ChannelUnavailable
+    )
+    # Gone after a try that may have landed: that try replayed it.
+    return status == 1 or (status == 0 and tries > 1)
+
+
+async def drop_dead_letter(
+    redis: Redis, key: str, letter_id: str, *, retry: ConnectionRetry | None = None
+) -> bool:
+    """Delete a dead letter for good.
+
+    Returns:
+        True if it was deleted; False if there is no such dead letter.
+
+    Raises:
+        ValueError: ``letter_id`` is not an entry id, or the client decodes responses.
+        TypeError: ``redis`` is not a ``redis.asyncio.Redis``.
+        ChannelUnavailable: Redis could not be reached within the retries.
+    """
+    _check_client(redis)
+    letter_id = _checked_id(letter_id)
+    dead = _Keys.of(key).dead
+    tries = 0
+
+    async def delete() -> int:
+        nonlocal tries
+        tries += 1
+        deleted: int = await redis.xdel(dead, letter_id)
+        return deleted
+
+    deleted = await with_retries(
+        delete, retry=retry or ConnectionRetry(), what=f"drop {letter_id} of {key!r}",
+        error=ChannelUnavailable,
+    )  # fmt: skip
+    return deleted == 1 or tries > 1
+
+
+async def _read_mailbox(redis: Redis, key: str) -> MailboxInfo:
+    keys = _Keys.of(key)
+    pipe = redis.pipeline(transaction=True)
+    pipe.type(key)
+    pipe.zcard(keys.delayed)
+    pipe.xlen(keys.dead)
+    pipe.hgetall(keys.stats)
+    kind, delayed, dead, stats = await pipe.execute()
+    counters = {name.decode(): int(value) for name, value in stats.items() if value.isdigit()}
+    if kind == b"none":
+        return MailboxInfo(key, 0, (), delayed, dead, counters)
+    if kind != b"stream":
+        raise ValueError(
+            f"{key!r} is a Redis {kind.decode()}, not a mailbox's stream; find_mailboxes() "
+            f"lists the mailboxes"
+        )
+    try:
+        replies: Any = await redis.xinfo_groups(key)
+    except ResponseError as error:
+        if "no such key" not in str(error).lower():
+            raise
+        return MailboxInfo(key, 0, (), delayed, dead, counters)  # deleted since: empty
+    pipe = redis.pipeline(transaction=True)  # one snapshot: lag counts need the length
+    pipe.xlen(key)
+    for reply in replies:
+        pipe.xinfo_consumers(key, reply["name"])
+        if reply.get("lag") is None:
+            last = reply["last-delivered-id"].decode()
+            pipe.xrange(key, f"({last}", "+", count=_LAG_COUNT_LIMIT + 1)
+            pipe.xrange(key, "-", last, count=_LAG_COUNT_LIMIT + 1)
+    results = iter(await pipe.execute())
+    length: int = next(results)
+    groups: list[GroupInfo] = []
+    for reply in replies:
+        consumers = tuple(
+            ConsumerInfo(c["name"].decode(errors="replace"), c["pending"], c["idle"] / 1000)
+            for c in next(results)
+        )
+        lag: int | None = reply.get("lag")
+        if lag is None:
+            after, upto = next(results), next(results)
+            if len(after) <= _LAG_COUNT_LIMIT:
+                lag = len(after)
+            elif len(upto) <= _LAG_COUNT_LIMIT:
+                lag = length - len(upto)
+        groups.append(
+            GroupInfo(
+                name=reply["name"].decode(errors="replace"),
+                consumers=consumers,
+                pending=reply["pending"],
+                last_delivered=reply["last-delivered-id"].decode(),
+                lag=lag,
+            )
+        )
+    return MailboxInfo(key, length, tuple(groups), delayed, dead, counters)
+
+
+def _dead_letter(mailbox: str, entry: bytes, record: dict[bytes, bytes]) -> DeadLetter:
+    details: dict[str, str] = {}
+    fields: dict[str, bytes] = {}
+    for name, value in record.items():
+        if name.startswith(b"field:"):
+            fields[name[6:].decode(errors="replace")] = value
+        elif name.startswith(b"detail:"):
+            details[name[7:].decode(errors="replace")] = value.decode(errors="replace")
+        elif name not in _RECORD_FIELDS:
+            details[name.decode(errors="replace")] = value.decode(errors="replace")
+    deliveries = record.get(b"deliveries", b"")
+    stamp = record.get(b"time", b"")
+    try:
+        time: float | None = float(stamp) if stamp else None
+    except ValueError:
+        time = None
+    return DeadLetter(
+        id=entry.decode(),
+        mailbox=mailbox,
+        reason=record.get(b"reason", b"").decode(errors="replace"),
+        error=record.get(b"error", b"").decode(errors="replace"),
+        entry=record.get(b"entry", b"").decode(errors="replace"),
+        deliveries=int(deliveries) if deliveries.isdigit() else 0,
+        consumer=record.get(b"consumer", b"").decode(errors="replace"),
+        time=time,
+        details=details,
+        fields=fields,
+        data=record.get(b"m", b""),
+    )
+
+
+def _checked_id(text: str) -> str:
+    # A bare "<ms>" is a valid range bound but means every entry of that millisecond.
+    if not isinstance(text, str) or not _ENTRY_ID.fullmatch(text):
+        raise ValueError(f"{text!r} is not a stream entry id; ids look like 1718000000000-0")
+    return text
+
+
+def _check_client(redis: Redis) -> None:
+    if not isinstance(redis, Redis):
+        raise TypeError(f"redis must be a redis.asyncio.Redis, not {type(redis).__name__}")
+    if redis.connection_pool.connection_kwargs.get("decode_responses"):
+        raise ValueError("the Redis client must be made with decode_responses=False")
