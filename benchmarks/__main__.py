@@ -6,10 +6,10 @@ import argparse
 import platform
 import sys
 
-from benchmarks import channels, graphs
+from benchmarks import channels, graphs, redis
 from benchmarks._report import render
 
-SUITES = {"channels": channels.run, "graphs": graphs.run}
+SUITES = {"channels": channels.run, "graphs": graphs.run, "redis": redis.run}
 
 
 def main() -> int:

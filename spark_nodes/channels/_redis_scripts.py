@@ -20,26 +20,34 @@ SEND: Final = """
 -- idempotency key was seen within the window is dropped (counted as a duplicate).
 -- KEYS[1] stream, KEYS[2] stats, KEYS[3] producer's high-water mark, KEYS[4] delayed set;
 -- KEYS[5..] idempotency keys.
--- ARGV[1] producer window (ms), ARGV[2] idempotency window (ms), ARGV[3] first sequence
--- number; then per message: envelope, delay in ms (0: now), index of its idempotency key
--- in KEYS (0: none).
+-- ARGV[1] producer window (ms), ARGV[2] idempotency window (ms), ARGV[3] the sequence
+-- number of the first message (the others follow it), ARGV[4] the messages that are
+-- delayed or have an idempotency key, as "position delay_ms key_index " words (position
+-- 1 is ARGV[5]; key_index 0: none); ARGV[5..] the envelopes. One argument per message:
+-- redis-py encodes every argument on its own, in Python.
 redis.replicate_commands()
 local last = tonumber(redis.call('GET', KEYS[3]) or '0')
 local seq = tonumber(ARGV[3])
+local special = {}
+for position, delay, key in string.gmatch(ARGV[4], '(%d+) (%d+) (%d+)') do
+  special[tonumber(position)] = {tonumber(delay), tonumber(key)}
+end
 local added, delayed, duplicates, repeated = 0, 0, 0, 0
 local now_ms = nil
-for i = 4, #ARGV, 3 do
+for i = 5, #ARGV do
   if seq <= last then
     repeated = repeated + 1
   else
+    local delay, idem = 0, 0
+    local options = special[i - 4]
+    if options then delay, idem = options[1], options[2] end
     local fresh = true
-    local idem = tonumber(ARGV[i + 2])
     if idem > 0 then
       fresh = redis.call('SET', KEYS[idem], '1', 'NX', 'PX', ARGV[2])
     end
     if not fresh then
       duplicates = duplicates + 1
-    elseif ARGV[i + 1] == '0' then
+    elseif delay == 0 then
       redis.call('XADD', KEYS[1], '*', 'm', ARGV[i])
       added = added + 1
     else
@@ -47,7 +55,7 @@ for i = 4, #ARGV, 3 do
         local t = redis.call('TIME')
         now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
       end
-      redis.call('ZADD', KEYS[4], now_ms + tonumber(ARGV[i + 1]), ARGV[i])
+      redis.call('ZADD', KEYS[4], now_ms + delay, ARGV[i])
       delayed = delayed + 1
     end
   end
@@ -72,28 +80,80 @@ local function owned(stream, group, id, consumer, deliveries)
 end
 """
 
+_TRIM: Final = """
+-- Drop every entry that no group still needs: those before the oldest entry pending in
+-- any group, and delivered to every group. Undelivered and pending entries are never
+-- dropped, and neither are acked ones behind an older pending one (until it is settled).
+-- XTRIM MINID drops whole runs at once: a fifth of the server time of an XDEL per entry.
+local function trim_settled(stream)
+  local bound = nil
+  for _, group in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+    local info = {}
+    for i = 1, #group, 2 do info[group[i]] = group[i + 1] end
+    local keep
+    if info['pending'] > 0 then
+      keep = redis.call('XPENDING', stream, info['name'])[2]
+    else
+      local ms, seq = string.match(info['last-delivered-id'], '(%d+)-(%d+)')
+      keep = ms .. '-' .. (tonumber(seq) + 1)
+    end
+    if bound == nil or id_before(keep, bound) then bound = keep end
+  end
+  if bound ~= nil then redis.call('XTRIM', stream, 'MINID', bound) end
+end
+"""
+
+_ID_BEFORE: Final = """
+local function id_before(a, b)
+  local ams, aseq = string.match(a, '(%d+)-(%d+)')
+  local bms, bseq = string.match(b, '(%d+)-(%d+)')
+  ams, aseq, bms, bseq = tonumber(ams), tonumber(aseq), tonumber(bms), tonumber(bseq)
+  return ams < bms or (ams == bms and aseq < bseq)
+end
+"""
+
 ACK: Final = (
     _OWNED
+    + _ID_BEFORE
+    + _TRIM
     + """
 -- Fenced acks: ack and delete each entry only while its lease is ours.
--- KEYS[1] stream, KEYS[2] stats; ARGV[1] group, ARGV[2] consumer; then id, deliveries pairs.
+-- KEYS[1] stream, KEYS[2] stats; ARGV[1] group, ARGV[2] consumer, ARGV[3] the leases as
+-- "id deliveries " words, ARGV[4] how many entries the consumer may hold at most, ARGV[5]
+-- and ARGV[6] the lowest and the highest id of the batch.
 -- Returns one status per entry: 1 acked, 0 not pending (acked or dead-lettered already),
 -- -1 the lease belongs to someone else now.
+-- One XPENDING reads the consumer's leases over the batch's id range, one XACK and one
+-- XDEL settle the batch: a command per entry cost 3x as much server time.
 redis.replicate_commands()
-local statuses, acked, rejected = {}, 0, 0
-for i = 3, #ARGV, 2 do
-  local status = owned(KEYS[1], ARGV[1], ARGV[i], ARGV[2], ARGV[i + 1])
-  if status == 1 then
-    redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
-    redis.call('XDEL', KEYS[1], ARGV[i])
-    acked = acked + 1
-  else
-    rejected = rejected + 1
-  end
-  statuses[#statuses + 1] = status
+local ids, counts = {}, {}
+for id, deliveries in string.gmatch(ARGV[3], '(%S+) (%S+)') do
+  ids[#ids + 1] = id
+  counts[#counts + 1] = deliveries
 end
-if acked > 0 then redis.call('HINCRBY', KEYS[2], 'acked', acked) end
-if rejected > 0 then redis.call('HINCRBY', KEYS[2], 'rejected_acks', rejected) end
+if #ids == 0 then return {} end
+local held = {}
+local pending = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[5], ARGV[6], ARGV[4], ARGV[2])
+if not pending.err then
+  for _, p in ipairs(pending) do held[p[1]] = tostring(p[4]) end
+end
+local statuses, settled = {}, {}
+for i, id in ipairs(ids) do
+  local status
+  if held[id] == counts[i] then
+    status = 1
+  else
+    status = owned(KEYS[1], ARGV[1], id, ARGV[2], counts[i])  -- not ours, or beyond the read
+  end
+  if status == 1 then settled[#settled + 1] = id end
+  statuses[i] = status
+end
+if #settled > 0 then
+  redis.call('XACK', KEYS[1], ARGV[1], unpack(settled))
+  trim_settled(KEYS[1])
+  redis.call('HINCRBY', KEYS[2], 'acked', #settled)
+end
+if #settled < #ids then redis.call('HINCRBY', KEYS[2], 'rejected_acks', #ids - #settled) end
 return statuses
 """
 )
@@ -225,14 +285,14 @@ RENEW: Final = (
     _OWNED
     + """
 -- Renew the leases still ours (reset their idle time; not a new delivery).
--- KEYS[1] stream; ARGV[1] group, ARGV[2] consumer; then id, deliveries pairs.
+-- KEYS[1] stream; ARGV[1] group, ARGV[2] consumer, ARGV[3] "id deliveries " words.
 -- Returns the status of each (see ACK).
 redis.replicate_commands()
 local statuses = {}
-for i = 3, #ARGV, 2 do
-  local status = owned(KEYS[1], ARGV[1], ARGV[i], ARGV[2], ARGV[i + 1])
+for id, deliveries in string.gmatch(ARGV[3], '(%S+) (%S+)') do
+  local status = owned(KEYS[1], ARGV[1], id, ARGV[2], deliveries)
   if status == 1 then
-    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id, 'JUSTID')
   end
   statuses[#statuses + 1] = status
 end
@@ -280,16 +340,17 @@ RELEASE: Final = (
     _OWNED
     + """
 -- Give back entries this consumer holds but will not handle: make them reclaimable at
--- once (idle = the visibility timeout) and take back the delivery they counted, so the
--- next consumer's claim does not count a delivery that never reached a handler.
--- KEYS[1] stream; ARGV[1] group, ARGV[2] consumer, ARGV[3] visibility timeout (ms); then
--- id, deliveries pairs. Returns how many were released.
+-- once (idle = the visibility timeout); for those no handler ever had, take back the
+-- delivery they counted, so the next claim does not count one that never happened.
+-- KEYS[1] stream; ARGV[1] group, ARGV[2] consumer, ARGV[3] visibility timeout (ms),
+-- ARGV[4] "id deliveries uncounted " words (uncounted: 1 if no handler ever had it, so
+-- the delivery is taken back; 0 keeps it). Returns how many were released.
 redis.replicate_commands()
 local released = 0
-for i = 4, #ARGV, 2 do
-  if owned(KEYS[1], ARGV[1], ARGV[i], ARGV[2], ARGV[i + 1]) == 1 then
-    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', ARGV[3],
-      'RETRYCOUNT', tonumber(ARGV[i + 1]) - 1, 'JUSTID')
+for id, deliveries, uncounted in string.gmatch(ARGV[4], '(%S+) (%S+) (%S+)') do
+  if owned(KEYS[1], ARGV[1], id, ARGV[2], deliveries) == 1 then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id, 'IDLE', ARGV[3],
+      'RETRYCOUNT', tonumber(deliveries) - tonumber(uncounted), 'JUSTID')
     released = released + 1
   end
 end

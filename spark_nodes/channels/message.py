@@ -84,6 +84,13 @@ class _OnceAck:
             for notify, message in self._watchers:
                 await notify(message, "ack")
 
+    @classmethod
+    def already_done(cls, callback: AckCallback) -> _OnceAck:
+        """An ack whose callback's work was done another way (nobody watched it)."""
+        once = cls(callback)
+        once._state = _ACKED
+        return once
+
     async def settled(self) -> None:
         """Record that the ack was done another way (a batch ack, a forward-and-ack).
 

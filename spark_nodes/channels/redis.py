@@ -19,6 +19,7 @@ one). See ``docs/redis.md`` for the guarantees, stated precisely.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
@@ -28,19 +29,26 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
 
 import anyio
 import structlog
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import ResponseError
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
 
 from spark_nodes.channels import _redis_scripts as scripts
 from spark_nodes.channels._coalesce import Coalescer
-from spark_nodes.channels._redis_client import ConnectionRetry, open_client, with_retries
+from spark_nodes.channels._redis_client import (
+    RETRIABLE,
+    ConnectionRetry,
+    open_client,
+    with_retries,
+)
 from spark_nodes.channels.base import BaseChannel, ChannelStatistics, Observer
-from spark_nodes.channels.codec import decode, encode
+from spark_nodes.channels.codec import ENVELOPE_VERSION, _unpackb, decode, encode
 from spark_nodes.channels.message import ChannelMessage, _OnceAck
 from spark_nodes.errors import (
     ChannelClosed,
@@ -57,8 +65,11 @@ if TYPE_CHECKING:
 __all__ = ["RedisChannel", "stream_key"]
 
 _log = structlog.get_logger("spark_nodes")
+T = TypeVar("T")
 _Entry = tuple[bytes, dict[bytes, bytes] | None, int]  # id, fields (None: deleted), deliveries
 _consumer_numbers = itertools.count(1)
+_new_object = object.__new__
+_ENVELOPE_SIZE: Final = 5  # v, id, payload, metadata, shutdown
 
 _PRODUCER_WINDOW_MS: Final = 3_600_000  # how long a producer's batch numbers are remembered
 _MOVE_DUE_BATCH: Final = 1000
@@ -88,31 +99,26 @@ def default_consumer_name() -> str:
 
 
 class _Lease:
-    """An entry delivered to this consumer and not settled yet (buffered or in progress)."""
+    """An entry delivered to this consumer and not settled yet (buffered or in progress).
 
-    __slots__ = ("data", "deliveries", "entry", "lost")
+    It is also the received message's ack callback: a fenced XACK of the entry.
+    """
 
-    def __init__(self, entry: bytes, deliveries: int, data: bytes) -> None:
+    __slots__ = ("channel", "data", "deliveries", "entry", "handed_out", "lost")
+
+    def __init__(self, channel: RedisChannel, entry: bytes, deliveries: int, data: bytes) -> None:
+        self.channel = channel
         self.entry = entry
         self.deliveries = deliveries
         self.data = data  # the original envelope, kept for dead-lettering as it was
         self.lost = False
-
-
-class _RedisAck:
-    """A message's ack callback: a fenced XACK + XDEL of its entry."""
-
-    __slots__ = ("channel", "lease")
-
-    def __init__(self, channel: RedisChannel, lease: _Lease) -> None:
-        self.channel = channel
-        self.lease = lease
+        self.handed_out = False  # by receive(): a handler had it, the delivery counts
 
     async def __call__(self) -> None:
-        await self.channel._ack_leases([self.lease], raise_lost=True)
+        await self.channel._ack_leases([self], raise_lost=True)
 
     def __repr__(self) -> str:
-        return f"<redis ack {self.channel.key} {self.lease.entry.decode()}>"
+        return f"<redis ack {self.channel.key} {self.entry.decode()}>"
 
 
 class _Outgoing:
@@ -140,11 +146,13 @@ class _Outgoing:
 
 
 class _PendingAck:
-    __slots__ = ("done", "error", "lease", "status")
+    """Acks one caller waits for; statuses come back in the same order."""
 
-    def __init__(self, lease: _Lease) -> None:
-        self.lease = lease
-        self.status = 0
+    __slots__ = ("done", "error", "leases", "statuses")
+
+    def __init__(self, leases: list[_Lease]) -> None:
+        self.leases = leases
+        self.statuses: list[int] = []
         self.done = False
         self.error: BaseException | None = None
 
@@ -315,6 +323,7 @@ class RedisChannel(BaseChannel):
         "_held",
         "_keys",
         "_next_claim",
+        "_next_move_due",
         "_on_idle",
         "_outbox",
         "_own_cursor",
@@ -414,6 +423,7 @@ class RedisChannel(BaseChannel):
         self._read_own_first = True
         self._own_cursor = "0"
         self._next_claim = 0.0
+        self._next_move_due = 0.0
         self._claim_start = "-"
         self._close_epoch: int | None = None
         self._remote_closed = False
@@ -522,17 +532,25 @@ class RedisChannel(BaseChannel):
         keys = self._keys
         script_keys = [keys.stream, keys.stats, f"{keys.prefix}producer:{self._producer}"]
         script_keys.append(keys.delayed)
-        args: list[Any] = [_PRODUCER_WINDOW_MS, self._settings.idempotency_ms, batch[0].seq]
         contiguous = all(b.seq == a.seq + 1 for a, b in itertools.pairwise(batch))
         if not contiguous:  # a withdrawn send left a gap: write the runs one by one
             await self._write_runs(batch)
             return
-        for item in batch:
-            index = 0
-            if item.idempotency is not None:
-                script_keys.append(f"{keys.prefix}idem:{item.idempotency}")
-                index = len(script_keys)
-            args += (item.data, item.delay_ms, index)
+        special: list[str] = []
+        for position, item in enumerate(batch, 1):
+            if item.idempotency is not None or item.delay_ms:
+                index = 0
+                if item.idempotency is not None:
+                    script_keys.append(f"{keys.prefix}idem:{item.idempotency}")
+                    index = len(script_keys)
+                special.append(f"{position} {item.delay_ms} {index} ")
+        args: list[Any] = [
+            _PRODUCER_WINDOW_MS,
+            self._settings.idempotency_ms,
+            batch[0].seq,
+            "".join(special),
+            *[item.data for item in batch],
+        ]
         try:
             await with_retries(
                 lambda: self._scripts.send(keys=script_keys, args=args),
@@ -589,6 +607,11 @@ class RedisChannel(BaseChannel):
                 self._waiting_receivers -= 1
         message = buffer.popleft()
         self._received += 1
+        ack = message._ack
+        if isinstance(ack, _Lease):
+            ack.handed_out = True
+        elif isinstance(ack, _OnceAck) and isinstance(ack.callback, _Lease):
+            ack.callback.handed_out = True
         if message._pending is not None or self._observers:
             resume = self._observe_receive(message)
             if resume is not None:
@@ -616,8 +639,17 @@ class RedisChannel(BaseChannel):
             raise ValueError(f"max_messages must be >= 1, not {max_messages}")
         batch = [await self.receive()]
         buffer = self._buffer
-        while buffer and len(batch) < max_messages:
-            batch.append(await self.receive())
+        if self._observers:
+            while buffer and len(batch) < max_messages:
+                batch.append(await self.receive())
+            return batch
+        while buffer and len(batch) < max_messages and buffer[0]._pending is None:
+            message = buffer.popleft()  # receive() minus its coroutine: no observers
+            ack = message._ack
+            if isinstance(ack, _Lease):
+                ack.handed_out = True
+            batch.append(message)
+        self._received += len(batch) - 1
         return batch
 
     async def ack_batch(self, messages: Sequence[ChannelMessage]) -> int:
@@ -631,21 +663,13 @@ class RedisChannel(BaseChannel):
                 was acked for sure (a later ack or redelivery settles them).
             ValueError: A message was not received from this channel.
         """
-        leases: list[_Lease] = []
-        for message in messages:
-            ack = message._ack
-            callback = ack.callback if isinstance(ack, _OnceAck) else ack
-            if not isinstance(callback, _RedisAck) or callback.channel is not self:
-                raise ValueError(f"message {message.id} was not received from {self.name!r}")
-            leases.append(callback.lease)
+        leases = [self._lease_of(message) for message in messages]
         statuses = await self._ack_leases(leases, raise_lost=False)
         acked = 0
         for message, status in zip(messages, statuses, strict=True):
             if status == 1:
                 acked += 1
-                once = message.ack
-                assert isinstance(once, _OnceAck)
-                await once.settled()
+                await _settle(message)
         return acked
 
     def empty(self) -> bool:
@@ -686,17 +710,23 @@ class RedisChannel(BaseChannel):
         if not self._group_ready:
             await self._create_group()
         own_first = self._read_own_first
-        claim = not own_first and time.monotonic() >= self._next_claim
-        async with self._redis.pipeline(transaction=False) as pipe:
-            watching_close = await self._queue_reads(pipe, own_first=own_first, claim=claim)
-            try:
-                replies = await pipe.execute()
-            except ResponseError as error:
-                if "NOGROUP" in str(error):
-                    self._group_ready = False  # the stream was deleted: make it again
-                    return
-                raise
-        replies = replies[1:]  # move_due's count
+        now = time.monotonic()
+        claim = not own_first and now >= self._next_claim
+        move_due = now >= self._next_move_due
+        if move_due:  # delayed messages are delivered at most this much late
+            self._next_move_due = now + self._settings.block_ms / 1000
+        watching_close = self._close_epoch is not None
+        try:
+            replies = await self._read(
+                own_first=own_first, claim=claim, move_due=move_due, alone=not watching_close
+            )
+        except ResponseError as error:
+            if "NOGROUP" in str(error):
+                self._group_ready = False  # the stream was deleted: make it again
+                return
+            raise
+        if move_due:
+            replies = replies[1:]  # how many were moved
         if watching_close:
             closed = replies.pop(0)
             if closed is not None and int(closed) >= (self._close_epoch or 0):
@@ -711,15 +741,34 @@ class RedisChannel(BaseChannel):
         if entries:
             await self._accept(entries)
 
-    async def _queue_reads(self, pipe: Pipeline, *, own_first: bool, claim: bool) -> bool:
-        """Queue the fetch's commands; return whether the close flag is among them."""
+    async def _read(
+        self, *, own_first: bool, claim: bool, move_due: bool, alone: bool
+    ) -> list[Any]:
+        """Send the fetch's commands; return their replies, in order."""
+        if alone and not (own_first or claim or move_due):
+            # The common read alone: a plain command costs less than a pipeline of one.
+            read = self._redis.xreadgroup(
+                self.group, self.consumer, {self.key: ">"},
+                count=self._settings.prefetch, block=self._settings.block_ms,
+            )  # fmt: skip
+            return [await self._run(read)]
+        if not self._scripts.loaded:
+            await self._run(self._scripts.load(self._redis))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            self._queue_reads(pipe, own_first=own_first, claim=claim, move_due=move_due)
+            replies: list[Any] = await self._run(pipe.execute())
+        return replies
+
+    def _queue_reads(self, pipe: Pipeline, *, own_first: bool, claim: bool, move_due: bool) -> None:
+        """Queue the fetch's commands: due delayed entries, the close flag, the reads."""
         keys = self._keys
         settings = self._settings
-        await self._scripts.move_due(
-            keys=[keys.delayed, keys.stream, keys.stats], args=[_MOVE_DUE_BATCH], client=pipe
-        )
-        watching_close = self._close_epoch is not None
-        if watching_close:
+        if move_due:
+            self._scripts.queue(
+                pipe, self._scripts.move_due, [keys.delayed, keys.stream, keys.stats],
+                [_MOVE_DUE_BATCH],
+            )  # fmt: skip
+        if self._close_epoch is not None:
             pipe.get(keys.closed)
         cursor = self._own_cursor
         streams: dict[Any, Any] = {keys.stream: cursor if own_first else ">"}
@@ -731,21 +780,19 @@ class RedisChannel(BaseChannel):
                 settings.prefetch, consumername=self.consumer,
             )  # fmt: skip
         elif claim:
-            await self._scripts.claim(
-                keys=[keys.stream, keys.dead, keys.stats],
-                args=[
+            self._scripts.queue(
+                pipe, self._scripts.claim, [keys.stream, keys.dead, keys.stats],
+                [
                     self.group, self.consumer, settings.visibility_ms, self._claim_start,
                     settings.prefetch, settings.max_deliveries, settings.dead_maxlen,
                     _now_text(),
                 ],
-                client=pipe,
             )  # fmt: skip
             pipe.xreadgroup(self.group, self.consumer, streams, count=settings.prefetch)
         else:
             pipe.xreadgroup(
                 self.group, self.consumer, streams, count=settings.prefetch, block=settings.block_ms
             )
-        return watching_close
 
     def _own_entries(self, read: Any, pending: list[dict[str, Any]]) -> list[_Entry]:
         counts = {p["message_id"]: p["times_delivered"] for p in pending}
@@ -771,6 +818,17 @@ class RedisChannel(BaseChannel):
             for entry, count, envelope in zip(ids, counts, envelopes, strict=True)
         ]
 
+    async def _run(self, call: Awaitable[T]) -> T:
+        """Await a call that may use the scripts by sha; see :class:`_Scripts`."""
+        try:
+            return await call
+        except RETRIABLE:
+            self._scripts.loaded = False  # the server may come back without them
+            raise
+        except NoScriptError as error:
+            self._scripts.loaded = False
+            raise RedisConnectionError("the server lost its scripts: load them again") from error
+
     async def _create_group(self) -> None:
         try:
             # From id 0: entries sent before the first consumer existed are delivered too.
@@ -791,10 +849,10 @@ class RedisChannel(BaseChannel):
                 known.deliveries = deliveries
                 continue
             if not fields:  # deleted from the stream while pending: nothing to deliver
-                bad.append((_Lease(entry, deliveries, b""), "", "", {}))
+                bad.append((_Lease(self, entry, deliveries, b""), "", "", {}))
                 continue
             data = fields.get(b"m")
-            lease = _Lease(entry, deliveries, data if isinstance(data, bytes) else b"")
+            lease = _Lease(self, entry, deliveries, data if isinstance(data, bytes) else b"")
             if data is None:
                 names = ", ".join(sorted(k.decode(errors="replace") for k in fields))
                 bad.append((lease, "not_an_envelope",
@@ -813,7 +871,7 @@ class RedisChannel(BaseChannel):
                             f"restarted while holding it each time", fields))  # fmt: skip
                 continue
             try:
-                message = decode(data, ack=_RedisAck(self, lease))
+                message = _decode(data, lease)
             except MessageDecodeError as error:
                 bad.append((lease, "undecodable", error.reason, fields))
                 continue
@@ -836,15 +894,12 @@ class RedisChannel(BaseChannel):
 
     async def _ack_leases(self, leases: list[_Lease], *, raise_lost: bool) -> list[int]:
         """Ack entries (fenced), sharing round trips with concurrent acks; return statuses."""
-        pending = [_PendingAck(lease) for lease in leases]
-        for item in pending:
-            self._acks.queue.append(item)
-        for item in pending:
-            await self._acks.wait(item)
-        for item in pending:
-            if item.error is not None:
-                raise item.error
-        statuses = [item.status for item in pending]
+        pending = _PendingAck(leases)
+        self._acks.queue.append(pending)
+        await self._acks.wait(pending)
+        if pending.error is not None:
+            raise pending.error
+        statuses = pending.statuses
         if raise_lost and statuses and statuses[0] != 1:
             lease = leases[0]
             raise LeaseLost(
@@ -855,30 +910,61 @@ class RedisChannel(BaseChannel):
         return statuses
 
     async def _write_acks(self, batch: list[_PendingAck]) -> None:
-        args: list[Any] = [self.group, self.consumer]
-        for item in batch:
-            args += (item.lease.entry, item.lease.deliveries)
+        keys = self._keys
+        leases = [lease for item in batch for lease in item.leases]
+        # The consumer's leases in the batch's id range: the batch, plus what it holds.
+        ids = sorted(_id_order(lease.entry) for lease in leases)
+        low, high = (b"%d-%d" % ids[0], b"%d-%d" % ids[-1])
+        most = len(self._held) + len(leases)
+        args: list[Any] = [self.group, self.consumer, _lease_words(leases), most, low, high]
+        # A consumer that acks with nothing left in its buffer reads next: read the next
+        # entries in the same round trip (not from the start, nor when a claim is due).
+        read_along = (
+            not self._buffer
+            and self._fetching is None
+            and self._group_ready
+            and not (self._read_own_first or self._closed or self._remote_closed)
+            and time.monotonic() < self._next_claim
+        )
         tries = 0
 
-        async def ack() -> list[int]:
+        async def ack() -> tuple[list[int], Any]:
             nonlocal tries
             tries += 1
-            result: list[int] = await self._scripts.ack(
-                keys=[self._keys.stream, self._keys.stats], args=args
-            )
-            return result
+            if not read_along:
+                result: list[int] = await self._scripts.ack(
+                    keys=[keys.stream, keys.stats], args=args
+                )
+                return result, None
+            if not self._scripts.loaded:
+                await self._run(self._scripts.load(self._redis))
+            async with self._redis.pipeline(transaction=False) as pipe:
+                self._scripts.queue(pipe, self._scripts.ack, [keys.stream, keys.stats], args)
+                pipe.xreadgroup(
+                    self.group, self.consumer, {keys.stream: ">"}, count=self._settings.prefetch
+                )
+                statuses, read = await self._run(pipe.execute())
+            return statuses, read
 
-        statuses = await with_retries(
+        statuses, read = await with_retries(
             ack, retry=self._retry, what=f"ack on {self.name!r}", error=ChannelUnavailable
         )
+        if read:
+            await self._accept([(entry, fields, 1) for entry, fields in _entries_of(read)])
         held = self._held
-        for item, status in zip(batch, statuses, strict=True):
-            # Not pending any more, after a try that may have landed: that try acked it.
-            item.status = 1 if status == 0 and tries > 1 else int(status)
+        position = 0
+        for item in batch:
+            for lease in item.leases:
+                status = statuses[position]
+                position += 1
+                # Not pending any more, after a try that may have landed: that try acked it.
+                if status == 0 and tries > 1:
+                    status = 1
+                elif status != 1:
+                    lease.lost = True
+                item.statuses.append(status)
+                held.pop(lease.entry, None)
             item.done = True
-            if item.status != 1:
-                item.lease.lost = True
-            held.pop(item.lease.entry, None)
 
     async def dead_letter(
         self,
@@ -906,9 +992,7 @@ class RedisChannel(BaseChannel):
                 f"entry {lease.entry.decode()} of {self.name!r} is no longer held by "
                 f"{self.consumer!r}; it was not dead-lettered here"
             )
-        once = message.ack
-        assert isinstance(once, _OnceAck)
-        await once.settled()
+        await _settle(message)
 
     async def _move_to_dead_letters(
         self, lease: _Lease, reason: str, error: str, fields: dict[bytes, bytes]
@@ -955,9 +1039,7 @@ class RedisChannel(BaseChannel):
         leases = list(self._held.values())
         if not leases:
             return 0
-        args: list[Any] = [self.group, self.consumer]
-        for lease in leases:
-            args += (lease.entry, lease.deliveries)
+        args: list[Any] = [self.group, self.consumer, _lease_words(leases)]
         statuses = await with_retries(
             lambda: self._scripts.renew(keys=[self._keys.stream], args=args),
             retry=self._retry, what=f"renew leases on {self.name!r}", error=ChannelUnavailable,
@@ -975,8 +1057,11 @@ class RedisChannel(BaseChannel):
         """Give back the buffered messages (received from Redis, not handed out yet).
 
         They become reclaimable by other consumers at once, and their delivery counts go
-        back to what they were (they never reached a handler). A worker that stops calls
-        this, so its prefetched entries do not wait out the visibility timeout.
+        back to what they were, unless ``receive`` handed them out before (a worker put
+        back the message it was cancelled on: that delivery counts, so a message that
+        always outlasts the grace period still reaches ``max_deliveries``). A worker
+        that stops calls this, so its prefetched entries do not wait out the visibility
+        timeout.
 
         Returns:
             How many entries were released.
@@ -985,17 +1070,23 @@ class RedisChannel(BaseChannel):
             ChannelUnavailable: Redis could not be reached within the retries; the entries
                 stay held (others reclaim them after the visibility timeout).
         """
-        leases: list[_Lease] = []
-        while self._buffer:
-            message = self._buffer.popleft()
-            if message.is_shutdown and message._ack is None:
-                continue  # a local wake-up, not an entry
-            leases.append(self._lease_of(message))
+        leases = [self._lease_of(m) for m in self._buffer if m._ack is not None]
         if not leases:
             return 0
-        args: list[Any] = [self.group, self.consumer, self._settings.visibility_ms]
+        # Local wake-ups stay: a loop blocked in receive() is waiting for one.
+        kept = [message for message in self._buffer if message._ack is None]
+        self._buffer.clear()
+        self._buffer.extend(kept)
+        args: list[Any] = [
+            self.group,
+            self.consumer,
+            self._settings.visibility_ms,
+            b"".join(
+                b"%s %d %d " % (lease.entry, lease.deliveries, not lease.handed_out)
+                for lease in leases
+            ),
+        ]
         for lease in leases:
-            args += (lease.entry, lease.deliveries)
             self._held.pop(lease.entry, None)
         released: int = await with_retries(
             lambda: self._scripts.release(keys=[self._keys.stream], args=args),
@@ -1005,10 +1096,11 @@ class RedisChannel(BaseChannel):
 
     def _lease_of(self, message: ChannelMessage) -> _Lease:
         ack = message._ack
-        callback = ack.callback if isinstance(ack, _OnceAck) else ack
-        if not isinstance(callback, _RedisAck) or callback.channel is not self:
+        if isinstance(ack, _OnceAck):
+            ack = ack.callback
+        if not isinstance(ack, _Lease) or ack.channel is not self:
             raise ValueError(f"message {message.id} was not received from {self.name!r}")
-        return callback.lease
+        return ack
 
     # -- the graph runtime's hooks ------------------------------------------------------------
 
@@ -1072,9 +1164,7 @@ class RedisChannel(BaseChannel):
             target._sent += 1
             if target._observers:
                 await target._notify(output, "send")
-        once = message.ack
-        assert isinstance(once, _OnceAck)
-        await once.settled()
+        await _settle(message)
 
     async def _keep_dead_letter(self, message: ChannelMessage, record: dict[str, Any]) -> bool:
         details = {k: v for k, v in record.items() if k not in {"phase", "error"}}
@@ -1117,7 +1207,10 @@ class RedisChannel(BaseChannel):
         self._closed = True
 
     async def aclose(self) -> None:
-        """Close, write queued sends and acks, and close the client if the channel made it.
+        """Close; write queued sends and acks; give back the buffer; close an own client.
+
+        Messages prefetched and not received yet are given back (see
+        :meth:`release_buffered`); the client is closed if the channel made it.
 
         Raises:
             ChannelUnavailable: Queued sends could not be written; the client is closed
@@ -1127,6 +1220,9 @@ class RedisChannel(BaseChannel):
         try:
             await self._outbox.flush()
             await self._acks.flush()
+            if any(message._ack is not None for message in self._buffer):
+                with contextlib.suppress(ChannelUnavailable):  # else reclaimed after a timeout
+                    await self.release_buffered()
         finally:
             if self._owns_client:
                 await self._redis.aclose()
@@ -1177,13 +1273,21 @@ class RedisChannel(BaseChannel):
 
 
 class _Scripts:
-    """The channel's Lua scripts, registered on its client (each loaded once per server)."""
+    """The channel's Lua scripts, registered on its client (each loaded once per server).
+
+    Called directly, a script loads itself when the server does not know it. In a
+    pipeline, redis-py would check all its scripts first, in an extra round trip per
+    pipeline; so pipelines queue ``EVALSHA`` themselves (:meth:`queue`) after
+    :meth:`load`, which a server restart (seen as a connection error) makes necessary
+    again.
+    """
 
     __slots__ = (
         "ack",
         "claim",
         "commit",
         "dead_letter",
+        "loaded",
         "move_due",
         "release",
         "renew",
@@ -1201,6 +1305,20 @@ class _Scripts:
         self.move_due = redis.register_script(scripts.MOVE_DUE)
         self.replay = redis.register_script(scripts.REPLAY)
         self.release = redis.register_script(scripts.RELEASE)
+        self.loaded = False
+
+    async def load(self, redis: Redis) -> None:
+        """Make sure the server knows every script (one round trip)."""
+        async with redis.pipeline(transaction=False) as pipe:
+            for script in (self.ack, self.claim, self.move_due):
+                pipe.script_load(script.script)
+            await pipe.execute()
+        self.loaded = True
+
+    @staticmethod
+    def queue(pipe: Pipeline, script: AsyncScript, keys: list[Any], args: list[Any]) -> None:
+        """Queue ``script`` in ``pipe`` by its sha (see the class docstring)."""
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
 
 
 def _entries_of(reply: Any) -> list[tuple[bytes, dict[bytes, bytes] | None]]:
@@ -1211,6 +1329,60 @@ def _entries_of(reply: Any) -> list[tuple[bytes, dict[bytes, bytes] | None]]:
         streams = list(reply.values())
         return [(entry, fields) for stream in streams for entry, fields in stream[0]]
     return [(entry, fields) for _name, stream_entries in reply for entry, fields in stream_entries]
+
+
+def _decode(data: bytes, lease: _Lease) -> ChannelMessage:
+    """``decode(data, ack=lease)``, with the common case (a well-formed envelope) inlined."""
+    try:
+        envelope = _unpackb(data)
+    except Exception:  # noqa: BLE001 - decode() says what is wrong with it
+        return decode(data, ack=lease)
+    if (
+        envelope.__class__ is not dict
+        or len(envelope) != _ENVELOPE_SIZE
+        or envelope.get("v") != ENVELOPE_VERSION
+    ):
+        return decode(data, ack=lease)
+    ident = envelope.get("id")
+    metadata = envelope.get("metadata")
+    shutdown = envelope.get("shutdown")
+    if not (
+        ident.__class__ is str
+        and ident
+        and metadata.__class__ is dict
+        and shutdown.__class__ is bool
+        and "payload" in envelope
+    ):
+        return decode(data, ack=lease)
+    message: ChannelMessage = _new_object(ChannelMessage)
+    message.payload = envelope["payload"]
+    message._metadata = metadata
+    message._ack = lease
+    message.is_shutdown = shutdown
+    message._id = ident
+    message._pending = None
+    return message
+
+
+async def _settle(message: ChannelMessage) -> None:
+    """Mark a message acked another way (a batch ack, a commit); tell watching observers."""
+    ack = message._ack
+    if ack.__class__ is _OnceAck:
+        assert isinstance(ack, _OnceAck)
+        await ack.settled()
+    else:
+        assert ack is not None
+        message._ack = _OnceAck.already_done(ack)
+
+
+def _id_order(entry: bytes) -> tuple[int, int]:
+    milliseconds, _, sequence = entry.partition(b"-")
+    return int(milliseconds), int(sequence)
+
+
+def _lease_words(leases: Iterable[_Lease]) -> bytes:
+    """``b"id deliveries id deliveries ..."``: one script argument for many leases."""
+    return b"".join(b"%s %d " % (lease.entry, lease.deliveries) for lease in leases)
 
 
 def _hash_tag(key: str) -> str:

@@ -70,12 +70,18 @@ def add_parser(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Serve the graph; return 0 when it ended or was stopped, 1 when it failed."""
     configure_logging(args.log_level, args.log_format)
+    # A signal while the graph's module is imported (seconds, for a big application)
+    # must not kill the worker half-way: remember it, and stop before serving.
+    # (The event loop's signal receiver replaces this handler once it is installed.)
+    early: list[int] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda received, _frame: early.append(received))
     try:
         graph = _prepare(load_graph(args.target), args)
     except (ImportError, AttributeError, TypeError, ValueError, SparkNodesError) as error:
         print(f"spark-nodes worker: {error}", file=sys.stderr)
         return 1
-    status: int = anyio.run(_serve, graph, args, backend="asyncio")
+    status: int = anyio.run(_serve, graph, args, early, backend="asyncio")
     return status
 
 
@@ -112,19 +118,22 @@ def _prepare(graph: Graph, args: argparse.Namespace) -> Graph:
     return graph
 
 
-async def _serve(graph: Graph, args: argparse.Namespace) -> int:
+async def _serve(graph: Graph, args: argparse.Namespace, early: list[int]) -> int:
     status = 0
     result: GraphResult | None = None
     _log.info("worker starting", graph=graph.name, nodes=args.nodes or "all", pid=os.getpid())
     try:
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(_stop_on_signals, graph, tasks.cancel_scope)
+            tasks.start_soon(_stop_on_signals, graph, tasks.cancel_scope, early)
             try:
                 result = await graph.serve(
                     args.nodes, concurrency=args.concurrency, grace_period=args.grace
                 )
             except GraphFailed as failure:
                 _log.error("worker failed", graph=graph.name, error=str(failure))
+                status = 1
+            except SparkNodesError as error:  # e.g. an unknown --nodes id, Redis unreachable
+                print(f"spark-nodes worker: {error}", file=sys.stderr)
                 status = 1
             tasks.cancel_scope.cancel()
     finally:
@@ -141,8 +150,12 @@ async def _serve(graph: Graph, args: argparse.Namespace) -> int:
     return status
 
 
-async def _stop_on_signals(graph: Graph, scope: anyio.CancelScope) -> None:
+async def _stop_on_signals(graph: Graph, scope: anyio.CancelScope, early: list[int]) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        if early:  # received before the receiver was in place: stop before serving
+            _log.info("signal before serving: exiting", signal=signal.Signals(early[0]).name)
+            scope.cancel()
+            return
         stopping = False
         async for received in signals:
             name = signal.Signals(received).name

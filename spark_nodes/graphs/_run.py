@@ -26,7 +26,7 @@ from spark_nodes.channels import BaseChannel, ChannelClosed, ChannelMessage
 from spark_nodes.channels.redis import RedisChannel
 from spark_nodes.errors import GraphCancelled, GraphFailed
 from spark_nodes.graphs._redis_backend import GRAPH_RUN_KEY
-from spark_nodes.graphs._spawn import Spawn, open_spawner
+from spark_nodes.graphs._spawn import Spawner, open_spawner
 from spark_nodes.graphs.result import GraphResult, StopReason
 from spark_nodes.nodes import Node, NodeMessage
 from spark_nodes.nodes.runtime import SHUTDOWN_EXTERNAL, NodeRuntime
@@ -98,7 +98,7 @@ class Run:
         self._all_finished = anyio.Event()
         self._outer: TaskGroup | None = None
         self._workers: anyio.CancelScope | None = None
-        self._spawn: Spawn | None = None
+        self._spawn: Spawner | None = None
         self._timers: list[tuple[float, int, Callable[[], Awaitable[None]]]] = []
         self._timer_order = itertools.count()
         self._timer_wake: anyio.Event | None = None
@@ -129,6 +129,8 @@ class Run:
             self.node_stopping(runtime)
         if self._outer is not None:
             self._outer.start_soon(self._cancel_after_grace)
+            if self.distributed:  # what was prefetched goes to the other workers now
+                self._outer.start_soon(self._release_buffered)
 
     def node_stopping(self, runtime: NodeRuntime) -> None:
         """``runtime.node._stop_flag`` was just set: wake its loops or finish it if idle."""
@@ -340,12 +342,15 @@ class Run:
                 outer.start_soon(self._checkpoint_every, self.task.checkpoint_every)
             with anyio.CancelScope() as workers:
                 self._workers = workers
-                async with open_spawner() as spawn:
-                    self._spawn = spawn
-                    for runtime in self.runtimes.values():
-                        self._start(runtime, spawn)
-                    await self._feed(self.task.inputs)
-                    await self._all_finished.wait()
+                try:
+                    async with open_spawner() as spawn:
+                        self._spawn = spawn
+                        for runtime in self.runtimes.values():
+                            self._start(runtime, spawn)
+                        await self._feed(self.task.inputs)
+                        await self._all_finished.wait()
+                finally:
+                    self._spawn = None
             outer.cancel_scope.cancel()  # the timers
         if self.distributed:
             await self._release_buffered()
@@ -365,7 +370,7 @@ class Run:
             ) from error
         return result
 
-    def _start(self, runtime: NodeRuntime, spawn: Spawn) -> None:
+    def _start(self, runtime: NodeRuntime, spawn: Spawner) -> None:
         node = runtime.node
         if runtime.on_demand:
             mailbox = node.mailbox
@@ -487,6 +492,9 @@ class Run:
             _log.warning("grace period over; cancelling", graph=self.graph.name, nodes=busy)
             self.cancelled = True
             self._workers.cancel()
+            while self._spawn is not None:  # until the workers' group is left
+                self._spawn.cancel_all()  # again: a task may have swallowed one
+                await anyio.sleep(0.05)
 
     def close(self) -> None:
         """Detach the run from the nodes' mailboxes (after the run ended)."""

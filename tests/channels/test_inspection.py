@@ -133,9 +133,9 @@ async def test_lag_counts_the_entries_not_delivered_to_the_group_yet(
     second = await receive(channel)
     assert group.last_delivered == second.metadata["stream_entry"]
     await ack(message)
-    await ack(second)
+    await ack(second)  # with the buffer empty, this ack reads the next two along
     (group,) = (await inspect_mailbox(raw, channel.key)).groups
-    assert (group.lag, group.pending) == (3, 0)
+    assert (group.lag, group.pending) == (1, 2)
 
 
 async def test_lag_is_counted_from_whichever_side_of_the_last_delivery_is_short(

@@ -228,6 +228,33 @@ async def test_receive_batch_and_ack_batch_take_one_round_trip_each(
     assert (await stats(raw, channel))["acked"] == 30
 
 
+async def test_an_ack_that_empties_the_buffer_reads_the_next_entries_along(
+    channels: ChannelFactory, raw: Redis
+) -> None:
+    channel = channels(prefetch=3)
+    for number in range(6):
+        await channel.send(ChannelMessage(number))
+    first = await channel.receive_batch(3)
+    before = await raw.info("commandstats")
+    await channel.ack_batch(first)  # the ack's round trip also reads entries 3, 4, 5
+    second = await channel.receive_batch(3)  # from the buffer: no round trip
+    after = await raw.info("commandstats")
+    assert [m.payload for m in second] == [3, 4, 5]
+    reads = after["cmdstat_xreadgroup"]["calls"] - before["cmdstat_xreadgroup"]["calls"]
+    assert reads == 1
+
+
+async def test_aclose_gives_back_prefetched_messages(channels: ChannelFactory) -> None:
+    leaving = channels(prefetch=5, visibility_timeout=30)
+    for number in range(3):
+        await leaving.send(ChannelMessage(number))
+    await ack(await receive(leaving))  # 1 and 2 stay prefetched
+    await leaving.aclose()
+    staying = channels(visibility_timeout=30)
+    got = [await receive(staying, within=10) for _ in range(2)]  # not after 30 s
+    assert [m.payload for m in got] == [1, 2]
+
+
 async def test_ack_batch_refuses_messages_from_elsewhere(channels: ChannelFactory) -> None:
     channel = channels()
     with pytest.raises(ValueError, match="was not received from"):

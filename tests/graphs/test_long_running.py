@@ -184,6 +184,25 @@ async def test_work_past_the_grace_period_is_cancelled_and_put_back() -> None:
     assert leftover.payload == "kept"
 
 
+async def test_the_grace_period_holds_when_a_node_swallows_a_cancellation() -> None:
+    class Stubborn(Node):
+        """Catches the first cancellation and waits on, as buggy library code can."""
+
+        async def process(self, context: ExecutionContext) -> None:
+            try:
+                await anyio.sleep_forever()
+            except anyio.get_cancelled_exc_class():
+                pass  # swallowed: the run must cancel it again
+            await anyio.sleep_forever()
+
+    stubborn = Stubborn(id="stubborn")
+    budget = Budget(max_seconds=0.05, grace_period=0.05)
+    with anyio.fail_after(5):
+        result = await Graph(start=stubborn).run(Task(inputs=1, type=LONG, budget=budget))
+    assert result.cancelled
+    assert result.stop_reason is StopReason.BUDGET
+
+
 async def test_a_budget_stops_nodes_blocked_in_receive_without_waiting_for_grace() -> None:
     class Blocking(Node):
         """A custom loop blocked in receive, like the seed's workers."""

@@ -451,3 +451,38 @@ async def test_redis_graph_mistakes_are_reported_when_built(redis_url: str) -> N
     await graph.aclose()
     with pytest.raises(WiringError, match="serve"):
         await Graph(Double(id="mem")).serve()
+
+
+async def test_a_message_cancelled_past_the_grace_period_counts_as_delivered(
+    cluster: Cluster,
+) -> None:
+    """Given back with its delivery counted, so one that always outlasts the grace period
+    still reaches max_deliveries instead of being retried forever."""
+    started = anyio.Event()
+    counts: list[int] = []
+
+    class Stuck(Node):
+        async def process(self, context: ExecutionContext) -> Any:
+            counts.append(context.inputs.metadata["delivery_count"])
+            if len(counts) == 1:
+                started.set()
+                await anyio.sleep_forever()
+            return context.inputs.content
+
+    def build() -> Graph:
+        stuck = Stuck(id="stuck")
+        stuck >> Collect(id="sink")
+        return Graph(stuck, name="stuck")
+
+    first = cluster.process(build, visibility_timeout=30)
+    await first.send("stuck", "slow")
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(partial(first.serve, grace_period=0.1))
+            await started.wait()
+            first.stop("leaving")
+        second = cluster.process(build, visibility_timeout=30)
+        await second.shutdown()
+        await second.serve()  # it was given back: no wait for the 30 s lease
+    assert counts == [1, 2]
+    assert await second.state.get("seen") == ["slow"]
