@@ -18,8 +18,8 @@ import structlog
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError, ReadOnlyError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from spark_nodes.errors import BackendUnavailable
@@ -102,7 +102,7 @@ async def with_retries(
     """Await ``operation()``; when Redis cannot be reached, try again per ``retry``.
 
     ``operation`` must be safe to repeat: it may have taken effect before the connection
-    failed.
+    failed. Wrong credentials are not an outage: ``AuthenticationError`` is raised at once.
 
     Raises:
         BackendUnavailable: ``error``, after ``retry.attempts`` failed tries; its
@@ -113,6 +113,8 @@ async def with_retries(
         try:
             return await operation()
         except RETRIABLE as failure:
+            if isinstance(failure, AuthenticationError):
+                raise  # wrong credentials: a configuration error, not an outage
             failures += 1
             if failures >= retry.attempts:
                 raise error(

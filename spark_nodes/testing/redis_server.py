@@ -11,7 +11,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 __all__ = ["RedisServer", "find_redis_server", "open_redis_server"]
@@ -62,13 +62,20 @@ class RedisServer:
         directory: Where the server keeps its data files.
         appendonly: Turn on AOF persistence (``appendfsync everysec``).
         binary: The ``redis-server`` to run; :func:`find_redis_server` when omitted.
+        options: More ``redis-server`` arguments, e.g. ``["--requirepass", "secret"]``.
     """
 
     def __init__(
-        self, directory: Path, *, appendonly: bool = True, binary: str | None = None
+        self,
+        directory: Path,
+        *,
+        appendonly: bool = True,
+        binary: str | None = None,
+        options: Sequence[str] = (),
     ) -> None:
         self.directory = directory
         self.appendonly = appendonly
+        self.options = tuple(options)
         self.binary = binary or find_redis_server()
         self.port = _free_port()
         self._process: subprocess.Popen[bytes] | None = None
@@ -98,6 +105,7 @@ class RedisServer:
             "--save", "",
             "--appendonly", "yes" if self.appendonly else "no",
             "--logfile", "redis.log",
+            *self.options,
         ]  # fmt: skip
         self._process = subprocess.Popen(  # noqa: S603 - a fixed argv, no shell
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -139,13 +147,16 @@ class RedisServer:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
                 conn.sendall(b"PING\r\n")
-                return conn.recv(64).startswith(b"+PONG")
+                # A server that wants a password (--requirepass) answers too: it is up.
+                return conn.recv(64).startswith((b"+PONG", b"-NOAUTH"))
         except OSError:
             return False
 
 
 @contextlib.contextmanager
-def open_redis_server(*, appendonly: bool = True) -> Iterator[RedisServer]:
+def open_redis_server(
+    *, appendonly: bool = True, options: Sequence[str] = ()
+) -> Iterator[RedisServer]:
     """Run a private ``redis-server`` in a temporary directory for the ``with`` block.
 
     Raises:
@@ -153,7 +164,7 @@ def open_redis_server(*, appendonly: bool = True) -> Iterator[RedisServer]:
         RuntimeError: The server did not start.
     """
     with tempfile.TemporaryDirectory(prefix="spark-nodes-redis-") as directory:
-        server = RedisServer(Path(directory), appendonly=appendonly)
+        server = RedisServer(Path(directory), appendonly=appendonly, options=options)
         server.start()
         try:
             yield server
