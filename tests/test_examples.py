@@ -3,7 +3,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from examples import channels, hello
+from examples import channels, hello, redis_orders
 from spark_nodes import StopReason
 
 pytestmark = pytest.mark.anyio
@@ -29,3 +29,12 @@ async def test_the_channels_demo_delivers_every_order_in_order() -> None:
     with anyio.fail_after(10):
         handled = await channels.main(orders=7)
     assert handled == [f"order {n} via counter->kitchen" for n in range(1, 8)]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # redis-py is asyncio only
+async def test_the_redis_orders_example_books_every_order_across_worker_processes(
+    redis_url: str,
+) -> None:
+    with anyio.fail_after(60):
+        ledger = await redis_orders.run(redis_url, orders=12, workers=2)
+    assert ledger == [f"order {n}: {round(10.0 * n * 1.2, 2)}" for n in range(1, 13)]
