@@ -23,6 +23,7 @@ import anyio
 import structlog
 
 from spark_nodes import ExecutionContext, Graph, Node
+from spark_nodes.channels import RedisChannel
 from spark_nodes.testing import open_redis_server
 
 log = structlog.get_logger("examples.redis_orders")
@@ -69,6 +70,7 @@ async def run(url: str, orders: int = 10, workers: int = 2) -> list[str]:
     graph = build()
     graph.use_redis(url, namespace=namespace)
     try:
+        await wait_until_served(graph, workers)
         for number in range(1, orders + 1):
             await graph.send("price", {"id": number, "amount": 10.0 * number})
         await graph.shutdown()  # every order sent before it is booked first, then all exit
@@ -84,6 +86,22 @@ async def run(url: str, orders: int = 10, workers: int = 2) -> list[str]:
                 await process.wait()
         await graph.aclose()
     return sorted(ledger, key=lambda line: int(line.split()[1].rstrip(":")))
+
+
+async def wait_until_served(graph: Graph, workers: int) -> None:
+    """Wait until ``workers`` consumers read each node's mailbox.
+
+    A worker that starts after the graph was shut down serves the *next* run (a graph on
+    Redis can run again), so this script lets every worker join before shutting down.
+    """
+    for node in graph.nodes.values():
+        mailbox = node.mailbox
+        assert isinstance(mailbox, RedisChannel)
+        while True:
+            info = await mailbox.inspect()
+            if sum(len(group.consumers) for group in info.groups) >= workers:
+                break
+            await anyio.sleep(0.05)  # a worker process is still starting
 
 
 def main() -> None:

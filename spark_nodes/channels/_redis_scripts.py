@@ -124,7 +124,7 @@ ACK: Final = (
 -- Returns one status per entry: 1 acked, 0 not pending (acked or dead-lettered already),
 -- -1 the lease belongs to someone else now.
 -- One XPENDING reads the consumer's leases over the batch's id range, one XACK and one
--- XDEL settle the batch: a command per entry cost 3x as much server time.
+-- XTRIM settle the batch: a command per entry cost 3x as much server time.
 redis.replicate_commands()
 local ids, counts = {}, {}
 for id, deliveries in string.gmatch(ARGV[3], '(%S+) (%S+)') do

@@ -435,9 +435,15 @@ class BaseChannel(abc.ABC):
         return False
 
     async def _commit(
-        self, message: ChannelMessage, sends: list[tuple[BaseChannel, ChannelMessage]]
+        self,
+        message: ChannelMessage,
+        sends: list[tuple[BaseChannel, ChannelMessage]],
+        result: bytes | None = None,
     ) -> None:
         """Send ``sends`` and ack ``message`` (received here) as one atomic step.
+
+        ``result`` (the node's latest output, msgpack) is stored with them where the
+        backend keeps node results.
 
         Raises:
             NotImplementedError: This backend is not transactional.

@@ -335,6 +335,7 @@ class RedisChannel(BaseChannel):
         "_received",
         "_redis",
         "_remote_closed",
+        "_result_key",
         "_retry",
         "_scripts",
         "_sent",
@@ -422,11 +423,12 @@ class RedisChannel(BaseChannel):
         self._group_ready = False
         self._read_own_first = True
         self._own_cursor = "0"
-        self._next_claim = 0.0
-        self._next_move_due = 0.0
+        self._next_claim = self._next_move_due = 0.0
         self._claim_start = "-"
         self._close_epoch: int | None = None
         self._remote_closed = False
+        # Where a distributed graph keeps this node's latest output (written by _commit).
+        self._result_key: str | None = None
         # A distributed graph's hook, awaited after a read that found nothing new.
         self._on_idle: Callable[[], Awaitable[None]] | None = None
         self._sent = self._received = self._peak = 0
@@ -1116,12 +1118,16 @@ class RedisChannel(BaseChannel):
         )
 
     async def _commit(
-        self, message: ChannelMessage, sends: list[tuple[BaseChannel, ChannelMessage]]
+        self,
+        message: ChannelMessage,
+        sends: list[tuple[BaseChannel, ChannelMessage]],
+        result: bytes | None = None,
     ) -> None:
         """Send ``sends`` (RedisChannels :meth:`_stages_for` accepts) and ack ``message``.
 
-        One script does both, after checking this consumer still holds the entry: a
-        worker that lost its lease forwards nothing.
+        One script does both, and stores ``result`` as the node's latest output if this
+        is a graph's mailbox, after checking this consumer still holds the entry: a
+        worker that lost its lease forwards nothing and stores nothing.
 
         Raises:
             LeaseLost: The lease was lost; nothing was sent or acked.
@@ -1131,8 +1137,11 @@ class RedisChannel(BaseChannel):
         """
         lease = self._lease_of(message)
         keys = self._keys
-        script_keys = [keys.stream, keys.stats, keys.stats]  # no result key: a slot-mate
-        args: list[Any] = [self.group, self.consumer, lease.entry, lease.deliveries, b""]
+        result_key = self._result_key
+        if result is None or result_key is None:
+            result_key, result = keys.stats, b""  # a slot-mate stands in for the result key
+        script_keys = [keys.stream, keys.stats, result_key]
+        args: list[Any] = [self.group, self.consumer, lease.entry, lease.deliveries, result]
         targets: list[RedisChannel] = []
         for target, output in sends:
             assert isinstance(target, RedisChannel)

@@ -153,7 +153,7 @@ class RedisBackend:
     def mailbox_for(self, node: Node) -> RedisChannel:
         """Make the mailbox of ``node``, reusing its observers."""
         options = {"prefetch": node.config.concurrency, **self.options}
-        return RedisChannel(
+        mailbox = RedisChannel(
             redis=self.redis,
             channel_name=self.channel_name(node.id),
             namespace=self.namespace,
@@ -161,6 +161,12 @@ class RedisBackend:
             observers=node.mailbox.observers,
             **options,
         )
+        mailbox._result_key = self.result_key(node.id)
+        return mailbox
+
+    def result_key(self, node_id: str) -> str:
+        """Where the latest output of ``node_id`` is kept (what :class:`RedisState` reads)."""
+        return f"{self.namespace}:{{{self.graph}}}#result:{node_id}"
 
     def owns(self, channel: object) -> bool:
         """Whether ``channel`` is a mailbox of this graph."""

@@ -7,6 +7,7 @@ channel, stop requests, budgets, terminal outputs. Nodes never import graphs.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import inspect
 import traceback
@@ -28,12 +29,14 @@ from spark_nodes.channels import (
     ChannelStatistics,
     InMemoryChannel,
 )
+from spark_nodes.channels.codec import pack
 from spark_nodes.channels.message import new_message_id
 from spark_nodes.errors import BackendUnavailable, LeaseLost, MessageEncodeError, MessageTooLarge
 from spark_nodes.nodes.config import OnError
 from spark_nodes.nodes.context import Control, ExecutionContext
 from spark_nodes.nodes.edges import Edge
 from spark_nodes.nodes.message import NodeMessage
+from spark_nodes.state.base import RESULT_SUFFIX
 
 if TYPE_CHECKING:
     from spark_nodes.nodes.node import Node
@@ -207,6 +210,7 @@ class NodeRuntime:
         "in_progress",
         "node",
         "on_demand",
+        "outputs_staged",
         "pending_shutdowns",
         "predecessors",
         "processed",
@@ -240,6 +244,7 @@ class NodeRuntime:
         self.dead_lettered = 0
         self.forwarded = 0
         self.terminal_outputs = 0
+        self.outputs_staged = 0  # outputs of durable-mailbox attempts: a new result to store
         self.restarts = 0
         self._kind = _kind_of(node.process)
         self._sync_process = self._kind is _Kind.SYNC
@@ -453,6 +458,7 @@ class NodeRuntime:
                 error: Exception | None = None
                 if self._transactional and message._ack is not None:
                     staged = []  # this attempt's outputs, sent with the ack (commit)
+                    outputs_before = self.outputs_staged
                 if failed is not None:
                     attempt, error, forwarded_before = failed
                     failed = None
@@ -496,7 +502,9 @@ class NodeRuntime:
                             if control is not None and control.hold:
                                 await self._send_waiting(staged)  # the ack waits: no commit
                                 staged = None
-                            elif not await self._commit(message, staged):
+                            elif not await self._commit(
+                                message, staged, produced=self.outputs_staged != outputs_before
+                            ):
                                 break  # the lease was lost: the message is handled elsewhere
                     except _StepFailed as failure:
                         self.failed_attempts += 1
@@ -650,6 +658,8 @@ class NodeRuntime:
             content = output
             extra = None
         node.last_output = content
+        if staged is not None:
+            self.outputs_staged += 1
         edges = self._all_edges
         if goto:
             edges = [Edge(node, target) for target in dict.fromkeys(goto)]
@@ -713,17 +723,29 @@ class NodeRuntime:
             self.forwarded += 1
 
     async def _commit(
-        self, message: ChannelMessage, staged: list[tuple[BaseChannel, ChannelMessage]]
+        self,
+        message: ChannelMessage,
+        staged: list[tuple[BaseChannel, ChannelMessage]],
+        *,
+        produced: bool,
     ) -> bool:
         """Send the staged outputs and ack ``message`` in one step; False if the lease was lost.
+
+        ``produced``: the attempt had an output, so the node's result is stored with them
+        (one that is not plain data stays in this process only).
 
         Raises:
             _StepFailed: An output cannot be sent (not plain data, too large).
             ChannelUnavailable: The backend could not be reached: the loop crashes and is
                 restarted; the message is still held, and is handled again.
         """
+        result = None
+        if produced:
+            # One that is not plain data is kept here only, as node.last_output.
+            with contextlib.suppress(MessageEncodeError):
+                result = pack(self.node.last_output, where=f"{self.node.id}{RESULT_SUFFIX}")
         try:
-            await self._commit_until_reachable(message, staged)
+            await self._commit_until_reachable(message, staged, result)
         except LeaseLost as lost:
             self.run.in_flight -= len(staged)
             _log.warning("lease lost; outputs dropped", node=self.node.id, msg_id=message.id,
@@ -737,7 +759,10 @@ class NodeRuntime:
         return True
 
     async def _commit_until_reachable(
-        self, message: ChannelMessage, staged: list[tuple[BaseChannel, ChannelMessage]]
+        self,
+        message: ChannelMessage,
+        staged: list[tuple[BaseChannel, ChannelMessage]],
+        result: bytes | None,
     ) -> None:
         """Commit; while the backend is unreachable, keep trying rather than redo the work.
 
@@ -748,7 +773,7 @@ class NodeRuntime:
         failures = 0
         while True:
             try:
-                await self.node.mailbox._commit(message, staged)
+                await self.node.mailbox._commit(message, staged, result)
             except BackendUnavailable:
                 failures += 1
                 if self.node._stop_flag:

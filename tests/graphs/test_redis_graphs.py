@@ -28,6 +28,7 @@ from spark_nodes import (
 from spark_nodes.channels import ChannelMessage, InMemoryChannel, RedisChannel
 from spark_nodes.errors import WiringError
 from spark_nodes.graphs import GraphResult
+from spark_nodes.nodes import NO_OUTPUT
 from spark_nodes.testing import RecordingObserver
 from tests.redis_support import new_namespace, open_raw_client, purge
 
@@ -486,3 +487,51 @@ async def test_a_message_cancelled_past_the_grace_period_counts_as_delivered(
         await second.serve()  # it was given back: no wait for the 30 s lease
     assert counts == [1, 2]
     assert await second.state.get("seen") == ["slow"]
+
+
+class Label(Node):
+    """A sink with an output: its result is its only trace."""
+
+    def process(self, context: ExecutionContext) -> Any:
+        return f"got {context.inputs.content}"
+
+
+class Opaque(Node):
+    """A sink whose output is not plain data: it can be kept in this process only."""
+
+    def process(self, context: ExecutionContext) -> Any:
+        return object()
+
+
+async def test_node_results_are_shared_by_every_process(cluster: Cluster) -> None:
+    def build() -> Graph:
+        double, label = Double(id="double"), Label(id="label")
+        double >> label
+        return Graph(double, name="results")
+
+    worker, client = cluster.process(build), cluster.process(build)
+    assert await client.state.get("label.__result__", "none") == "none"
+    for number in (1, 2, 3):
+        await client.send("double", number)
+    await client.shutdown()
+    with anyio.fail_after(30):
+        await worker.serve()
+    assert client.nodes["label"].last_output is NO_OUTPUT  # nothing ran in this process
+    assert await client.state.get("double.__result__") == 6
+    assert await client.state.get("label.__result__") == "got 6"
+
+
+async def test_a_result_that_is_not_plain_data_stays_in_its_process(
+    cluster: Cluster, raw: Redis
+) -> None:
+    def build() -> Graph:
+        return Graph(Opaque(id="opaque"), name="opaque")
+
+    worker, client = cluster.process(build), cluster.process(build)
+    await client.send("opaque", 1)
+    await client.shutdown()
+    with anyio.fail_after(30):
+        result = await worker.serve()
+    assert result.node_stats["opaque"].processed == 1  # acked, not dead-lettered
+    assert await dead_letters_of(raw, client, "opaque") == []
+    assert not await client.state.exists("opaque.__result__")
