@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks import channels, graphs
+from benchmarks import channels, graphs, redis
 from benchmarks._report import Result, Target, render
 
 
@@ -15,6 +15,12 @@ def test_the_channel_benchmarks_run_at_a_tiny_size() -> None:
 def test_the_graph_pipelines_run_and_count_everything() -> None:
     assert graphs._best(graphs._raw_pipeline, 1_000) > 0
     assert graphs._best(graphs._graph_pipeline, 1_000) > 0
+
+
+def test_the_redis_benchmark_runs_on_a_private_server_at_a_tiny_size() -> None:
+    results = redis.run(n=2_000, repeats=1, round_trips=50)
+    assert [r.value > 0 for r in results] == [True] * 4
+    assert "RedisChannel end to end, acked, batched" in render(results)
 
 
 def test_targets_report_upper_and_lower_bounds() -> None:
