@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from spark_nodes import (
     ExecutionContext,
     Graph,
+    JoinNode,
     Node,
     NodeConfig,
     RetryPolicy,
@@ -535,3 +536,33 @@ async def test_a_result_that_is_not_plain_data_stays_in_its_process(
     assert result.node_stats["opaque"].processed == 1  # acked, not dead-lettered
     assert await dead_letters_of(raw, client, "opaque") == []
     assert not await client.state.exists("opaque.__result__")
+
+
+class Shift(Node):
+    def process(self, context: ExecutionContext) -> Any:
+        return context.inputs.content + 100
+
+
+async def test_a_join_served_by_one_consumer_merges_each_group_once(
+    cluster: Cluster, raw: Redis
+) -> None:
+    def build() -> Graph:
+        start, double, shift = Node(id="start"), Double(id="double"), Shift(id="shift")
+        join, sink = JoinNode(id="join"), Collect(id="sink")
+        start >> [double, shift] >> join >> sink
+        return Graph(start, name="diamond")
+
+    branches, joiner, client = (cluster.process(build) for _ in range(3))
+    for number in range(20):
+        await client.send("start", number)
+    await client.shutdown()
+    with anyio.fail_after(30):
+        await serve_all((branches, ["start", "double", "shift"]), (joiner, ["join", "sink"]))
+    merged = await client.state.get("seen")
+    assert sorted(merged, key=lambda parts: parts["double"]) == [
+        {"double": 2 * n, "shift": n + 100} for n in range(20)
+    ]
+    mailbox = client.nodes["join"].mailbox
+    assert isinstance(mailbox, RedisChannel)
+    assert await raw.xlen(mailbox.key) == 0  # every part acked once its merge was forwarded
+    assert await dead_letters_of(raw, client, "join") == []
