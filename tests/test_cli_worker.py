@@ -478,6 +478,18 @@ def test_an_unknown_node_id_exits_1_naming_it_without_a_traceback(
 
 
 @pytest.mark.usefixtures("no_redis_url")
+def test_an_unreachable_server_exits_1_after_the_retries(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    command = ["worker", f"{GRAPHS}:long_lease", "--redis", "redis://127.0.0.1:1"]
+    assert main([*command, "--log-level", "error"]) == 1  # about 4 s of retries
+    err = capsys.readouterr().err
+    assert err.startswith("spark-nodes worker: ")
+    assert "Redis could not be reached after 8 tries" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.usefixtures("no_redis_url")
 @pytest.mark.parametrize(
     ("option", "message"),
     [
