@@ -5,11 +5,16 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
+from collections.abc import Callable
 
 from benchmarks import channels, graphs, redis
-from benchmarks._report import render
+from benchmarks._report import Result, render
 
-SUITES = {"channels": channels.run, "graphs": graphs.run, "redis": redis.run}
+SUITES: dict[str, Callable[..., list[Result]]] = {
+    "channels": channels.run,
+    "graphs": graphs.run,
+    "redis": redis.run,
+}
 
 
 def main() -> int:

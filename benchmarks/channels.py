@@ -12,7 +12,7 @@ import asyncio
 import gc
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import anyio
@@ -21,7 +21,7 @@ from benchmarks._report import Result, Target
 from spark_nodes.channels import ChannelMessage, ForwardingChannel, InMemoryChannel
 
 
-async def _together(*tasks: Callable[[], Awaitable[None]]) -> None:
+async def _together(*tasks: Callable[[], Coroutine[Any, Any, None]]) -> None:
     async with anyio.create_task_group() as group:
         for task in tasks:
             group.start_soon(task)

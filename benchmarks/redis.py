@@ -166,7 +166,7 @@ async def _measure(url: str, n: int, repeats: int, round_trips: int) -> list[Res
     ]
 
 
-def run(n: int = 200_000, repeats: int = 3, round_trips: int = 2_000) -> list[Result]:
+def run(*, n: int = 200_000, repeats: int = 3, round_trips: int = 2_000) -> list[Result]:
     """Measure on a private redis-server (AOF on) and return the rows."""
     scale = max(1, n // 4)  # 50,000 messages per throughput run at the default n
     with open_redis_server(appendonly=True) as server:
