@@ -543,8 +543,9 @@ class Shift(Node):
         return context.inputs.content + 100
 
 
-async def test_a_join_served_by_one_consumer_merges_each_group_once(
-    cluster: Cluster, raw: Redis
+@pytest.mark.parametrize("concurrency", [1, 3])
+async def test_a_join_served_by_one_process_merges_each_group_once(
+    cluster: Cluster, raw: Redis, concurrency: int
 ) -> None:
     def build() -> Graph:
         start, double, shift = Node(id="start"), Double(id="double"), Shift(id="shift")
@@ -557,7 +558,9 @@ async def test_a_join_served_by_one_consumer_merges_each_group_once(
         await client.send("start", number)
     await client.shutdown()
     with anyio.fail_after(30):
-        await serve_all((branches, ["start", "double", "shift"]), (joiner, ["join", "sink"]))
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(branches.serve, ["start", "double", "shift"])
+            tasks.start_soon(partial(joiner.serve, ["join", "sink"], concurrency=concurrency))
     merged = await client.state.get("seen")
     assert sorted(merged, key=lambda parts: parts["double"]) == [
         {"double": 2 * n, "shift": n + 100} for n in range(20)
