@@ -1,13 +1,19 @@
-"""Shared fixtures: anyio backends for in-memory tests, a real private Redis server."""
+"""Shared fixtures: anyio backends for in-memory tests, a real private Redis server.
+
+The Redis fixtures (``raw``, ``channels``) are asyncio only, like redis-py: modules that use
+them pin ``anyio_backend`` to ``"asyncio"``.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from redis.asyncio import Redis
 
 from spark_nodes.testing import open_redis_server
+from tests.redis_support import ChannelFactory, new_namespace, open_raw_client, purge
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -26,3 +32,19 @@ def redis_url() -> Iterator[str]:
         return
     with open_redis_server() as server:
         yield server.url
+
+
+@pytest.fixture
+async def raw(redis_url: str) -> AsyncIterator[Redis]:
+    """A plain redis-py client on the test server: what another program would use."""
+    async with open_raw_client(redis_url) as client:
+        yield client
+
+
+@pytest.fixture
+async def channels(redis_url: str, raw: Redis) -> AsyncIterator[ChannelFactory]:
+    """Makes RedisChannels on a fresh namespace; closes them and deletes its keys after."""
+    factory = ChannelFactory(redis_url, new_namespace())
+    yield factory
+    await factory.aclose()
+    await purge(raw, factory.namespace)

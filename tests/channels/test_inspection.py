@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import anyio
 import pytest
@@ -35,20 +35,6 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"  # redis-py is asyncio only
-
-
-@pytest.fixture
-async def raw(redis_url: str) -> AsyncIterator[Redis]:
-    async with open_raw_client(redis_url) as client:
-        yield client
-
-
-@pytest.fixture
-async def channels(redis_url: str, raw: Redis) -> AsyncIterator[ChannelFactory]:
-    factory = ChannelFactory(redis_url, new_namespace())
-    yield factory
-    await factory.aclose()
-    await purge(raw, factory.namespace)
 
 
 @pytest.fixture

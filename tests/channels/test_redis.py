@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -25,7 +24,7 @@ from spark_nodes.channels import (
 from spark_nodes.channels.codec import encode
 from spark_nodes.channels.redis import stream_key
 from spark_nodes.testing import RecordingObserver, open_redis_server
-from tests.redis_support import FAST_RETRY, ChannelFactory, new_namespace, open_raw_client, purge
+from tests.redis_support import FAST_RETRY, ChannelFactory, new_namespace, purge
 
 pytestmark = pytest.mark.anyio
 
@@ -33,20 +32,6 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"  # redis-py is asyncio only
-
-
-@pytest.fixture
-async def raw(redis_url: str) -> AsyncIterator[Redis]:
-    async with open_raw_client(redis_url) as client:
-        yield client
-
-
-@pytest.fixture
-async def channels(redis_url: str, raw: Redis) -> AsyncIterator[ChannelFactory]:
-    factory = ChannelFactory(redis_url, new_namespace())
-    yield factory
-    await factory.aclose()
-    await purge(raw, factory.namespace)
 
 
 async def receive(channel: RedisChannel, within: float = 5.0) -> ChannelMessage:

@@ -31,7 +31,7 @@ from spark_nodes.errors import WiringError
 from spark_nodes.graphs import GraphResult
 from spark_nodes.nodes import NO_OUTPUT
 from spark_nodes.testing import RecordingObserver
-from tests.redis_support import new_namespace, open_raw_client, purge
+from tests.redis_support import new_namespace, purge
 
 pytestmark = pytest.mark.anyio
 
@@ -39,12 +39,6 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"  # redis-py is asyncio only
-
-
-@pytest.fixture
-async def raw(redis_url: str) -> AsyncIterator[Redis]:
-    async with open_raw_client(redis_url) as client:
-        yield client
 
 
 class Cluster:

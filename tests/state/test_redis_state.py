@@ -17,10 +17,9 @@ from spark_nodes.errors import BackendUnavailable, MessageEncodeError
 from spark_nodes.state import GraphState, MemoryState, RedisState, StateTransaction
 from spark_nodes.testing import open_redis_server
 from spark_nodes.testing.state_contract import StateContract
+from tests.redis_support import FAST_RETRY, new_namespace, open_raw_client, purge
 
 pytestmark = pytest.mark.anyio
-
-FAST = ConnectionRetry(attempts=3, first_delay=0.01, max_delay=0.05)
 
 
 @pytest.fixture
@@ -28,33 +27,9 @@ def anyio_backend() -> str:
     return "asyncio"  # redis-py is asyncio only
 
 
-def new_namespace() -> str:
-    return f"test-{uuid.uuid4().hex}"
-
-
 def state_key(namespace: str, key: str, graph: str = "default") -> str:
     """The Redis key of a state key: the layout the module documents."""
     return f"{namespace}:{{{graph}}}#state:{key}"
-
-
-async def purge(url: str, namespace: str) -> None:
-    """Delete every key under ``namespace`` (values, lists, results, marks)."""
-    client = Redis.from_url(url)
-    try:
-        names = [name async for name in client.scan_iter(match=f"{namespace}:*", count=1000)]
-        if names:
-            await client.delete(*names)
-    finally:
-        await client.aclose()
-
-
-@contextlib.asynccontextmanager
-async def open_raw_client(url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 @contextlib.asynccontextmanager
@@ -67,7 +42,8 @@ async def open_states(url: str, count: int, **options: Any) -> AsyncIterator[lis
     finally:
         for state in states:
             await state.aclose()
-        await purge(url, namespace)
+        async with open_raw_client(url) as client:
+            await purge(client, namespace)
 
 
 class TestRedisState(StateContract):
@@ -370,7 +346,7 @@ async def test_aclose_leaves_a_shared_client_open(redis_url: str) -> None:
             await state.set("k", 1)
             assert repr(state) == f"<RedisState namespace={namespace!r} graph='default'>"
         assert await client.client_id() == before  # the same connection, never closed
-        await purge(redis_url, namespace)
+        await purge(client, namespace)
     finally:
         await client.aclose()
 
@@ -504,7 +480,7 @@ async def test_a_push_or_incr_whose_reply_is_lost_is_applied_once(redis_url: str
     namespace = new_namespace()
     async with (
         open_cutting_proxy(redis_url) as (proxy, url),
-        open_states(url, 1, namespace=namespace, retry=FAST) as (state,),
+        open_states(url, 1, namespace=namespace, retry=FAST_RETRY) as (state,),
         open_states(redis_url, 1, namespace=namespace) as (direct,),
     ):
         await state.append("warm-up", 0)  # connected, and every script loaded
@@ -520,7 +496,7 @@ async def test_a_transaction_whose_commit_reply_is_lost_is_applied_once(redis_ur
     namespace = new_namespace()
     async with (
         open_cutting_proxy(redis_url) as (proxy, url),
-        open_states(url, 1, namespace=namespace, retry=FAST) as (state,),
+        open_states(url, 1, namespace=namespace, retry=FAST_RETRY) as (state,),
         open_states(redis_url, 1, namespace=namespace) as (direct,),
     ):
         await direct.set("count", 41)
