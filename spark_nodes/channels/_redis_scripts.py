@@ -103,7 +103,8 @@ local function trim_settled(stream)
 end
 """
 
-_ID_BEFORE: Final = """
+ID_BEFORE: Final = """
+-- id_before(a, b): whether stream entry id a comes before b (ids are "ms-seq").
 local function id_before(a, b)
   local ams, aseq = string.match(a, '(%d+)-(%d+)')
   local bms, bseq = string.match(b, '(%d+)-(%d+)')
@@ -111,10 +112,11 @@ local function id_before(a, b)
   return ams < bms or (ams == bms and aseq < bseq)
 end
 """
+"""Lua ``id_before(a, b)``, for scripts that order stream entry ids (the graph's too)."""
 
 ACK: Final = (
     _OWNED
-    + _ID_BEFORE
+    + ID_BEFORE
     + _TRIM
     + """
 -- Fenced acks: ack and delete each entry only while its lease is ours.

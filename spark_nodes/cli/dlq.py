@@ -23,6 +23,7 @@ from spark_nodes.channels.inspection import (
     drop_dead_letter,
     replay_dead_letter,
 )
+from spark_nodes.cli._args import positive_int
 from spark_nodes.cli._redis import CLI_RETRY, add_redis_option, format_table, run_on_redis
 
 __all__ = ["add_parser", "run"]
@@ -47,7 +48,7 @@ def add_parser(commands: Any) -> None:
     )
     _add_mailbox_options(lister)
     lister.add_argument(
-        "--count", type=_positive_int, default=20, help="dead letters to show (%(default)s)"
+        "--count", type=positive_int, default=20, help="dead letters to show (%(default)s)"
     )
     lister.add_argument("--after", metavar="ID", help="start after this dead letter (paging)")
     lister.add_argument("--json", action="store_true", help="print JSON, for scripts")
@@ -246,13 +247,3 @@ def _shorten(text: str, width: int) -> str:
 
 def _complain(command: str, problem: str) -> None:
     print(f"spark-nodes {command}: {problem}", file=sys.stderr)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, not {value}")
-    return value

@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 import structlog
 
+from spark_nodes.cli._args import positive_int
 from spark_nodes.cli._logging import FORMATS, LEVELS, configure_logging
 from spark_nodes.errors import GraphFailed, GraphNotRunning, SparkNodesError
 from spark_nodes.graphs import Graph, GraphResult
@@ -57,7 +58,7 @@ def add_parser(commands: Any) -> None:
         "--nodes", type=_node_ids, help="comma-separated ids of the nodes to serve (default: all)"
     )
     parser.add_argument(
-        "--concurrency", type=_positive_int, help="worker loops per node (default: its config)"
+        "--concurrency", type=positive_int, help="worker loops per node (default: its config)"
     )
     parser.add_argument(
         "--grace", type=float, default=10.0, help="seconds in-flight work may take on a signal"
@@ -177,13 +178,3 @@ def _node_ids(text: str) -> list[str]:
     if not ids:
         raise argparse.ArgumentTypeError("give at least one node id")
     return ids
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, not {value}")
-    return value

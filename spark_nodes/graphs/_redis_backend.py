@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 
 from spark_nodes.channels import ChannelMessage
 from spark_nodes.channels._redis_client import ConnectionRetry, open_client, with_retries
+from spark_nodes.channels._redis_scripts import ID_BEFORE
 from spark_nodes.channels.codec import encode
 from spark_nodes.channels.redis import RedisChannel, has_hash_tag
 from spark_nodes.errors import ChannelUnavailable, WiringError
@@ -38,17 +39,8 @@ __all__ = ["GRAPH_RUN_KEY", "RedisBackend"]
 GRAPH_RUN_KEY: Final = "graph_run"
 """Metadata key of a distributed shutdown: the run (epoch) it belongs to."""
 
-_ID_LESS: Final = """
-local function id_less(a, b)
-  local ams, aseq = string.match(a, '(%d+)-(%d+)')
-  local bms, bseq = string.match(b, '(%d+)-(%d+)')
-  ams, aseq, bms, bseq = tonumber(ams), tonumber(aseq), tonumber(bms), tonumber(bseq)
-  return ams < bms or (ams == bms and aseq < bseq)
-end
-"""
-
 RECORD: Final = (
-    _ID_LESS
+    ID_BEFORE
     + """
 -- Record a node's shutdown entry from one source, and settle the entry (if its lease is
 -- ours). KEYS[1] graph hash, KEYS[2] node stream, KEYS[3] node stats
@@ -69,7 +61,7 @@ local latest = ARGV[3]
 for i = 8, #ARGV do
   local id = redis.call('HGET', KEYS[1], prefix .. ARGV[i])
   if not id then return 1 end
-  if id_less(latest, id) then latest = id end
+  if id_before(latest, id) then latest = id end
 end
 redis.call('HSETNX', KEYS[1], 'closing:' .. epoch .. ':' .. ARGV[6], latest)
 return 2
