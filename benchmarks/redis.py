@@ -25,8 +25,8 @@ import msgpack
 from redis.asyncio import Redis
 
 from benchmarks._report import Result, Target
+from spark_nodes._redis_client import open_client
 from spark_nodes.channels import ChannelMessage, RedisChannel
-from spark_nodes.channels._redis_client import open_client
 from spark_nodes.testing import open_redis_server
 
 BATCH = 100

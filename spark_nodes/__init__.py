@@ -6,6 +6,7 @@ or across processes over Redis.
 """
 
 from spark_nodes import errors
+from spark_nodes.backoff import Backoff
 from spark_nodes.channels import (
     BaseChannel,
     ChannelClosed,
@@ -46,6 +47,7 @@ from spark_nodes.state import GraphState, MemoryState, RedisState, TypedState
 
 __all__ = [
     "BackendUnavailable",
+    "Backoff",
     "BaseChannel",
     "Budget",
     "ChannelClosed",

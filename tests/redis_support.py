@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from spark_nodes.channels import ConnectionRetry, RedisChannel
 
-FAST_RETRY = ConnectionRetry(attempts=3, first_delay=0.01, max_delay=0.05)
+FAST_RETRY = ConnectionRetry(attempts=3, initial_delay=0.01, max_delay=0.05)
 """Retries that give up within a fraction of a second: for tests of a server that is down."""
 
 

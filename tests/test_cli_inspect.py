@@ -21,8 +21,8 @@ import pytest
 import redis
 from structlog.testing import capture_logs
 
+from spark_nodes._redis_client import open_client
 from spark_nodes.channels import ChannelMessage, RedisChannel, dead_letters
-from spark_nodes.channels._redis_client import open_client
 from spark_nodes.cli import main
 from tests.redis_support import new_namespace
 

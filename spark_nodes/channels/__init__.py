@@ -9,7 +9,7 @@ the process; :mod:`spark_nodes.channels.inspection` reads durable mailboxes from
 (backlog, consumers, dead letters, replay). Subclass :class:`BaseChannel` for another backend.
 """
 
-from spark_nodes.channels._redis_client import ConnectionRetry
+from spark_nodes._redis_client import ConnectionRetry
 from spark_nodes.channels.base import BaseChannel, ChannelStatistics, Observer, ObserverPhase
 from spark_nodes.channels.bridge import QueueBridge
 from spark_nodes.channels.forwarding import ForwardingChannel

@@ -6,17 +6,18 @@ their condition after waking, so a spurious wake-up is harmless and a lost one i
 possible: a task that is woken and cancelled before it runs passes the wake-up on.
 
 Only the blocking path comes here; a channel that can complete at once never parks, which
-is why this is not an ``anyio.Event`` (an allocation and several calls per wait) and why
-the backend is found with one C call rather than ``sniffio``. Lines are lists, not deques:
-they hold a waiter or two, and an empty deque costs 760 bytes against a list's 56 (10,000
-mailboxes).
+is why this is not an ``anyio.Event`` (an allocation and several calls per wait). Lines are
+lists, not deques: they hold a waiter or two, and an empty deque costs 760 bytes against a
+list's 56 (10,000 mailboxes).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from asyncio import _get_running_loop
 from typing import Any, Protocol
+
+import sniffio
 
 
 class Waiter(Protocol):
@@ -38,11 +39,10 @@ async def park(waiters: list[Any]) -> None:
         BaseException: Whatever cancelled the task; a wake-up that arrived first is
             handed to the next waiter so it is not lost.
     """
-    loop = _get_running_loop()
-    if loop is None:
+    if sniffio.current_async_library() == "trio":
         await _park_trio(waiters)
         return
-    future = loop.create_future()
+    future = asyncio.get_running_loop().create_future()
     waiters.append(future)
     try:
         await future

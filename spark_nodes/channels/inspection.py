@@ -28,8 +28,8 @@ from typing import Any, Final
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from spark_nodes._redis_client import ConnectionRetry, with_retries
 from spark_nodes.channels import _redis_scripts as scripts
-from spark_nodes.channels._redis_client import ConnectionRetry, with_retries
 from spark_nodes.channels.codec import decode
 from spark_nodes.channels.message import ChannelMessage
 from spark_nodes.channels.redis import _Keys

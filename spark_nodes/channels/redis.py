@@ -39,14 +39,14 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
-from spark_nodes.channels import _redis_scripts as scripts
-from spark_nodes.channels._coalesce import Coalescer
-from spark_nodes.channels._redis_client import (
+from spark_nodes._redis_client import (
     RETRIABLE,
     ConnectionRetry,
     open_client,
     with_retries,
 )
+from spark_nodes.channels import _redis_scripts as scripts
+from spark_nodes.channels._coalesce import Coalescer
 from spark_nodes.channels.base import BaseChannel, ChannelStatistics, Observer
 from spark_nodes.channels.codec import ENVELOPE_VERSION, _unpackb, decode, encode
 from spark_nodes.channels.message import ChannelMessage, _OnceAck

@@ -13,7 +13,7 @@ import anyio
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from spark_nodes.channels._redis_client import RETRIABLE, ConnectionRetry, open_client
+from spark_nodes._redis_client import RETRIABLE, ConnectionRetry, open_client
 from spark_nodes.errors import BackendUnavailable
 
 CLI_RETRY: Final = ConnectionRetry(attempts=1)

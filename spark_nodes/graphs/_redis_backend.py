@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 from redis.asyncio import Redis
 
+from spark_nodes._redis_client import ConnectionRetry, open_client, with_retries
 from spark_nodes.channels import ChannelMessage
-from spark_nodes.channels._redis_client import ConnectionRetry, open_client, with_retries
 from spark_nodes.channels._redis_scripts import ID_BEFORE
 from spark_nodes.channels.codec import encode
 from spark_nodes.channels.redis import RedisChannel, has_hash_tag

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import enum
-import random
 from dataclasses import dataclass, field
+
+from spark_nodes.backoff import Backoff
 
 __all__ = ["NodeConfig", "OnError", "RestartPolicy", "RetryPolicy"]
 
@@ -18,23 +19,14 @@ class OnError(enum.StrEnum):
     """Dead-letter it, then stop the whole graph gracefully (the result says ``error``)."""
 
 
-def _backoff(
-    attempt: int, initial: float, multiplier: float, maximum: float, jitter: float
-) -> float:
-    delay = min(maximum, initial * multiplier ** (attempt - 1))
-    if jitter:
-        delay *= 1 + random.uniform(-jitter, jitter)  # noqa: S311 - spreading retries, not security
-    return max(0.0, delay)
-
-
 @dataclass(frozen=True, slots=True)
-class RetryPolicy:
+class RetryPolicy(Backoff):
     """How often and how fast ``process`` is retried for one message.
 
-    Attempt ``n`` (from 1) that fails waits ``initial_delay * multiplier ** (n - 1)``
-    seconds, capped at ``max_delay`` and spread by ``+- jitter`` (a fraction), before
-    attempt ``n + 1``. After ``max_attempts`` the message is dead-lettered. Exceptions in
-    ``give_up_on`` are not retried.
+    A :class:`~spark_nodes.backoff.Backoff`: attempt ``n`` (from 1) that fails waits
+    ``initial_delay * multiplier ** (n - 1)`` seconds, capped at ``max_delay`` and spread by
+    ``+- jitter`` (a fraction), before attempt ``n + 1``. After ``max_attempts`` the message
+    is dead-lettered. Exceptions in ``give_up_on`` are not retried.
 
     Raises:
         ValueError: A count or delay is out of range.
@@ -52,14 +44,7 @@ class RetryPolicy:
             raise ValueError(
                 f"max_attempts must be >= 1 (1 means no retry), not {self.max_attempts}"
             )
-        if self.initial_delay < 0 or self.max_delay < 0 or self.multiplier < 1:
-            raise ValueError("delays must be >= 0 and multiplier >= 1")
-        if not 0 <= self.jitter < 1:
-            raise ValueError(f"jitter is a fraction in [0, 1), not {self.jitter}")
-
-    def delay(self, attempt: int) -> float:
-        """The wait after failed attempt ``attempt`` (1-based)."""
-        return _backoff(attempt, self.initial_delay, self.multiplier, self.max_delay, self.jitter)
+        Backoff.__post_init__(self)
 
     def should_retry(self, attempt: int, error: BaseException) -> bool:
         """Whether a failure of attempt ``attempt`` with ``error`` gets another attempt."""
@@ -67,12 +52,13 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True, slots=True)
-class RestartPolicy:
+class RestartPolicy(Backoff):
     """How the graph restarts a worker loop (``go()``) that crashed.
 
-    A loop may be restarted ``max_restarts`` times within any ``within_seconds`` window,
-    waiting ``initial_delay * multiplier ** (n - 1)`` (capped at ``max_delay``) before
-    restart ``n``. One more crash in the window fails the run with
+    A :class:`~spark_nodes.backoff.Backoff` (without jitter by default): a loop may be
+    restarted ``max_restarts`` times within any ``within_seconds`` window, waiting
+    ``initial_delay * multiplier ** (n - 1)`` (capped at ``max_delay``) before restart
+    ``n``. One more crash in the window fails the run with
     :class:`~spark_nodes.errors.GraphFailed`.
 
     Raises:
@@ -84,18 +70,14 @@ class RestartPolicy:
     initial_delay: float = 0.05
     max_delay: float = 5.0
     multiplier: float = 2.0
+    jitter: float = 0.0
 
     def __post_init__(self) -> None:
         if self.max_restarts < 0:
             raise ValueError(f"max_restarts must be >= 0, not {self.max_restarts}")
-        if self.within_seconds <= 0 or self.initial_delay < 0 or self.max_delay < 0:
-            raise ValueError("within_seconds must be > 0 and delays >= 0")
-        if self.multiplier < 1:
-            raise ValueError(f"multiplier must be >= 1, not {self.multiplier}")
-
-    def delay(self, restart: int) -> float:
-        """The wait before restart ``restart`` (1-based)."""
-        return _backoff(restart, self.initial_delay, self.multiplier, self.max_delay, 0.0)
+        if self.within_seconds <= 0:
+            raise ValueError(f"within_seconds must be > 0, not {self.within_seconds}")
+        Backoff.__post_init__(self)
 
 
 @dataclass(frozen=True, slots=True)

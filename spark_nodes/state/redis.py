@@ -33,7 +33,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError, WatchError
 
-from spark_nodes.channels._redis_client import RETRIABLE, ConnectionRetry, open_client, with_retries
+from spark_nodes._redis_client import RETRIABLE, ConnectionRetry, open_client, with_retries
 from spark_nodes.channels.codec import pack, unpack
 from spark_nodes.errors import MessageEncodeError, StateConflict
 from spark_nodes.state.base import (

@@ -11,7 +11,7 @@ import pytest
 from anyio.abc import SocketStream
 from redis.asyncio import Redis
 
-from spark_nodes.channels._redis_client import ConnectionRetry
+from spark_nodes._redis_client import ConnectionRetry
 from spark_nodes.channels.codec import pack
 from spark_nodes.errors import BackendUnavailable, MessageEncodeError
 from spark_nodes.state import GraphState, MemoryState, RedisState, StateTransaction
@@ -390,7 +390,7 @@ async def test_bad_constructor_arguments_are_refused_clearly(redis_url: str) -> 
 
 
 async def test_a_server_that_is_down_raises_backend_unavailable_until_it_is_back() -> None:
-    retry = ConnectionRetry(attempts=2, first_delay=0.01)
+    retry = ConnectionRetry(attempts=2, initial_delay=0.01)
     with open_redis_server(appendonly=False) as server:
         async with RedisState(server.url, retry=retry) as state:
             await state.append("log", "before")

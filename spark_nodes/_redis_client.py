@@ -8,7 +8,6 @@ idempotent (a producer sequence number, a fenced ack, a script that checks first
 
 from __future__ import annotations
 
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -22,6 +21,7 @@ from redis.exceptions import AuthenticationError, ReadOnlyError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from spark_nodes.backoff import Backoff
 from spark_nodes.errors import BackendUnavailable
 
 __all__ = ["RETRIABLE", "ConnectionRetry", "open_client", "with_retries"]
@@ -39,38 +39,33 @@ _log = structlog.get_logger("spark_nodes")
 
 
 @dataclass(frozen=True, slots=True)
-class ConnectionRetry:
+class ConnectionRetry(Backoff):
     """How a Redis backend retries a call when the server cannot be reached.
 
-    Delays grow exponentially from ``first_delay`` up to ``max_delay``, each with random
-    jitter (between half and all of it), so many workers losing one server do not come
-    back in step (no reconnect storm). After ``attempts`` failed tries the call raises
+    A :class:`~spark_nodes.backoff.Backoff`: delays grow exponentially from
+    ``initial_delay`` up to ``max_delay``, each spread by ``+- jitter`` (half of it by
+    default), so many workers losing one server do not come back in step (no reconnect
+    storm). After ``attempts`` failed tries the call raises
     :class:`~spark_nodes.errors.BackendUnavailable` (``ChannelUnavailable`` for channels).
     The defaults give up after about 4 seconds.
 
     Attributes:
         attempts: Tries in all, the first included.
-        first_delay: Seconds before the first retry (before jitter).
-        max_delay: The longest delay between two tries (before jitter).
 
     Raises:
-        ValueError: ``attempts`` < 1, or a delay is negative.
+        ValueError: ``attempts`` < 1, or a delay is out of range.
     """
 
     attempts: int = 8
-    first_delay: float = 0.05
+    initial_delay: float = 0.05
     max_delay: float = 1.0
+    multiplier: float = 2.0
+    jitter: float = 0.5
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
             raise ValueError(f"attempts must be >= 1, not {self.attempts!r}")
-        if not (self.first_delay >= 0 and self.max_delay >= 0):
-            raise ValueError("first_delay and max_delay must be >= 0")
-
-    def delay(self, failures: int) -> float:
-        """Seconds to wait after the ``failures``-th failed try."""
-        ceiling: float = min(self.max_delay, self.first_delay * 2.0 ** (failures - 1))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - jitter, not crypto
+        Backoff.__post_init__(self)
 
 
 def open_client(url: str, *, socket_timeout: float = 10.0) -> Redis:
