@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks import channels, graphs, redis
+from benchmarks import channels, graphs, redis, redis_graphs
 from benchmarks._report import Result, Target, render
 
 
@@ -17,10 +17,28 @@ def test_the_graph_pipelines_run_and_count_everything() -> None:
     assert graphs._best(graphs._graph_pipeline, 1_000) > 0
 
 
+def test_the_graph_pipeline_of_async_def_nodes_runs_and_counts_everything() -> None:
+    assert graphs._best(graphs._graph_pipeline, 1_000, asynchronous=True) > 0
+
+
 def test_the_redis_benchmark_runs_on_a_private_server_at_a_tiny_size() -> None:
     results = redis.run(n=2_000, repeats=1, round_trips=50)
     assert [r.value > 0 for r in results] == [True] * 4
     assert "RedisChannel end to end, acked, batched" in render(results)
+
+
+def test_the_redis_graph_benchmark_runs_on_a_private_server_at_a_tiny_size() -> None:
+    results = redis_graphs.run(n=300, repeats=1, round_trips=5)
+    assert [r.value > 0 for r in results] == [True] * 8
+    table = render(results)
+    for name in (
+        "raw redis-py 3-stage stream pipeline",
+        "3-node Redis Graph, served here",
+        "Redis Graph: this process's CPU per 10k msgs",
+        "Redis Graph: redis-server CPU per 10k msgs",
+        "Redis Graph single-message latency through 3 nodes p50",
+    ):
+        assert name in table
 
 
 def test_targets_report_upper_and_lower_bounds() -> None:
