@@ -11,7 +11,7 @@ from typing import Any, Literal, Self
 
 import structlog
 
-from spark_nodes.channels.message import ChannelMessage, _OnceAck
+from spark_nodes.channels.message import ChannelMessage, OnceAck
 from spark_nodes.errors import ChannelClosed
 
 __all__ = ["BaseChannel", "ChannelStatistics", "Observer", "ObserverPhase"]
@@ -78,10 +78,12 @@ class BaseChannel(abc.ABC):
     """The interface every channel implements: an async FIFO of :class:`ChannelMessage`.
 
     Subclass it for a custom backend (the seed's "Custom Channel Development"): implement
-    ``send``, ``receive`` and ``empty``; override ``close``, ``send_nowait``, ``qsize`` and
-    ``statistics`` when the backend supports them. Call ``await self._notify(message,
-    "send")`` after a successful send and ``await self._notify_receive(message)`` before
-    returning from ``receive`` to give your backend observers (and ``"ack"`` reports).
+    ``send``, ``receive`` and ``empty``; override ``close``, ``send_nowait``, ``qsize``,
+    ``full`` and ``statistics`` when the backend supports them. Call ``await
+    self._notify(message, "send")`` after a successful send and ``await
+    self._notify_receive(message)`` before returning from ``receive`` to give your backend
+    observers (and ``"ack"`` reports). That is a complete mailbox; the protocols of
+    :mod:`spark_nodes.channels.mailbox` make one faster (batches) or durable (commits).
 
     ``async for message in channel`` receives until the channel is closed and drained;
     shutdown messages are yielded like any other (check ``message.is_shutdown``).
@@ -187,6 +189,10 @@ class BaseChannel(abc.ABC):
             NotImplementedError: This backend cannot count its messages.
         """
         raise NotImplementedError(f"{type(self).__name__} does not report its depth")
+
+    def full(self) -> bool:
+        """Return True if ``send`` would wait for room now; False when it cannot tell."""
+        return False
 
     def statistics(self) -> ChannelStatistics:
         """Return a snapshot of the channel's state.
@@ -318,29 +324,29 @@ class BaseChannel(abc.ABC):
         resume = self._observe(message, phase)
         if resume is not None:
             entry = (self, phase, resume)
-            if message._pending is None:
-                message._pending = [entry]
+            if message.deferred is None:
+                message.deferred = [entry]
             else:
-                message._pending.append(entry)
+                message.deferred.append(entry)
 
     def _observe_receive(self, message: ChannelMessage) -> _Resume | None:
         """Start the receive-phase work for ``message``; None if it is all done."""
-        if message._pending is not None:
+        if message.deferred is not None:
             return _RUN_PENDING_FIRST
-        if message._ack is not None:
+        if message.raw_ack is not None:
             self._watch_ack(message)
         return self._observe(message, "receive")
 
     async def _finish_receive(self, message: ChannelMessage, resume: _Resume) -> None:
         """Finish what :meth:`_observe_receive` started."""
         if resume is _RUN_PENDING_FIRST:
-            pending = message._pending or ()
-            message._pending = None
+            pending = message.deferred or ()
+            message.deferred = None
             for channel, phase, channel_resume in pending:
                 await channel._observe_rest(message, phase, channel_resume)
             if not self._observers:
                 return
-            if message._ack is not None:
+            if message.raw_ack is not None:
                 self._watch_ack(message)
             next_resume = self._observe(message, "receive")
             if next_resume is None:
@@ -360,7 +366,7 @@ class BaseChannel(abc.ABC):
     def _watch_ack(self, message: ChannelMessage) -> None:
         if self._observers:
             ack = message.ack
-            assert isinstance(ack, _OnceAck)
+            assert isinstance(ack, OnceAck)
             ack.watch(self._notify, message)
 
     def _observer_failed(self, observer: Observer, message: ChannelMessage, phase: str) -> None:
@@ -373,87 +379,3 @@ class BaseChannel(abc.ABC):
             phase=phase,
             msg_id=message.id,
         )
-
-    # -- hooks for wrappers (ForwardingChannel) -----------------------------------------
-
-    def _would_block(self) -> bool:
-        """Whether ``send`` would wait for room now; False when the backend cannot tell."""
-        return False
-
-    def _receive_ready(self) -> ChannelMessage | None:
-        """A message ``receive`` would return at once with nothing to await, else None."""
-        return None
-
-    def _offer(self, message: ChannelMessage, defer_async: bool = False) -> bool:
-        """Enqueue now, with exactly ``send``'s effects, if that needs no awaiting.
-
-        Returns False, having done nothing, when it would have to wait or await (or the
-        channel is closed: ``send`` then raises). The default never can.
-        """
-        return False
-
-    def _requeue_front(self, message: ChannelMessage) -> bool:
-        """Put a received message back at the head; False if this backend cannot."""
-        return False
-
-    def _snapshot(self) -> list[ChannelMessage] | None:
-        """The queued messages, oldest first, left in place.
-
-        None if the backend keeps its messages itself (a durable one) or cannot tell.
-        """
-        return None
-
-    def _replace_contents(self, messages: list[ChannelMessage]) -> None:
-        """Make ``messages`` the whole queue (restoring a checkpoint).
-
-        Raises:
-            NotImplementedError: This backend cannot.
-        """
-        raise NotImplementedError(f"{type(self).__name__} cannot be restored from a checkpoint")
-
-    def _discard_shutdowns(self) -> int:
-        """Drop queued shutdown messages (a finished run's leftovers); return how many."""
-        return 0
-
-    def _wake(self, message: ChannelMessage) -> None:
-        """Hand ``message`` (a local wake-up) to this process's receivers, not to others.
-
-        Raises:
-            ChannelFull: No room; the receivers are busy, not blocked.
-            ChannelClosed: The channel is closed.
-            NotImplementedError: This backend cannot.
-        """
-        self.send_nowait(message)
-
-    # -- hooks for durable backends (RedisChannel) ----------------------------------------
-
-    _transactional = False
-    """Whether a message received here can be acked together with its outputs."""
-
-    def _stages_for(self, target: BaseChannel) -> bool:
-        """Whether a send to ``target`` can be committed with the ack of a message from here."""
-        return False
-
-    async def _commit(
-        self,
-        message: ChannelMessage,
-        sends: list[tuple[BaseChannel, ChannelMessage]],
-        result: bytes | None = None,
-    ) -> None:
-        """Send ``sends`` and ack ``message`` (received here) as one atomic step.
-
-        ``result`` (the node's latest output, msgpack) is stored with them where the
-        backend keeps node results.
-
-        Raises:
-            NotImplementedError: This backend is not transactional.
-        """
-        raise NotImplementedError(f"{type(self).__name__} cannot commit sends with an ack")
-
-    async def _keep_dead_letter(self, message: ChannelMessage, record: dict[str, Any]) -> bool:
-        """Keep a received message as a dead letter here, with ``record``; settle it.
-
-        Returns False when the backend has no dead-letter store of its own (the caller
-        then sends the letter to its dead-letter channel).
-        """
-        return False

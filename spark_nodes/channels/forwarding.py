@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import anyio
 
 from spark_nodes.channels.base import BaseChannel, ChannelStatistics, Observer
-from spark_nodes.channels.memory import _not_a_message
-from spark_nodes.channels.message import ChannelMessage
+from spark_nodes.channels.mailbox import Mailbox, RestorableMailbox, is_restorable, mailbox_of
+from spark_nodes.channels.message import ChannelMessage, not_a_message
 from spark_nodes.errors import ChannelClosed
 
 __all__ = ["ForwardingChannel"]
@@ -39,7 +39,7 @@ class ForwardingChannel(BaseChannel):
         TypeError: ``downstream`` is not a channel or ``metadata_defaults`` is not a dict.
     """
 
-    __slots__ = ("_blocked", "_defaults", "_downstream", "_received", "_sent")
+    __slots__ = ("_blocked", "_defaults", "_down", "_downstream", "_received", "_sent")
 
     def __init__(
         self,
@@ -56,6 +56,7 @@ class ForwardingChannel(BaseChannel):
             )
         super().__init__(name=name or f"forward->{downstream.name}", observers=observers)
         self._downstream = downstream
+        self._down: Mailbox = mailbox_of(downstream)
         self._defaults = dict(metadata_defaults) if metadata_defaults else None
         self._sent = 0
         self._received = 0
@@ -80,15 +81,15 @@ class ForwardingChannel(BaseChannel):
             TypeError: ``message`` is not a :class:`ChannelMessage`.
         """
         if message.__class__ is not ChannelMessage and not isinstance(message, ChannelMessage):
-            raise _not_a_message(message)
+            raise not_a_message(message)
         if self._closed:
             raise self._closed_error()
         defaults = self._defaults
-        out = message._with_metadata_defaults(defaults) if defaults else message
+        out = message.with_metadata_defaults(defaults) if defaults else message
         downstream = self._downstream
-        if downstream._offer(out):
+        if self._down.offer(out):
             pass  # sent, with send()'s semantics, minus a coroutine
-        elif downstream._would_block():
+        elif downstream.full():
             await self._send_when_room(out)
         else:
             await downstream.send(out)
@@ -108,11 +109,11 @@ class ForwardingChannel(BaseChannel):
             NotImplementedError: The downstream backend has no ``send_nowait``.
         """
         if message.__class__ is not ChannelMessage and not isinstance(message, ChannelMessage):
-            raise _not_a_message(message)
+            raise not_a_message(message)
         if self._closed:
             raise self._closed_error()
         defaults = self._defaults
-        out = message._with_metadata_defaults(defaults) if defaults else message
+        out = message.with_metadata_defaults(defaults) if defaults else message
         self._downstream.send_nowait(out)
         self._sent += 1
         if self._observers:
@@ -124,13 +125,11 @@ class ForwardingChannel(BaseChannel):
         Raises:
             ChannelClosed: The downstream channel is closed and drained.
         """
-        downstream = self._downstream
-        message = downstream._receive_ready()  # receive() minus a coroutine, when it can
-        if message is None:
-            message = await downstream.receive()
+        taken = self._down.take_nowait(1)  # receive() minus a coroutine, when it can
+        message = taken[0] if taken else await self._downstream.receive()
         self._received += 1
         if self._observers:
-            if message._pending is None and message._ack is None:
+            if message.deferred is None and message.raw_ack is None:
                 resume = self._observe(message, "receive")  # the common case, one call less
             else:
                 resume = self._observe_receive(message)
@@ -141,7 +140,7 @@ class ForwardingChannel(BaseChannel):
             except BaseException:
                 # Cancelled mid-notification: hand the message back rather than lose it.
                 self._received -= 1
-                self._downstream._requeue_front(message)
+                self._down.give_back([message], started=1)
                 raise
         return message
 
@@ -211,29 +210,94 @@ class ForwardingChannel(BaseChannel):
             f"(the downstream channel {self._downstream.name!r} is unaffected)"
         )
 
-    def _would_block(self) -> bool:
-        return self._downstream._would_block()
+    # -- the mailbox contract (see spark_nodes.channels.mailbox), served by the downstream --
 
-    def _offer(self, message: ChannelMessage, defer_async: bool = False) -> bool:
+    def full(self) -> bool:
+        """Whether the downstream channel would make a send wait for room."""
+        return self._downstream.full()
+
+    def offer(self, message: ChannelMessage) -> bool:
+        """Forward an enriched copy now if neither this edge nor the downstream must await.
+
+        Returns:
+            False, having done nothing, if this edge is closed or has async observers, or
+            the downstream channel refuses the offer.
+        """
         if self._closed or not self._all_sync:
             return False
         defaults = self._defaults
-        out = message._with_metadata_defaults(defaults) if defaults else message
-        if not self._downstream._offer(out, defer_async):
+        out = message.with_metadata_defaults(defaults) if defaults else message
+        if not self._down.offer(out):
             return False
         self._sent += 1
         if self._observers:
-            self._notify_nowait(out, "send")
+            self._observe(out, "send")  # all sync: nothing is left to await
         return True
 
-    def _requeue_front(self, message: ChannelMessage) -> bool:
-        return self._downstream._requeue_front(message)
+    def offer_many(self, messages: list[ChannelMessage]) -> int:
+        """Forward as many as :meth:`offer` would, in order; return how many."""
+        count = 0
+        for message in messages:
+            if not self.offer(message):
+                break
+            count += 1
+        return count
 
-    def _discard_shutdowns(self) -> int:
-        return self._downstream._discard_shutdowns()
+    def take_nowait(self, limit: int) -> list[ChannelMessage]:
+        """Take what the downstream has ready (see :meth:`receive`); ``[]`` if that needs an await.
 
-    def _snapshot(self) -> list[ChannelMessage] | None:
-        return self._downstream._snapshot()
+        With observers on this edge, ``[]``: :meth:`take` runs them.
+        """
+        if self._observers:
+            return []
+        taken = self._down.take_nowait(limit)
+        self._received += len(taken)
+        return taken
 
-    def _replace_contents(self, messages: list[ChannelMessage]) -> None:
-        self._downstream._replace_contents(messages)
+    async def take(self, limit: int) -> list[ChannelMessage]:
+        """Wait for the first message downstream, then take what else is ready.
+
+        Raises:
+            ChannelClosed: The downstream channel is closed and drained.
+        """
+        taken = self.take_nowait(limit)
+        if taken:
+            return taken
+        taken = [await self.receive()]
+        try:
+            while len(taken) < limit and not self._downstream.empty():
+                taken.append(await self.receive())
+        except BaseException:
+            self.give_back(taken)
+            raise
+        return taken
+
+    def give_back(self, messages: Sequence[ChannelMessage], *, started: int = 0) -> None:
+        """Put taken messages back at the head of the downstream channel."""
+        self._received -= len(messages)
+        self._down.give_back(messages, started=started)
+
+    def snapshot(self) -> list[ChannelMessage]:
+        """The downstream channel's queued messages.
+
+        Raises:
+            NotImplementedError: The downstream channel keeps its messages elsewhere.
+        """
+        return self._restorable_downstream().snapshot()
+
+    def restore(self, messages: list[ChannelMessage]) -> None:
+        """Make ``messages`` the downstream channel's whole queue.
+
+        Raises:
+            NotImplementedError: The downstream channel keeps its messages elsewhere.
+        """
+        self._restorable_downstream().restore(messages)
+
+    def _restorable_downstream(self) -> RestorableMailbox:
+        downstream = self._downstream
+        if not is_restorable(downstream):
+            raise NotImplementedError(
+                f"{downstream!r} keeps its messages itself: it has no snapshot to take"
+            )
+        restorable: RestorableMailbox = downstream  # type: ignore[assignment]
+        return restorable

@@ -29,10 +29,10 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from spark_nodes._redis_client import ConnectionRetry, with_retries
-from spark_nodes.channels import _redis_scripts as scripts
 from spark_nodes.channels.codec import decode
 from spark_nodes.channels.message import ChannelMessage
-from spark_nodes.channels.redis import _Keys
+from spark_nodes.channels.redis._layout import MailboxKeys
+from spark_nodes.channels.redis._scripts import REPLAY
 from spark_nodes.errors import ChannelUnavailable, MessageDecodeError
 
 __all__ = [
@@ -278,7 +278,7 @@ async def dead_letters(
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(f"count must be an int >= 1, not {count!r}")
     start = "-" if after is None else f"({_checked_id(after)}"
-    dead = _Keys.of(key).dead
+    dead = MailboxKeys.of(key).dead
     entries: Any = await with_retries(
         lambda: redis.xrange(dead, start, "+", count=count),
         retry=retry or ConnectionRetry(),
@@ -313,7 +313,7 @@ async def replay_dead_letter(
     """
     _check_client(redis)
     letter_id = _checked_id(letter_id)
-    keys = _Keys.of(key)
+    keys = MailboxKeys.of(key)
     retry = retry or ConnectionRetry()
     found: Any = await with_retries(
         lambda: redis.xrange(keys.dead, letter_id, letter_id),
@@ -330,7 +330,7 @@ async def replay_dead_letter(
             f"not written by a spark_nodes sender; read its fields (spark-nodes dlq list "
             f"--json) and send a new message, or drop it"
         )
-    replay = redis.register_script(scripts.REPLAY)
+    replay = redis.register_script(REPLAY)
     tries = 0
 
     async def run() -> int:
@@ -361,7 +361,7 @@ async def drop_dead_letter(
     """
     _check_client(redis)
     letter_id = _checked_id(letter_id)
-    dead = _Keys.of(key).dead
+    dead = MailboxKeys.of(key).dead
     tries = 0
 
     async def delete() -> int:
@@ -378,7 +378,7 @@ async def drop_dead_letter(
 
 
 async def _read_mailbox(redis: Redis, key: str) -> MailboxInfo:
-    keys = _Keys.of(key)
+    keys = MailboxKeys.of(key)
     pipe = redis.pipeline(transaction=True)
     pipe.type(key)
     pipe.zcard(keys.delayed)

@@ -8,7 +8,14 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
-__all__ = ["AckCallback", "ChannelMessage", "new_message_id"]
+__all__ = [
+    "AckCallback",
+    "ChannelMessage",
+    "OnceAck",
+    "new_message_id",
+    "not_a_message",
+    "unchecked_message",
+]
 
 AckCallback = Callable[[], Awaitable[None]]
 """An acknowledgement callback: ``async def ack() -> None``."""
@@ -43,7 +50,7 @@ _ACKING: Final = 1
 _ACKED: Final = 2
 
 
-class _OnceAck:
+class OnceAck:
     """Wraps an ack callback so that calling it more than once is harmless.
 
     The callback runs at most once successfully. A call while the first is still running,
@@ -61,16 +68,21 @@ class _OnceAck:
 
     @property
     def done(self) -> bool:
+        """Whether the ack completed (by a call, or another way: see :meth:`settled`)."""
         return self._state == _ACKED
 
     def watch(self, notify: _Notify, message: ChannelMessage) -> None:
-        # Idempotent: a message put back and received again must not report "ack" twice.
+        """Call ``await notify(message, "ack")`` once the ack is done (a channel's observers).
+
+        Idempotent: a message put back and received again does not report twice.
+        """
         if self._watchers is None:
             self._watchers = [(notify, message)]
         elif not any(n == notify and m is message for n, m in self._watchers):
             self._watchers.append((notify, message))
 
     async def __call__(self) -> None:
+        """Ack: run the callback unless it ran (or is running); then tell the watchers."""
         if self._state != _NOT_ACKED:
             return
         self._state = _ACKING
@@ -85,7 +97,7 @@ class _OnceAck:
                 await notify(message, "ack")
 
     @classmethod
-    def already_done(cls, callback: AckCallback) -> _OnceAck:
+    def already_done(cls, callback: AckCallback) -> OnceAck:
         """An ack whose callback's work was done another way (nobody watched it)."""
         once = cls(callback)
         once._state = _ACKED
@@ -104,7 +116,7 @@ class _OnceAck:
                 await notify(message, "ack")
 
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, _OnceAck):
+        if isinstance(other, OnceAck):
             return self.callback == other.callback
         return self.callback == other
 
@@ -117,6 +129,36 @@ class _OnceAck:
 
 _UNSET: Any = object()
 _new_object = object.__new__
+
+
+def not_a_message(value: object) -> TypeError:
+    """The error for a value sent to a channel that is not a :class:`ChannelMessage`."""
+    return TypeError(
+        f"channels carry ChannelMessage objects, not {type(value).__name__}; "
+        f"wrap the value: ChannelMessage(payload=value) (or use QueueBridge)"
+    )
+
+
+def unchecked_message(
+    payload: Any,
+    metadata: dict[str, Any] | None = None,
+    ack: AckCallback | OnceAck | None = None,
+    is_shutdown: bool = False,
+    id: str | None = None,
+) -> ChannelMessage:
+    """``ChannelMessage(...)`` without its checks, for code that built valid parts itself.
+
+    The worker loop builds one per forwarded output, channels one per decoded entry; the
+    checked constructor costs a third more.
+    """
+    message: ChannelMessage = _new_object(ChannelMessage)
+    message.payload = payload
+    message.raw_metadata = metadata
+    message.raw_ack = ack
+    message.is_shutdown = is_shutdown
+    message.raw_id = id
+    message.deferred = None
+    return message
 
 
 class ChannelMessage:
@@ -139,15 +181,29 @@ class ChannelMessage:
             at once; if the callback raised, a later call tries again.
         is_shutdown: True for a shutdown signal rather than data.
         id: ``"<16 hex random>-<counter>"``, unique in the process and distinct across
-            processes, for tracing and
-            de-duplication, generated on first access unless given. Not part of ``==``.
+            processes, for tracing and de-duplication, generated on first access unless
+            given. Not part of ``==``.
+
+    For channel implementations and the worker loop, which build and read messages on every
+    hop without the properties' work (building a message field by field costs half of what
+    the checked constructor does), the storage behind the properties is public too:
+
+    Attributes:
+        raw_metadata: The metadata dict, or ``None`` until ``metadata`` is first used.
+        raw_ack: The ack as given (``None``, a callback, or its :class:`OnceAck`).
+        raw_id: The id as a str, or the counter it will be made from, or ``None``.
+        deferred: Observer work that a ``send_nowait`` could not await, run by the
+            channel that delivers the message (see :class:`~spark_nodes.channels.BaseChannel`),
+            or ``None``.
+
+    Use :func:`unchecked_message` to build one without the constructor's checks.
 
     Raises:
         TypeError: ``metadata`` is not a dict, ``ack`` is not callable, or ``id`` is not a
             non-empty str.
     """
 
-    __slots__ = ("_ack", "_id", "_metadata", "_pending", "is_shutdown", "payload")
+    __slots__ = ("deferred", "is_shutdown", "payload", "raw_ack", "raw_id", "raw_metadata")
 
     def __init__(
         self,
@@ -165,60 +221,60 @@ class ChannelMessage:
         if id is not None and (id.__class__ is not str or not id):
             raise TypeError(f"id must be a non-empty str, not {id!r}")
         self.payload = payload
-        self._metadata = metadata
-        self._ack: AckCallback | _OnceAck | None = ack
+        self.raw_metadata = metadata
+        self.raw_ack: AckCallback | OnceAck | None = ack
         self.is_shutdown = is_shutdown
-        self._id: str | int | None = id
+        self.raw_id: str | int | None = id
         # Send-phase observer work that a synchronous send_nowait could not await; the
         # receiving channel runs it before the receive phase (see BaseChannel).
-        self._pending: list[Any] | None = None
+        self.deferred: list[Any] | None = None
 
     @property
     def metadata(self) -> dict[str, Any]:
         """Tracing, routing and debugging information; created empty on first access."""
-        metadata = self._metadata
+        metadata = self.raw_metadata
         if metadata is None:
-            metadata = self._metadata = {}
+            metadata = self.raw_metadata = {}
         return metadata
 
     @metadata.setter
     def metadata(self, value: dict[str, Any]) -> None:
         if not isinstance(value, dict):
             raise TypeError(f"metadata must be a dict, not {type(value).__name__}")
-        self._metadata = value
+        self.raw_metadata = value
 
     @property
     def ack(self) -> AckCallback | None:
         """The acknowledgement callback, made idempotent; ``None`` if there is none."""
-        ack = self._ack
-        if ack is None or ack.__class__ is _OnceAck:
+        ack = self.raw_ack
+        if ack is None or ack.__class__ is OnceAck:
             return ack
-        once = _OnceAck(ack)
-        self._ack = once
+        once = OnceAck(ack)
+        self.raw_ack = once
         return once
 
     @ack.setter
     def ack(self, value: AckCallback | None) -> None:
         if value is not None and not callable(value):
             raise TypeError(f"ack must be an async callable or None, not {type(value).__name__}")
-        self._ack = value
+        self.raw_ack = value
 
     @property
     def acked(self) -> bool:
         """True once the ack callback has completed successfully."""
-        ack = self._ack
-        return isinstance(ack, _OnceAck) and ack.done
+        ack = self.raw_ack
+        return isinstance(ack, OnceAck) and ack.done
 
     @property
     def id(self) -> str:
         """The message id (tracing, de-duplication); generated on first access."""
-        ident = self._id
+        ident = self.raw_id
         if isinstance(ident, str):
             return ident
         if ident is None:
             ident = next(_sequence)
         text = f"{_prefix}{ident}"
-        self._id = text
+        self.raw_id = text
         return text
 
     def clone(
@@ -245,41 +301,44 @@ class ChannelMessage:
         """
         if metadata is not None and not isinstance(metadata, dict):
             raise TypeError(f"metadata must be a dict, not {type(metadata).__name__}")
-        current = self._metadata
+        current = self.raw_metadata
         merged: dict[str, Any] | None
         if current:
             merged = {**current, **metadata} if metadata else dict(current)
         else:
             merged = dict(metadata) if metadata else None
-        if self._id is None:
-            self._id = next(_sequence)
+        if self.raw_id is None:
+            self.raw_id = next(_sequence)
         copy = ChannelMessage(
             self.payload if payload is _UNSET else payload,
             merged,
             self.ack,
             self.is_shutdown if is_shutdown is None else is_shutdown,
         )
-        copy._id = self._id
+        copy.raw_id = self.raw_id
         return copy
 
-    def _with_metadata_defaults(self, defaults: dict[str, Any]) -> ChannelMessage:
-        # ForwardingChannel's hot path: defaults under the message's own keys, same id,
-        # payload, ack and flag. Built field by field (no __init__, no properties, no
-        # validation: every part comes from a valid message).
-        ack = self._ack
-        if ack is not None and ack.__class__ is not _OnceAck:
-            ack = self._ack = _OnceAck(ack)
-        ident = self._id
+    def with_metadata_defaults(self, defaults: dict[str, Any]) -> ChannelMessage:
+        """Return a copy whose metadata has ``defaults`` under this message's own keys.
+
+        The copy shares the payload, ack (acking either acks both), id and shutdown flag;
+        this message is not touched. (What a :class:`ForwardingChannel` sends: built field
+        by field, with no checks, since every part comes from a valid message.)
+        """
+        ack = self.raw_ack
+        if ack is not None and ack.__class__ is not OnceAck:
+            ack = self.raw_ack = OnceAck(ack)
+        ident = self.raw_id
         if ident is None:
-            ident = self._id = next(_sequence)
-        current = self._metadata
+            ident = self.raw_id = next(_sequence)
+        current = self.raw_metadata
         copy: ChannelMessage = _new_object(ChannelMessage)
         copy.payload = self.payload
-        copy._metadata = {**defaults, **current} if current else defaults.copy()
-        copy._ack = ack
+        copy.raw_metadata = {**defaults, **current} if current else defaults.copy()
+        copy.raw_ack = ack
         copy.is_shutdown = self.is_shutdown
-        copy._id = ident
-        copy._pending = None
+        copy.raw_id = ident
+        copy.deferred = None
         return copy
 
     def __eq__(self, other: object) -> bool:
@@ -288,8 +347,8 @@ class ChannelMessage:
         assert isinstance(other, ChannelMessage)
         return (
             self.payload == other.payload
-            and (self._metadata or {}) == (other._metadata or {})
-            and self._ack == other._ack
+            and (self.raw_metadata or {}) == (other.raw_metadata or {})
+            and self.raw_ack == other.raw_ack
             and self.is_shutdown == other.is_shutdown
         )
 
@@ -298,5 +357,5 @@ class ChannelMessage:
     def __repr__(self) -> str:
         return (
             f"ChannelMessage(payload={self.payload!r}, metadata={self.metadata!r}, "
-            f"ack={self._ack!r}, is_shutdown={self.is_shutdown!r}, id={self.id!r})"
+            f"ack={self.raw_ack!r}, is_shutdown={self.is_shutdown!r}, id={self.id!r})"
         )

@@ -3,6 +3,6 @@
 from spark_nodes.graphs.graph import Graph
 from spark_nodes.graphs.result import GraphResult, StopReason
 from spark_nodes.graphs.task import Budget, Task, TaskType
-from spark_nodes.nodes.runtime import NodeStatistics
+from spark_nodes.nodes.statistics import NodeStatistics
 
 __all__ = ["Budget", "Graph", "GraphResult", "NodeStatistics", "StopReason", "Task", "TaskType"]

@@ -26,44 +26,49 @@ from redis.asyncio import Redis
 
 from spark_nodes._redis_client import ConnectionRetry, open_client, with_retries
 from spark_nodes.channels import ChannelMessage
-from spark_nodes.channels._redis_scripts import ID_BEFORE
 from spark_nodes.channels.codec import encode
 from spark_nodes.channels.redis import RedisChannel, has_hash_tag
+from spark_nodes.channels.redis._scripts import ID_BEFORE
 from spark_nodes.errors import ChannelUnavailable, WiringError
 
 if TYPE_CHECKING:
     from spark_nodes.nodes import Node
 
-__all__ = ["GRAPH_RUN_KEY", "RedisBackend"]
+__all__ = ["DEFAULT_PREFETCH", "GRAPH_RUN_KEY", "RedisBackend"]
 
 GRAPH_RUN_KEY: Final = "graph_run"
+
+DEFAULT_PREFETCH: Final = 100
+"""Entries a node's mailbox reads per round trip unless ``mailbox_options`` say otherwise:
+one commit settles them all, so a batch this size costs about one round trip."""
 """Metadata key of a distributed shutdown: the run (epoch) it belongs to."""
 
 RECORD: Final = (
     ID_BEFORE
     + """
 -- Record a node's shutdown entry from one source, and settle the entry (if its lease is
--- ours). KEYS[1] graph hash, KEYS[2] node stream, KEYS[3] node stats
--- ARGV[1] group, ARGV[2] consumer, ARGV[3] entry id, ARGV[4] deliveries, ARGV[5] epoch
--- ('' for the current one), ARGV[6] node, ARGV[7] source; ARGV[8..] the sources it needs.
+-- ours): run through RedisChannel.settle_with. KEYS[1] node stream, KEYS[2] node stats,
+-- KEYS[3] graph hash. ARGV[1] group, ARGV[2] consumer, ARGV[3] entry id, ARGV[4]
+-- deliveries, ARGV[5] epoch ('' for the current one), ARGV[6] node, ARGV[7] source;
+-- ARGV[8..] the sources it needs.
 -- Returns -1 lease lost, 0 from an earlier run (ignored), 1 recorded, 2 now closing.
 redis.replicate_commands()
-local p = redis.pcall('XPENDING', KEYS[2], ARGV[1], ARGV[3], ARGV[3], 1)
+local p = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
 if p.err or #p == 0 or p[1][2] ~= ARGV[2] or tostring(p[1][4]) ~= ARGV[4] then return -1 end
-redis.call('XACK', KEYS[2], ARGV[1], ARGV[3])
-redis.call('XDEL', KEYS[2], ARGV[3])
-redis.call('HINCRBY', KEYS[3], 'acked', 1)
-local epoch = redis.call('HGET', KEYS[1], 'epoch') or '0'
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+redis.call('XDEL', KEYS[1], ARGV[3])
+redis.call('HINCRBY', KEYS[2], 'acked', 1)
+local epoch = redis.call('HGET', KEYS[3], 'epoch') or '0'
 if ARGV[5] ~= '' and ARGV[5] ~= epoch then return 0 end
 local prefix = 'shutdown:' .. epoch .. ':' .. ARGV[6] .. ':'
-redis.call('HSETNX', KEYS[1], prefix .. ARGV[7], ARGV[3])
+redis.call('HSETNX', KEYS[3], prefix .. ARGV[7], ARGV[3])
 local latest = ARGV[3]
 for i = 8, #ARGV do
-  local id = redis.call('HGET', KEYS[1], prefix .. ARGV[i])
+  local id = redis.call('HGET', KEYS[3], prefix .. ARGV[i])
   if not id then return 1 end
   if id_before(latest, id) then latest = id end
 end
-redis.call('HSETNX', KEYS[1], 'closing:' .. epoch .. ':' .. ARGV[6], latest)
+redis.call('HSETNX', KEYS[3], 'closing:' .. epoch .. ':' .. ARGV[6], latest)
 return 2
 """
 )
@@ -137,23 +142,26 @@ class RedisBackend:
         self.retry: ConnectionRetry = self.options.get("retry") or ConnectionRetry()
         self._record = self.redis.register_script(RECORD)
         self._finish = self.redis.register_script(FINISH)
+        self.mailboxes: dict[str, RedisChannel] = {}
+        """The mailboxes made for the graph's nodes, by node id."""
 
     def channel_name(self, node_id: str) -> str:
         """The mailbox name of ``node_id``: ``{graph}:node_id``."""
         return f"{{{self.graph}}}:{node_id}"
 
     def mailbox_for(self, node: Node) -> RedisChannel:
-        """Make the mailbox of ``node``, reusing its observers."""
-        options = {"prefetch": node.config.concurrency, **self.options}
+        """Make the mailbox of ``node``, reusing its observers; remember it."""
+        options = {"prefetch": max(DEFAULT_PREFETCH, node.config.concurrency), **self.options}
         mailbox = RedisChannel(
             redis=self.redis,
             channel_name=self.channel_name(node.id),
             namespace=self.namespace,
             name=f"node:{self.graph}:{node.id}",
             observers=node.mailbox.observers,
+            result_key=self.result_key(node.id),
             **options,
         )
-        mailbox._result_key = self.result_key(node.id)
+        self.mailboxes[node.id] = mailbox
         return mailbox
 
     def result_key(self, node_id: str) -> str:
@@ -164,7 +172,7 @@ class RedisBackend:
         """Whether ``channel`` is a mailbox of this graph."""
         return (
             isinstance(channel, RedisChannel)
-            and channel._redis is self.redis
+            and channel.client is self.redis
             and has_hash_tag(channel.key)
             and channel.key.startswith(f"{self.namespace}:{{{self.graph}}}:")
         )
@@ -195,20 +203,19 @@ class RedisBackend:
         required: tuple[str, ...],
         source: str,
     ) -> int:
-        """Record a shutdown entry a consumer of ``node_id`` received (see ``RECORD``)."""
-        lease = mailbox._lease_of(message)
+        """Record a shutdown entry a consumer of ``node_id`` received (see ``RECORD``).
+
+        Raises:
+            ChannelUnavailable: Redis could not be reached within the retries.
+        """
         run = message.metadata.get(GRAPH_RUN_KEY)
-        keys = [self.hash_key, mailbox.key, mailbox._keys.stats]
-        args: list[Any] = [
-            mailbox.group, mailbox.consumer, lease.entry, lease.deliveries,
-            "" if run is None else str(run), node_id, source, *required,
-        ]  # fmt: skip
-        status: int = await with_retries(
-            lambda: self._record(keys=keys, args=args),
-            retry=self.retry, what=f"record a shutdown of {node_id!r}", error=ChannelUnavailable,
-        )  # fmt: skip
-        mailbox._held.pop(lease.entry, None)
-        return status
+        return await mailbox.settle_with(
+            message,
+            self._record,
+            keys=[self.hash_key],
+            args=["" if run is None else str(run), node_id, source, *required],
+            what=f"record a shutdown of {node_id!r}",
+        )
 
     async def try_finish(
         self,
@@ -219,11 +226,15 @@ class RedisBackend:
         successors: list[RedisChannel],
         nodes: int,
     ) -> int:
-        """Finish ``node_id`` if it is closing and drained (see ``FINISH``)."""
-        keys = [self.hash_key, mailbox.key, mailbox._keys.closed]
+        """Finish ``node_id`` if it is closing and drained (see ``FINISH``).
+
+        Raises:
+            ChannelUnavailable: Redis could not be reached within the retries.
+        """
+        keys = [self.hash_key, mailbox.key, mailbox.keys.closed]
         args: list[Any] = [mailbox.group, epoch, node_id, nodes]
         for successor in successors:
-            keys += (successor.key, successor._keys.stats)
+            keys += (successor.key, successor.keys.stats)
             args.append(encode(self.shutdown_message(node_id, epoch)))
         status: int = await with_retries(
             lambda: self._finish(keys=keys, args=args),

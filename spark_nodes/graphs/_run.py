@@ -16,25 +16,26 @@ import itertools
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
 
-from spark_nodes.channels import BaseChannel, ChannelClosed, ChannelMessage
-from spark_nodes.channels.redis import RedisChannel
+from spark_nodes.channels import BaseChannel, ChannelClosed, ChannelMessage, InMemoryChannel
+from spark_nodes.channels.mailbox import is_restorable
 from spark_nodes.errors import GraphCancelled, GraphFailed
-from spark_nodes.graphs._redis_backend import GRAPH_RUN_KEY
+from spark_nodes.graphs._distributed import Distribution
 from spark_nodes.graphs._spawn import Spawner, open_spawner
 from spark_nodes.graphs.result import GraphResult, StopReason
 from spark_nodes.nodes import Node, NodeMessage
-from spark_nodes.nodes.runtime import SHUTDOWN_EXTERNAL, NodeRuntime
+from spark_nodes.nodes._runtime import NodeRuntime
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
+    from spark_nodes.channels.mailbox import RestorableMailbox
     from spark_nodes.graphs._redis_backend import RedisBackend
+    from spark_nodes.graphs._topology import Topology
     from spark_nodes.graphs.graph import Graph
     from spark_nodes.graphs.task import Task
 
@@ -42,17 +43,12 @@ _log = structlog.get_logger("spark_nodes")
 
 _LONG_RUNNING_OUTPUTS = 1000  # a stream's results are not kept without bound
 
-# What recording a distributed shutdown entry found (see _redis_backend.RECORD), and
-# whether a node could finish (FINISH).
-_LEASE_LOST, _EARLIER_RUN, _CLOSING = -1, 0, 2
-_NOT_YET = 0
-
 
 class Run:
     """The state of one ``graph.run(task)`` or ``graph.serve()``; the nodes' :class:`RunContext`.
 
     In a Redis graph (``distributed``) the run hosts the ``served`` nodes only; the others
-    run in other processes, and shutdown goes through Redis (see ``_redis_backend``).
+    run in other processes, and shutdown goes through Redis (see ``_distributed``).
     """
 
     def __init__(
@@ -60,15 +56,15 @@ class Run:
         graph: Graph,
         task: Task,
         topology: Topology,
+        *,
+        backend: RedisBackend | None = None,
         served: set[str] | None = None,
         concurrency: int | None = None,
     ) -> None:
         self.graph = graph
         self.task = task
         self.topology = topology
-        self.backend: RedisBackend | None = graph._backend
-        self.distributed = self.backend is not None
-        self.epoch = 0  # the distributed run this one takes part in
+        self.distributed = backend is not None
         self.concurrency = concurrency  # loops per served node, instead of their configs'
         self.dead_letters: BaseChannel = graph.dead_letters
         self.one_pass = task.type == "standard"
@@ -84,8 +80,9 @@ class Run:
             for node in topology.nodes
             if served is None or node.id in served
         }
-        self.successors = topology.forward_successors
-        self.sources = topology.sources
+        self.distribution = (
+            None if backend is None else Distribution(backend, graph.name, topology, self.runtimes)
+        )
         self.unfinished = len(self.runtimes)
         self.shutdown_reason: StopReason | None = None
         self.stop_reason: StopReason | None = None
@@ -124,16 +121,16 @@ class Run:
         self.stop_detail = detail
         _log.info("graph stopping", graph=self.graph.name, reason=reason, detail=detail)
         for runtime in self.runtimes.values():
-            runtime.node._stop_flag = True  # set before waking, so woken loops see it
+            runtime.stop()  # every node first, so that woken loops see it
         for runtime in self.runtimes.values():
             self.node_stopping(runtime)
         if self._outer is not None:
             self._outer.start_soon(self._cancel_after_grace)
-            if self.distributed:  # what was prefetched goes to the other workers now
-                self._outer.start_soon(self._release_buffered)
+            if self.distribution is not None:  # what was prefetched goes to others now
+                self._outer.start_soon(self.distribution.release_buffered)
 
     def node_stopping(self, runtime: NodeRuntime) -> None:
-        """``runtime.node._stop_flag`` was just set: wake its loops or finish it if idle."""
+        """The node was asked to stop: wake its loops, or finish it if idle."""
         if runtime.finished:
             return
         if runtime.on_demand:
@@ -182,67 +179,10 @@ class Run:
                     _log.exception("timer callback failed", graph=self.graph.name)
         self._timer_wake = None
 
-    async def shutdown_received(self, runtime: NodeRuntime, message: ChannelMessage) -> None:
-        """Record a distributed shutdown entry; try to finish the node if it is complete."""
-        assert self.backend is not None
-        node = runtime.node
-        mailbox = node.mailbox
-        assert isinstance(mailbox, RedisChannel)
-        metadata = message.metadata
-        source = metadata.get("source_node", SHUTDOWN_EXTERNAL)
-        status = await self.backend.record_shutdown(
-            mailbox, message, node_id=node.id, required=runtime.shutdown_sources, source=source
-        )
-        if status == _CLOSING:
-            await self._try_finish(runtime)
-        elif status == _EARLIER_RUN:
-            _log.info("shutdown of an earlier run ignored", node=node.id, source=source,
-                      run=metadata.get(GRAPH_RUN_KEY), current=self.epoch)  # fmt: skip
-        elif status == _LEASE_LOST:
-            _log.warning("shutdown entry reclaimed by another consumer", node=node.id)
-
-    async def _try_finish(self, runtime: NodeRuntime) -> None:
-        """Finish a served node if it is closing and drained (every consumer tries)."""
-        assert self.backend is not None
-        node_id = runtime.node.id
-        mailbox = runtime.node.mailbox
-        assert isinstance(mailbox, RedisChannel)
-        successors = []
-        for successor_id in self.topology.forward_successors[node_id]:
-            successor = self.graph._by_id[successor_id].mailbox
-            assert isinstance(successor, RedisChannel)
-            successors.append(successor)
-        status = await self.backend.try_finish(
-            mailbox, node_id=node_id, epoch=self.epoch, successors=successors,
-            nodes=len(self.topology.nodes),
-        )  # fmt: skip
-        if status != _NOT_YET:
-            mailbox._remote_closed = True  # finished (or the whole run is over): stop reading
-
-    async def _renew_leases(self) -> None:
-        """Keep the entries our loops hold from being reclaimed while they work on them."""
-        mailboxes = [r.node.mailbox for r in self.runtimes.values()]
-        redis_mailboxes = [m for m in mailboxes if isinstance(m, RedisChannel)]
-        if not redis_mailboxes:
-            return
-        interval = min(m._settings.visibility_ms for m in redis_mailboxes) / 3000
-        while True:
-            await anyio.sleep(interval)
-            for mailbox in redis_mailboxes:
-                try:
-                    await mailbox.renew_leases()
-                except Exception:  # noqa: BLE001 - logged; the next round tries again
-                    _log.exception("lease renewal failed", channel=mailbox.name)
-
-    async def _release_buffered(self) -> None:
-        """Give back what our loops prefetched and did not start: others take it at once."""
-        for runtime in self.runtimes.values():
-            mailbox = runtime.node.mailbox
-            if isinstance(mailbox, RedisChannel):
-                try:
-                    await mailbox.release_buffered()
-                except Exception:  # noqa: BLE001 - they are reclaimed after the timeout anyway
-                    _log.exception("could not release prefetched entries", channel=mailbox.name)
+    async def shutdown_received(self, node_id: str, message: ChannelMessage) -> None:
+        """A distributed graph's shutdown entry reached a loop of node ``node_id``."""
+        assert self.distribution is not None
+        await self.distribution.shutdown_received(self.runtimes[node_id], message)
 
     def start_drain(self, runtime: NodeRuntime) -> None:
         """Start an on-demand worker for ``runtime`` (``runtime.active`` counts it)."""
@@ -267,15 +207,10 @@ class Run:
         await self._shut_down_sources()
 
     async def _shut_down_sources(self) -> None:
-        if self.backend is not None:
-            for node_id in self.sources:
-                mailbox = self.graph._by_id[node_id].mailbox
-                assert isinstance(mailbox, RedisChannel)
-                await self.backend.send_shutdown(
-                    mailbox, source=SHUTDOWN_EXTERNAL, epoch=self.epoch
-                )
+        if self.distribution is not None:
+            await self.distribution.shut_down_sources()
             return
-        for node_id in self.sources:
+        for node_id in self.topology.sources:
             runtime = self.runtimes[node_id]
             if not runtime.finished and not await _send_shutdown(runtime.node, source=None):
                 self._mailbox_closed(runtime)
@@ -293,7 +228,7 @@ class Run:
         if self.stop_reason is not None or self.distributed:
             return  # a distributed node's finish sent it, in the same script
         node_id = runtime.node.id
-        for successor_id in self.successors[node_id]:
+        for successor_id in self.topology.forward_successors[node_id]:
             successor = self.runtimes[successor_id]
             if not successor.finished and not await _send_shutdown(successor.node, source=node_id):
                 self._mailbox_closed(successor)
@@ -322,18 +257,13 @@ class Run:
             GraphFailed: A worker loop crashed more often than its restart policy allows.
         """
         budget = self.task.budget
-        if self.backend is not None:
-            self.epoch = await self.backend.epoch()
-            for runtime in self.runtimes.values():
-                mailbox = runtime.node.mailbox
-                assert isinstance(mailbox, RedisChannel)
-                mailbox._watch_remote_close(self.epoch, partial(self._try_finish, runtime))
-            _log.info("serving", graph=self.graph.name, nodes=sorted(self.runtimes),
-                      run=self.epoch)  # fmt: skip
+        distribution = self.distribution
+        if distribution is not None:
+            await distribution.start()
         async with anyio.create_task_group() as outer:
             self._outer = outer
-            if self.distributed:
-                outer.start_soon(self._renew_leases)
+            if distribution is not None:
+                outer.start_soon(distribution.renew_leases)
             if budget.max_seconds is not None:
                 outer.start_soon(self._stop_after, budget.max_seconds)
             if self.task.idle_timeout is not None:
@@ -352,8 +282,8 @@ class Run:
                 finally:
                     self._spawn = None
             outer.cancel_scope.cancel()  # the timers
-        if self.distributed:
-            await self._release_buffered()
+        if distribution is not None:
+            await distribution.release_buffered()
         if self.task.checkpoint_path is not None:
             await self.graph.checkpoint(self.task.checkpoint_path)  # the final one
         result = self.result()
@@ -374,13 +304,13 @@ class Run:
         node = runtime.node
         if runtime.on_demand:
             mailbox = node.mailbox
-            assert hasattr(mailbox, "_set_arrival_hook")
-            mailbox._set_arrival_hook(runtime.on_arrival, node.config.concurrency)
-            for _ in range(min(node.mailbox.qsize(), node.config.concurrency)):
+            assert isinstance(mailbox, InMemoryChannel)
+            mailbox.set_arrival_callback(runtime.on_arrival, node.config.concurrency)
+            for _ in range(min(mailbox.qsize(), node.config.concurrency)):
                 runtime.on_arrival()  # messages left from before the run
             return
         loops = self.concurrency or node.config.concurrency
-        runtime.active = loops
+        runtime.loops = runtime.active = loops
         for _ in range(loops):
             spawn(self._supervise, runtime)
 
@@ -409,7 +339,7 @@ class Run:
                     else:
                         await runtime.run_default_loop()
                 except Exception as error:  # noqa: BLE001 - a crash, handled by supervision
-                    if node._stop_flag or self.stop_reason is not None:
+                    if runtime.should_stop() or self.stop_reason is not None:
                         _log.info("worker loop ended with an error while stopping",
                                   node=node.id, error=repr(error))  # fmt: skip
                         break
@@ -417,7 +347,7 @@ class Run:
                     if crashes is None:
                         break
                     await anyio.sleep(node.config.restart.delay(len(crashes)))
-                    if runtime.node._stop_flag:  # may have been set while we slept
+                    if runtime.should_stop():  # may have been asked while we slept
                         break
                     continue
                 break
@@ -430,7 +360,9 @@ class Run:
         node = runtime.node
         if runtime.active or runtime.finished:
             return
-        if runtime.on_demand and not (runtime.draining or node._stop_flag or node.mailbox.closed):
+        if runtime.on_demand and not (
+            runtime.draining or runtime.should_stop() or node.mailbox.closed
+        ):
             if not node.mailbox.empty():
                 runtime.on_arrival()  # a crashed worker left messages behind
             return  # idle: the next arrival starts a worker
@@ -497,12 +429,27 @@ class Run:
                 await anyio.sleep(0.05)
 
     def close(self) -> None:
-        """Detach the run from the nodes' mailboxes (after the run ended)."""
+        """Detach the run from the nodes' mailboxes (after the run ended).
+
+        The shutdown and wake-up messages this run left in mailboxes go: they were this
+        run's; the data messages stay for the next.
+        """
         for runtime in self.runtimes.values():
             mailbox = runtime.node.mailbox
-            if runtime.on_demand:
-                mailbox._set_arrival_hook(None)  # type: ignore[attr-defined]
-            mailbox._discard_shutdowns()  # this run's control messages only
+            if isinstance(mailbox, InMemoryChannel) and runtime.on_demand:
+                mailbox.set_arrival_callback(None)
+            if is_restorable(mailbox):
+                restorable: RestorableMailbox = mailbox  # type: ignore[assignment]
+                try:
+                    queued = restorable.snapshot()
+                except NotImplementedError:
+                    continue
+                if any(message.is_shutdown for message in queued):
+                    restorable.restore([m for m in queued if not m.is_shutdown])
+
+    def held_messages(self) -> dict[str, list[ChannelMessage]]:
+        """Per hosted node, the messages its loops took and have not handled yet."""
+        return {i: runtime.held_messages() for i, runtime in self.runtimes.items()}
 
     def result(self) -> GraphResult:
         """The result so far."""
@@ -527,19 +474,3 @@ async def _send_shutdown(node: Node, *, source: str | None) -> bool:
     except ChannelClosed:
         return False
     return True
-
-
-class Topology:
-    """Nodes, back edges and shutdown order, computed from the edges at run time."""
-
-    def __init__(
-        self,
-        nodes: list[Node],
-        shutdown_sources: dict[str, tuple[str, ...]],
-        forward_successors: dict[str, list[str]],
-        sources: list[str],
-    ) -> None:
-        self.nodes = nodes
-        self.shutdown_sources = shutdown_sources
-        self.forward_successors = forward_successors
-        self.sources = sources

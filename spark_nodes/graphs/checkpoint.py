@@ -26,9 +26,11 @@ import anyio
 
 from spark_nodes.channels import ChannelMessage
 from spark_nodes.channels.codec import decode, encode, pack, unpack
+from spark_nodes.channels.mailbox import is_restorable
 from spark_nodes.errors import CheckpointError, MessageDecodeError, MessageEncodeError, WiringError
 
 if TYPE_CHECKING:
+    from spark_nodes.channels.mailbox import RestorableMailbox
     from spark_nodes.graphs.graph import Graph
     from spark_nodes.nodes import Node
 
@@ -97,24 +99,34 @@ class Checkpoint:
 
 
 def _pending(node: Node, in_progress: Iterable[ChannelMessage]) -> list[ChannelMessage] | None:
-    queued = node.mailbox._snapshot()
-    if queued is None:
+    mailbox = node.mailbox
+    if not is_restorable(mailbox):
         return None  # a durable mailbox keeps its own messages
+    restorable: RestorableMailbox = mailbox  # type: ignore[assignment]
+    try:
+        queued = restorable.snapshot()
+    except NotImplementedError:
+        return None  # an edge into a mailbox that keeps its own messages
     return [*in_progress, *node.held, *(m for m in queued if not m.is_shutdown)]
 
 
-async def take_checkpoint(graph: Graph) -> Checkpoint:
+async def take_checkpoint(
+    graph: Graph, in_progress: dict[str, list[ChannelMessage]] | None = None
+) -> Checkpoint:
     """Capture ``graph``'s unacked messages, then its state.
+
+    Args:
+        graph: The graph.
+        in_progress: Per node, messages its running loops took and have not handled.
 
     Raises:
         MessageEncodeError: A message's payload or metadata is not plain data; the error
             names the node.
     """
-    run = graph._run
+    in_progress = in_progress or {}
     messages: dict[str, list[bytes]] = {}
     for node in graph.nodes.values():  # no await in this loop: one consistent moment
-        runtime = run.runtimes.get(node.id) if run is not None else None
-        pending = _pending(node, runtime.in_progress if runtime is not None else ())
+        pending = _pending(node, in_progress.get(node.id, ()))
         if pending is None:
             continue
         try:
@@ -193,7 +205,11 @@ async def restore_checkpoint(graph: Graph, checkpoint: Checkpoint) -> int:
     for node in nodes.values():
         node.drop_held()
     for node_id, messages in restored.items():
-        nodes[node_id].mailbox._replace_contents(messages)
+        mailbox = nodes[node_id].mailbox
+        if not is_restorable(mailbox):
+            raise NotImplementedError(f"{mailbox!r} cannot be restored from a checkpoint")
+        restorable: RestorableMailbox = mailbox  # type: ignore[assignment]
+        restorable.restore(messages)
     return sum(len(messages) for messages in restored.values())
 
 

@@ -7,13 +7,15 @@ import os
 from collections.abc import Sequence
 from typing import Any, Self
 
+from anyio.lowlevel import checkpoint
 from redis.asyncio import Redis
 
 from spark_nodes.channels import BaseChannel, ChannelMessage, InMemoryChannel
-from spark_nodes.channels.redis import RedisChannel
+from spark_nodes.channels.message import unchecked_message
 from spark_nodes.errors import GraphNotRunning, WiringError
 from spark_nodes.graphs._redis_backend import RedisBackend
-from spark_nodes.graphs._run import Run, Topology
+from spark_nodes.graphs._run import Run
+from spark_nodes.graphs._topology import Topology
 from spark_nodes.graphs.checkpoint import (
     read_checkpoint,
     restore_checkpoint,
@@ -23,13 +25,14 @@ from spark_nodes.graphs.checkpoint import (
 from spark_nodes.graphs.result import GraphResult
 from spark_nodes.graphs.task import Budget, Task, TaskType
 from spark_nodes.nodes import Node, NodeMessage
-from spark_nodes.nodes.node import NO_OUTPUT
-from spark_nodes.nodes.runtime import SHUTDOWN_EXTERNAL
+from spark_nodes.nodes._runtime import SHUTDOWN_EXTERNAL
+from spark_nodes.nodes.node import NO_OUTPUT, attach_runtime, detach_runtime, wiring_version
 from spark_nodes.state import GraphState, MemoryState, RedisState
 
 __all__ = ["Graph"]
 
 _numbers = itertools.count(1)
+_SENDS_PER_YIELD = 128  # as the worker loop: see _loop._CHECKPOINT_EVERY
 
 
 class Graph:
@@ -99,7 +102,8 @@ class Graph:
             name=f"graph:{self.name}:dead-letters"
         )
         self._run: Run | None = None
-        self._by_id: dict[str, Node] = {}
+        self._known: tuple[int, Topology] | None = None  # (wiring version, its topology)
+        self._sends_to_yield = _SENDS_PER_YIELD
         self._backend: RedisBackend | None = None
         self._owns_state = state is None
         self._named = name is not None
@@ -153,14 +157,15 @@ class Graph:
 
     def result_of(self, node_id: str) -> tuple[bool, Any]:
         """``(True, latest output)`` of a node that has produced one, else ``(False, None)``."""
-        node = self._by_id.get(node_id)
+        node = self._topology().by_id.get(node_id)
         if node is None or node.last_output is NO_OUTPUT:
             return (False, None)
         return (True, node.last_output)
 
     def result_ids(self) -> list[str]:
         """The ids of the nodes that have produced an output."""
-        return [i for i, node in self._by_id.items() if node.last_output is not NO_OUTPUT]
+        by_id = self._topology().by_id
+        return [i for i, node in by_id.items() if node.last_output is not NO_OUTPUT]
 
     @property
     def running(self) -> bool:
@@ -261,7 +266,7 @@ class Graph:
     ) -> GraphResult:
         if self._run is not None:
             raise RuntimeError(f"graph {self.name!r} is already running")
-        topology = self._topology()
+        topology = self._topology(fresh=True)
         if self._backend is not None:
             self._give_redis_mailboxes(topology.nodes)
         if task.type is TaskType.STANDARD:
@@ -272,26 +277,26 @@ class Graph:
                         f"node {node.id!r} {why}; a STANDARD run drives nodes through "
                         f"process() once per message, so run it with TaskType.LONG_RUNNING"
                     )
-        hosted = [n for n in topology.nodes if served is None or n.id in served]
-        for node in hosted:
-            if node._runtime is not None:
-                raise WiringError(f"node {node.id!r} is already running in another graph")
         checkpoint = await read_checkpoint(resume_from) if resume_from is not None else None
-        run = Run(self, task, topology, served, concurrency)
-        for node in hosted:
-            node._stop_flag = False
-            node._runtime = run.runtimes[node.id]
-        self._run = run
+        run = Run(
+            self, task, topology, backend=self._backend, served=served, concurrency=concurrency
+        )
+        attached: list[Node] = []
         try:
+            for node_id, runtime in run.runtimes.items():
+                attach_runtime(topology.by_id[node_id], runtime)
+                attached.append(topology.by_id[node_id])
+            self._run = run
             if checkpoint is not None:
                 run.in_flight += await restore_checkpoint(self, checkpoint)
                 run.resumed = True
             return await run.execute()
         finally:
-            self._run = None
-            run.close()
-            for node in hosted:
-                node._runtime = None
+            if self._run is run:
+                self._run = None
+                run.close()
+            for node in attached:
+                detach_runtime(node)
 
     async def checkpoint(self, path: str | os.PathLike[str]) -> None:
         """Save the graph's state and every unacked message to ``path``, atomically.
@@ -304,7 +309,9 @@ class Graph:
             MessageEncodeError: A message or state value is not plain data.
             OSError: The file could not be written; the previous one is left as it was.
         """
-        await write_checkpoint(await take_checkpoint(self), path)
+        run = self._run
+        held = run.held_messages() if run is not None else {}
+        await write_checkpoint(await take_checkpoint(self, held), path)
 
     async def resume(self, path: str | os.PathLike[str], task: Task | None = None) -> GraphResult:
         """Run ``task`` (a one-pass run by default) from the checkpoint at ``path``.
@@ -336,19 +343,29 @@ class Graph:
             KeyError: No node has that id.
             ChannelUnavailable: A Redis graph's server could not be reached.
         """
+        node_id = node if node.__class__ is str else node.id  # type: ignore[union-attr]
         if self._backend is not None:
-            target = self.nodes[node if isinstance(node, str) else node.id]
+            target = self._topology().by_id[node_id]
             await target.mailbox.send(_message_of(content, metadata))
             return
         run = self._run
         if run is None or run.stop_reason is not None or run.shutdown_reason is not None:
             raise GraphNotRunning(f"graph {self.name!r} is not running: it takes no messages")
-        target = run.runtimes[node if isinstance(node, str) else node.id].node
-        message = _message_of(content, metadata)
+        runtime = run.runtimes[node_id]
+        if metadata is None and not isinstance(content, NodeMessage):
+            message = unchecked_message(content)  # the common case: nothing to check
+        else:
+            message = _message_of(content, metadata)
         run.in_flight += 1
-        mailbox = target.mailbox
-        if not mailbox._offer(message):  # send()'s effects without a coroutine, when it can
-            await mailbox.send(message)
+        if not runtime.mailbox.offer(message):  # send() without a coroutine, when it can
+            await runtime.node.mailbox.send(message)
+            return
+        self._sends_to_yield -= 1
+        if not self._sends_to_yield:
+            # A producer that never had to wait would never let the graph run: its sends
+            # would pile up (and the backlog's upkeep cost a fifth of the throughput).
+            self._sends_to_yield = _SENDS_PER_YIELD
+            await checkpoint()
 
     async def shutdown(self) -> None:
         """Drain the running graph gracefully and let :meth:`run` return.
@@ -370,8 +387,7 @@ class Graph:
         if backend is not None and run is None:
             epoch = await backend.epoch()
             for node_id in self._topology().sources:
-                mailbox = self._by_id[node_id].mailbox
-                assert isinstance(mailbox, RedisChannel)
+                mailbox = backend.mailboxes[node_id]
                 await backend.send_shutdown(mailbox, source=SHUTDOWN_EXTERNAL, epoch=epoch)
             return
         if run is None:
@@ -421,65 +437,27 @@ class Graph:
             raise GraphNotRunning(f"graph {self.name!r} is not running")
         run.request_stop("stopped", reason)
 
-    def _topology(self) -> Topology:
-        nodes: list[Node] = []
-        by_id: dict[str, Node] = {}
-        back_edges: set[tuple[int, int]] = set()
-        state: dict[int, int] = {}  # 1: on the DFS stack, 2: done
-        for entry in self._entries:
-            if id(entry) in state:
-                continue
-            stack: list[tuple[Node, int]] = [(entry, 0)]
-            state[id(entry)] = 1
-            _register(entry, nodes, by_id)
-            while stack:
-                node, index = stack[-1]
-                if index == len(node.edges):
-                    stack.pop()
-                    state[id(node)] = 2
-                    continue
-                stack[-1] = (node, index + 1)
-                target = node.edges[index].target
-                mark = state.get(id(target))
-                if mark == 1:
-                    back_edges.add((id(node), id(target)))
-                elif mark is None:
-                    state[id(target)] = 1
-                    _register(target, nodes, by_id)
-                    stack.append((target, 0))
-        # Insertion-ordered (a dict, not a set): a join merges its parts in wiring order.
-        predecessors: dict[str, dict[str, None]] = {node.id: {} for node in nodes}
-        successors: dict[str, list[str]] = {node.id: [] for node in nodes}
-        for node in nodes:
-            for edge in node.edges:
-                if (id(node), id(edge.target)) in back_edges:
-                    continue
-                predecessors[edge.target.id][node.id] = None
-                if edge.target.id not in successors[node.id]:
-                    successors[node.id].append(edge.target.id)
-        shutdown_sources = {
-            node_id: tuple(preds) if preds else (SHUTDOWN_EXTERNAL,)
-            for node_id, preds in predecessors.items()
-        }
-        sources = [node.id for node in nodes if not predecessors[node.id]]
-        self._by_id = by_id
-        return Topology(nodes, shutdown_sources, successors, sources)
+    def _topology(self, *, fresh: bool = False) -> Topology:
+        """The graph's topology, computed again only after the wiring changed (or asked).
+
+        Raises:
+            WiringError: Two nodes share an id.
+        """
+        version = wiring_version()
+        known = self._known
+        if known is None or known[0] != version or fresh:
+            known = self._known = (version, Topology(self._entries))
+        return known[1]
 
     def __repr__(self) -> str:
         return f"<Graph {self.name!r} start={self.start.id!r}>"
 
 
 def _message_of(content: Any, metadata: dict[str, Any] | None) -> ChannelMessage:
+    if metadata is not None and not isinstance(metadata, dict):
+        raise TypeError(f"metadata must be a dict, not {type(metadata).__name__}")
     if isinstance(content, NodeMessage):
         return ChannelMessage(
             content.content, {**content.metadata, **(metadata or {})}, id=content.id
         )
     return ChannelMessage(content, dict(metadata) if metadata else None)
-
-
-def _register(node: Node, nodes: list[Node], by_id: dict[str, Node]) -> None:
-    other = by_id.get(node.id)
-    if other is not None and other is not node:
-        raise WiringError(f"two nodes share the id {node.id!r}: {other!r} and {node!r}")
-    by_id[node.id] = node
-    nodes.append(node)

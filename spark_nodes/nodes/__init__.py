@@ -6,7 +6,7 @@ from spark_nodes.nodes.edges import Condition, Edge, EdgeBuilder, Equals, Otherw
 from spark_nodes.nodes.join import JoinNode
 from spark_nodes.nodes.message import NodeMessage
 from spark_nodes.nodes.node import NO_OUTPUT, Node
-from spark_nodes.nodes.runtime import NodeStatistics
+from spark_nodes.nodes.statistics import NodeStatistics
 
 __all__ = [
     "NO_OUTPUT",

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from spark_nodes.errors import WiringError
 from spark_nodes.nodes.message import NodeMessage
+from spark_nodes.nodes.node import runtime_of
 from spark_nodes.state import RESULT_SUFFIX, GraphState
 
 if TYPE_CHECKING:
@@ -65,9 +66,16 @@ class ExecutionContext:
     Attributes:
         inputs: The message being processed (always a :class:`NodeMessage`).
         node: The node processing it.
+        message: The channel message that carried the input (its ack, raw metadata), or
+            ``None`` outside a worker loop.
+        attempt: 1 for the first attempt at this message, 2 for the first retry, ...
+        started_at: ``time.monotonic()`` when this attempt started.
+        emitted: The storage behind ``outputs``: ``None`` until :meth:`emit` is called.
+        control: What this call asked of the run (goto, stop, cancel, hold, release), or
+            ``None``; the worker loop carries it out when ``process`` returns.
     """
 
-    __slots__ = ("_attempt", "_control", "_message", "_outputs", "_started_at", "inputs", "node")
+    __slots__ = ("attempt", "control", "emitted", "inputs", "message", "node", "started_at")
 
     def __init__(
         self,
@@ -80,18 +88,18 @@ class ExecutionContext:
     ) -> None:
         self.inputs = inputs
         self.node = node
-        self._outputs: list[Any] | None = None
-        self._attempt = attempt
-        self._started_at = started_at
-        self._message = message
-        self._control: Control | None = None
+        self.emitted: list[Any] | None = None
+        self.attempt = attempt
+        self.started_at = started_at
+        self.message = message
+        self.control: Control | None = None
 
     @property
     def outputs(self) -> list[Any]:
         """Extra outputs added with :meth:`emit` (see the class docstring)."""
-        outputs = self._outputs
+        outputs = self.emitted
         if outputs is None:
-            outputs = self._outputs = []
+            outputs = self.emitted = []
         return outputs
 
     @property
@@ -102,7 +110,7 @@ class ExecutionContext:
     @property
     def graph(self) -> Any:
         """The running graph (``None`` outside one): ``send``, ``shutdown``, results."""
-        runtime = self.node._runtime
+        runtime = runtime_of(self.node)
         return None if runtime is None else runtime.run.graph
 
     @property
@@ -128,11 +136,6 @@ class ExecutionContext:
         return await self.graph_state.get(node_id + RESULT_SUFFIX, default)
 
     @property
-    def message(self) -> ChannelMessage | None:
-        """The channel message that carried the input (its ack, raw metadata)."""
-        return self._message
-
-    @property
     def metadata(self) -> ExecutionMetadata:
         """The attempt number, timings and ids of this attempt."""
         inputs = self.inputs
@@ -140,9 +143,9 @@ class ExecutionContext:
             node_id=self.node.id,
             message_id=inputs.id,
             trace_id=inputs.metadata.get("trace_id", inputs.id),
-            attempt=self._attempt,
+            attempt=self.attempt,
             max_attempts=self.node.config.retry.max_attempts,
-            started_at=self._started_at,
+            started_at=self.started_at,
         )
 
     # -- dynamic control flow (priority: cancel > stop > goto > the edges) -----------------
@@ -157,7 +160,7 @@ class ExecutionContext:
             WiringError: A target is not a node of the running graph.
             RuntimeError: The node is not running in a graph.
         """
-        runtime = self.node._runtime
+        runtime = runtime_of(self.node)
         if runtime is None:
             raise RuntimeError(f"{self.node!r} is not running in a graph: it cannot goto")
         control = self._take_control()
@@ -197,9 +200,9 @@ class ExecutionContext:
         self._take_control().release.extend(messages)
 
     def _take_control(self) -> Control:
-        control = self._control
+        control = self.control
         if control is None:
-            control = self._control = Control()
+            control = self.control = Control()
         return control
 
     def emit(self, content: Any) -> None:
@@ -210,5 +213,5 @@ class ExecutionContext:
         self.outputs.append(content)
 
     def __repr__(self) -> str:
-        node, attempt = self.node.id, self._attempt
+        node, attempt = self.node.id, self.attempt
         return f"<ExecutionContext node={node!r} attempt={attempt} inputs={self.inputs!r}>"

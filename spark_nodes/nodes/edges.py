@@ -10,7 +10,16 @@ from spark_nodes.errors import WiringError
 if TYPE_CHECKING:
     from spark_nodes.nodes.node import Node
 
-__all__ = ["OTHERWISE_PRIORITY", "Condition", "Edge", "EdgeBuilder", "Equals", "Otherwise"]
+__all__ = [
+    "OTHERWISE_PRIORITY",
+    "Condition",
+    "Edge",
+    "EdgeBuilder",
+    "Equals",
+    "Otherwise",
+    "select_edges",
+    "sorted_edges",
+]
 
 Condition = Callable[[Any], bool]
 """A predicate on a node's output content: ``lambda out: out["score"] > 0.5``."""
@@ -110,6 +119,38 @@ class Edge:
         condition = "" if self.condition is None else f" when {self.condition!r}"
         tier = f" priority={self.priority}" if self.priority not in (0, OTHERWISE_PRIORITY) else ""
         return f"<Edge {self.name}{condition}{tier}>"
+
+
+def sorted_edges(edges: list[Edge]) -> list[Edge]:
+    """``edges`` by priority, highest first, in wiring order within a priority."""
+    return sorted(edges, key=lambda edge: -edge.priority)
+
+
+def select_edges(edges: list[Edge], content: Any) -> list[Edge]:
+    """The edges an output with ``content`` takes, one per target.
+
+    Every unconditional edge; and of the conditional edges that match, those of the highest
+    priority (a lower priority, ``otherwise()`` lowest of all, is a fallback).
+
+    Args:
+        edges: The node's edges sorted by priority, highest first (:func:`sorted_edges`).
+        content: The output content.
+
+    Raises:
+        Exception: Whatever an edge condition raises.
+    """
+    best: int | None = None
+    chosen: list[Edge] = []
+    for edge in edges:
+        if edge.condition is not None:
+            if best is not None and edge.priority < best:
+                continue
+            if not edge.matches(content):
+                continue
+            best = edge.priority
+        if all(c.target is not edge.target for c in chosen):
+            chosen.append(edge)
+    return chosen
 
 
 def check_condition(condition: Condition | None, equals: Mapping[str, Any]) -> Condition:

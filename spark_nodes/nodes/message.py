@@ -30,12 +30,15 @@ class NodeMessage:
             ``source_node`` and ``edge`` on every message it forwards.
         id: The id of the channel message that carried it, or a fresh one; made on first
             access.
+        raw_metadata: The storage behind ``metadata``: the dict, or ``None`` until used.
+        raw_id: The storage behind ``id``: the id, the :class:`ChannelMessage` whose id it
+            borrows (the worker loop's view of a received message), or ``None``.
 
     Raises:
         TypeError: ``metadata`` is not a dict or ``id`` is not a non-empty str.
     """
 
-    __slots__ = ("_id", "_metadata", "content")
+    __slots__ = ("content", "raw_id", "raw_metadata")
 
     def __init__(
         self,
@@ -48,53 +51,46 @@ class NodeMessage:
         if id is not None and (id.__class__ is not str or not id):
             raise TypeError(f"id must be a non-empty str, not {id!r}")
         self.content = content
-        self._metadata = metadata
-        self._id: str | ChannelMessage | None = id
-
-    @classmethod
-    def _of(cls, message: ChannelMessage) -> NodeMessage:
-        # The worker loop's view of a received message: shares its metadata, borrows its id.
-        inputs: NodeMessage = _new_object(cls)
-        inputs.content = message.payload
-        inputs._metadata = message.metadata
-        inputs._id = message
-        return inputs
+        self.raw_metadata = metadata
+        self.raw_id: str | ChannelMessage | None = id
 
     @property
     def metadata(self) -> dict[str, Any]:
         """Tracing and routing information; created empty on first access."""
-        metadata = self._metadata
+        metadata = self.raw_metadata
         if metadata is None:
-            metadata = self._metadata = {}
+            metadata = self.raw_metadata = {}
         return metadata
 
     @metadata.setter
     def metadata(self, value: dict[str, Any]) -> None:
         if not isinstance(value, dict):
             raise TypeError(f"metadata must be a dict, not {type(value).__name__}")
-        self._metadata = value
+        self.raw_metadata = value
 
     @property
     def id(self) -> str:
         """The message id; that of the channel message that carried it, else a fresh one."""
-        ident = self._id
+        ident = self.raw_id
         if isinstance(ident, str):
             return ident
         text = new_message_id() if ident is None else ident.id
-        self._id = text
+        self.raw_id = text
         return text
 
     @id.setter
     def id(self, value: str) -> None:
         if value.__class__ is not str or not value:
             raise TypeError(f"id must be a non-empty str, not {value!r}")
-        self._id = value
+        self.raw_id = value
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
             return NotImplemented
         assert isinstance(other, NodeMessage)
-        return self.content == other.content and (self._metadata or {}) == (other._metadata or {})
+        return self.content == other.content and (self.raw_metadata or {}) == (
+            other.raw_metadata or {}
+        )
 
     __hash__ = None  # type: ignore[assignment]  # mutable and compared by value
 

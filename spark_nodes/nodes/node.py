@@ -17,16 +17,20 @@ from spark_nodes.nodes.edges import (
     Otherwise,
     check_condition,
     connect_all,
+    select_edges,
+    sorted_edges,
     targets_of,
 )
 
 if TYPE_CHECKING:
+    from spark_nodes.nodes._runtime import NodeRuntime
     from spark_nodes.nodes.context import ExecutionContext
-    from spark_nodes.nodes.runtime import NodeRuntime
 
 __all__ = ["NO_OUTPUT", "Node"]
 
 _numbers: defaultdict[str, itertools.count[int]] = defaultdict(lambda: itertools.count(1))
+_wiring_changes = itertools.count(1)
+_wiring = 0  # bumped by every new edge: a graph's topology is computed again after it
 NO_OUTPUT: Any = object()
 """``node.last_output`` until the node has produced an output."""
 _DEFAULT_CONFIG = NodeConfig()  # frozen, so every node without a config can share it
@@ -168,7 +172,7 @@ class Node:
         """
         self._stop_flag = True
         if self._runtime is not None:
-            self._runtime.run.node_stopping(self._runtime)
+            self._runtime.stop_requested()
 
     # -- wiring -------------------------------------------------------------------------
 
@@ -201,6 +205,7 @@ class Node:
                 return edge
         edge = Edge(self, target, when, priority)
         self.edges.append(edge)
+        _wired()
         return edge
 
     def on(self, condition: Condition | None = None, /, **equals: Any) -> EdgeBuilder:
@@ -246,8 +251,6 @@ class Node:
         Raises:
             Exception: Whatever an edge condition raises.
         """
-        from spark_nodes.nodes.runtime import select_edges, sorted_edges  # noqa: PLC0415
-
         if output is NO_OUTPUT:
             output = self.last_output
         edges = sorted_edges(self.edges)
@@ -257,3 +260,53 @@ class Node:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} id={self.id!r}>"
+
+
+# The runtime's side of a node: which run it is in, and its stop flag. Functions rather than
+# methods, so that no name is added to what subclasses of Node may use.
+
+
+def runtime_of(node: Node) -> NodeRuntime | None:
+    """The runtime of the run ``node`` takes part in, or ``None``."""
+    return node._runtime
+
+
+def attach_runtime(node: Node, runtime: NodeRuntime) -> None:
+    """Make ``node`` part of a run: its stop flag is cleared, ``stop()`` reaches the run.
+
+    Raises:
+        WiringError: The node is running in another graph.
+    """
+    if node._runtime is not None:
+        raise WiringError(f"node {node.id!r} is already running in another graph")
+    node._stop_flag = False
+    node._runtime = runtime
+
+
+def detach_runtime(node: Node) -> None:
+    """The run ``node`` took part in is over."""
+    node._runtime = None
+
+
+def stop_flag(node: Node) -> bool:
+    """Whether ``node`` was asked to stop (``stop()``, or a loop of its own set the flag)."""
+    return node._stop_flag
+
+
+def set_stop_flag(node: Node) -> None:
+    """Ask ``node`` to stop without telling its run (the run is telling its nodes)."""
+    node._stop_flag = True
+
+
+def _wired() -> None:
+    global _wiring  # noqa: PLW0603 - one process-wide counter of wiring changes
+    _wiring = next(_wiring_changes)
+
+
+def wiring_version() -> int:
+    """A number that changes whenever an edge is added (``>>``, ``connect``), anywhere.
+
+    Graphs keep their topology until it changes. Code that edits ``node.edges`` by hand
+    instead of ``connect`` is seen at the next run, which always reads the edges again.
+    """
+    return _wiring

@@ -1,4 +1,4 @@
-"""The Lua scripts behind :class:`RedisChannel`: every multi-step change is one atomic call.
+"""The Lua scripts behind ``RedisChannel``: every multi-step change is one atomic call.
 
 Every key a script touches is passed in ``KEYS`` and shares the mailbox's hash tag, so the
 scripts are legal on Redis Cluster. Scripts that read ``XPENDING`` or ``TIME`` (not
@@ -12,7 +12,33 @@ so a worker whose entry was reclaimed, even by itself after a restart, cannot ac
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Awaitable
+from typing import Any, Final, TypeVar
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
+
+from spark_nodes._redis_client import RETRIABLE
+
+T = TypeVar("T")
+
+__all__ = [
+    "ACK",
+    "CLAIM",
+    "COMMIT",
+    "DEAD_LETTER",
+    "ID_BEFORE",
+    "MOVE_DUE",
+    "OWNED",
+    "RELEASE",
+    "RENEW",
+    "REPLAY",
+    "SEND",
+    "Scripts",
+]
 
 SEND: Final = """
 -- Append envelopes at most once per producer sequence number: a retried batch whose first
@@ -68,7 +94,7 @@ if duplicates > 0 then redis.call('HINCRBY', KEYS[2], 'duplicates', duplicates) 
 return {added, delayed, duplicates, repeated}
 """
 
-_OWNED: Final = """
+OWNED: Final = """
 -- The lease check: is entry `id` pending for `consumer` at exactly `deliveries`?
 -- A group that is gone (the stream was deleted, a server restarted without persistence)
 -- holds nothing: 0, not an error.
@@ -115,7 +141,7 @@ end
 """Lua ``id_before(a, b)``, for scripts that order stream entry ids (the graph's too)."""
 
 ACK: Final = (
-    _OWNED
+    OWNED
     + ID_BEFORE
     + _TRIM
     + """
@@ -161,36 +187,63 @@ return statuses
 )
 
 COMMIT: Final = (
-    _OWNED
+    OWNED
     + """
--- Forward and ack as one step, only while the lease on the source entry is ours: a stale
--- worker forwards nothing and acks nothing.
--- KEYS[1] source stream, KEYS[2] source stats, KEYS[3] result key; then per output:
--- target stream, target stats.
--- ARGV[1] group, ARGV[2] consumer, ARGV[3] entry id, ARGV[4] deliveries, ARGV[5] result
--- value ('' for none); then per output: envelope.
--- Returns the lease status (see ACK).
+-- Group commit: for each entry of a batch whose lease is ours, forward its outputs and ack
+-- it; an entry whose lease was lost forwards nothing and stays (it is handled where it was
+-- reclaimed). One call settles a whole batch: a call per entry cost a round trip each.
+-- KEYS[1] source stream, KEYS[2] source stats, KEYS[3] result key; then per target t (from
+-- 1): KEYS[2 + 2t] its stream, KEYS[3 + 2t] its stats.
+-- ARGV[1] group, ARGV[2] consumer, ARGV[3] the entries as "id deliveries outputs " words
+-- (outputs: how many envelopes are that entry's), ARGV[4] how many entries the consumer
+-- may hold at most, ARGV[5] and ARGV[6] the lowest and the highest entry id, ARGV[7] the
+-- position (from 1) of the entry whose output ARGV[8] is the node's latest result, 0 for
+-- none; ARGV[9] the target of each envelope, as "t t ... " words; ARGV[10..] envelopes.
+-- Returns one status per entry (see ACK).
 redis.replicate_commands()
-local status = owned(KEYS[1], ARGV[1], ARGV[3], ARGV[2], ARGV[4])
-if status ~= 1 then
-  redis.call('HINCRBY', KEYS[2], 'rejected_acks', 1)
-  return status
+local held = {}
+local pending = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[5], ARGV[6], ARGV[4], ARGV[2])
+if not pending.err then
+  for _, p in ipairs(pending) do held[p[1]] = tostring(p[4]) end
 end
-for j = 6, #ARGV do
-  local target = 4 + 2 * (j - 6)
-  redis.call('XADD', KEYS[target], '*', 'm', ARGV[j])
-  redis.call('HINCRBY', KEYS[target + 1], 'sent', 1)
+local targets = {}
+for t in string.gmatch(ARGV[9], '%d+') do targets[#targets + 1] = tonumber(t) end
+local statuses, settled, sent = {}, {}, {}
+local used, position, keep_result = 0, 0, false
+local result_at = tonumber(ARGV[7])
+for id, deliveries, outputs in string.gmatch(ARGV[3], '(%S+) (%S+) (%d+)') do
+  position = position + 1
+  outputs = tonumber(outputs)
+  local status = 1
+  if held[id] ~= deliveries then
+    status = owned(KEYS[1], ARGV[1], id, ARGV[2], deliveries)  -- not ours, or beyond the read
+  end
+  if status == 1 then
+    for j = used + 1, used + outputs do
+      local t = targets[j]
+      redis.call('XADD', KEYS[2 + 2 * t], '*', 'm', ARGV[9 + j])
+      sent[t] = (sent[t] or 0) + 1
+    end
+    settled[#settled + 1] = id
+    if position == result_at then keep_result = true end
+  end
+  used = used + outputs
+  statuses[position] = status
 end
-if ARGV[5] ~= '' then redis.call('SET', KEYS[3], ARGV[5]) end
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
-redis.call('XDEL', KEYS[1], ARGV[3])
-redis.call('HINCRBY', KEYS[2], 'acked', 1)
-return 1
+for t, count in pairs(sent) do redis.call('HINCRBY', KEYS[3 + 2 * t], 'sent', count) end
+if #settled > 0 then
+  redis.call('XACK', KEYS[1], ARGV[1], unpack(settled))
+  redis.call('XDEL', KEYS[1], unpack(settled))
+  redis.call('HINCRBY', KEYS[2], 'acked', #settled)
+end
+if #settled < position then redis.call('HINCRBY', KEYS[2], 'rejected_acks', position - #settled) end
+if keep_result then redis.call('SET', KEYS[3], ARGV[8]) end
+return statuses
 """
 )
 
 DEAD_LETTER: Final = (
-    _OWNED
+    OWNED
     + """
 -- Move an entry to the dead-letter stream, with why, and settle it: if its lease is ours.
 -- KEYS[1] stream, KEYS[2] dead-letter stream, KEYS[3] stats
@@ -284,7 +337,7 @@ return {next_start, ids, counts, envelopes, dead}
 """
 
 RENEW: Final = (
-    _OWNED
+    OWNED
     + """
 -- Renew the leases still ours (reset their idle time; not a new delivery).
 -- KEYS[1] stream; ARGV[1] group, ARGV[2] consumer, ARGV[3] "id deliveries " words.
@@ -339,7 +392,7 @@ return -1
 """
 
 RELEASE: Final = (
-    _OWNED
+    OWNED
     + """
 -- Give back entries this consumer holds but will not handle: make them reclaimable at
 -- once (idle = the visibility timeout); for those no handler ever had, take back the
@@ -359,3 +412,70 @@ end
 return released
 """
 )
+
+
+class Scripts:
+    """A channel's Lua scripts, registered on its client (each loaded once per server).
+
+    Called directly, a script loads itself when the server does not know it. In a
+    pipeline, redis-py would check all its scripts first, in an extra round trip per
+    pipeline; so pipelines queue ``EVALSHA`` themselves (:meth:`queue`) after
+    :meth:`load`, which a server restart (seen as a connection error) makes necessary
+    again.
+    """
+
+    __slots__ = (
+        "ack",
+        "claim",
+        "commit",
+        "dead_letter",
+        "loaded",
+        "move_due",
+        "release",
+        "renew",
+        "replay",
+        "send",
+    )
+
+    def __init__(self, redis: Redis) -> None:
+        self.send = redis.register_script(SEND)
+        self.ack = redis.register_script(ACK)
+        self.commit = redis.register_script(COMMIT)
+        self.dead_letter = redis.register_script(DEAD_LETTER)
+        self.claim = redis.register_script(CLAIM)
+        self.renew = redis.register_script(RENEW)
+        self.move_due = redis.register_script(MOVE_DUE)
+        self.replay = redis.register_script(REPLAY)
+        self.release = redis.register_script(RELEASE)
+        self.loaded = False
+
+    async def load(self, redis: Redis) -> None:
+        """Make sure the server knows every script queued in pipelines (one round trip)."""
+        async with redis.pipeline(transaction=False) as pipe:
+            for script in (self.ack, self.commit, self.claim, self.move_due):
+                pipe.script_load(script.script)
+            await pipe.execute()
+        self.loaded = True
+
+    @staticmethod
+    def queue(pipe: Pipeline, script: AsyncScript, keys: list[Any], args: list[Any]) -> None:
+        """Queue ``script`` in ``pipe`` by its sha (see the class docstring)."""
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
+
+    async def run(self, call: Awaitable[T]) -> T:
+        """Await a call that may use the scripts by sha (a pipeline, say).
+
+        Raises:
+            ConnectionError: The server lost its scripts (a restart): retry, which loads
+                them again.
+            BaseException: What the call raised; after a connection error the scripts are
+                loaded again before the next pipeline.
+        """
+        try:
+            return await call
+        except RETRIABLE:
+            self.loaded = False  # the server may come back without them
+            raise
+        except NoScriptError as error:
+            self.loaded = False
+            raise RedisConnectionError("the server lost its scripts: load them again") from error

@@ -1,0 +1,146 @@
+"""The Redis side of a run: shutdown across processes, lease renewal, giving work back.
+
+A run of a Redis graph (``graph.serve()``, or ``run()`` of a graph on Redis) hosts some of
+the graph's nodes; other processes may host the same nodes or others. What ties them
+together lives in Redis (see :mod:`spark_nodes.graphs._redis_backend` for the protocol):
+this module is what one process does in it.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING, Final
+
+import anyio
+import structlog
+
+from spark_nodes.channels.redis import RedisChannel
+from spark_nodes.graphs._redis_backend import GRAPH_RUN_KEY, RedisBackend
+from spark_nodes.nodes._runtime import SHUTDOWN_EXTERNAL, NodeRuntime
+
+if TYPE_CHECKING:
+    from spark_nodes.channels import ChannelMessage
+    from spark_nodes.graphs._topology import Topology
+
+__all__ = ["Distribution"]
+
+_log = structlog.get_logger("spark_nodes")
+
+# What recording a distributed shutdown entry found (see _redis_backend.RECORD), and
+# whether a node could finish (FINISH).
+_LEASE_LOST, _EARLIER_RUN, _CLOSING = -1, 0, 2
+_NOT_YET = 0
+_RENEWALS_PER_VISIBILITY_TIMEOUT: Final = 3
+
+
+class Distribution:
+    """One process's part in a distributed run of a graph.
+
+    Args:
+        backend: The graph's Redis side.
+        graph_name: For logs.
+        topology: The graph's topology.
+        runtimes: The nodes this process hosts, by id.
+    """
+
+    def __init__(
+        self,
+        backend: RedisBackend,
+        graph_name: str,
+        topology: Topology,
+        runtimes: dict[str, NodeRuntime],
+    ) -> None:
+        self.backend = backend
+        self.graph_name = graph_name
+        self.topology = topology
+        self.runtimes = runtimes
+        self.epoch = 0
+        """The run (of the graph, across processes) this one takes part in."""
+
+    def mailbox(self, node_id: str) -> RedisChannel:
+        """The Redis mailbox of node ``node_id``."""
+        return self.backend.mailboxes[node_id]
+
+    async def start(self) -> None:
+        """Learn the current run; watch each hosted mailbox for its close.
+
+        Raises:
+            BackendUnavailable: Redis could not be reached within the retries.
+        """
+        self.epoch = await self.backend.epoch()
+        for node_id, runtime in self.runtimes.items():
+            self.mailbox(node_id).watch_remote_close(self.epoch, partial(self.try_finish, runtime))
+        _log.info("serving", graph=self.graph_name, nodes=sorted(self.runtimes), run=self.epoch)
+
+    async def shut_down_sources(self) -> None:
+        """Start a graceful drain of the whole graph, from any process.
+
+        Raises:
+            ChannelUnavailable: Redis could not be reached within the retries.
+        """
+        for node_id in self.topology.sources:
+            await self.backend.send_shutdown(
+                self.mailbox(node_id), source=SHUTDOWN_EXTERNAL, epoch=self.epoch
+            )
+
+    async def shutdown_received(self, runtime: NodeRuntime, message: ChannelMessage) -> None:
+        """Record a shutdown entry; try to finish the node if it is complete."""
+        node_id = runtime.node.id
+        metadata = message.metadata
+        source = metadata.get("source_node", SHUTDOWN_EXTERNAL)
+        status = await self.backend.record_shutdown(
+            self.mailbox(node_id), message, node_id=node_id,
+            required=runtime.shutdown_sources, source=source,
+        )  # fmt: skip
+        if status == _CLOSING:
+            await self.try_finish(runtime)
+        elif status == _EARLIER_RUN:
+            _log.info("shutdown of an earlier run ignored", node=node_id, source=source,
+                      run=metadata.get(GRAPH_RUN_KEY), current=self.epoch)  # fmt: skip
+        elif status == _LEASE_LOST:
+            _log.warning("shutdown entry reclaimed by another consumer", node=node_id)
+
+    async def try_finish(self, runtime: NodeRuntime) -> None:
+        """Finish a hosted node if it is closing and drained (every consumer tries).
+
+        Raises:
+            ChannelUnavailable: Redis could not be reached within the retries.
+        """
+        node_id = runtime.node.id
+        mailbox = self.mailbox(node_id)
+        successors = [self.mailbox(s) for s in self.topology.forward_successors[node_id]]
+        status = await self.backend.try_finish(
+            mailbox, node_id=node_id, epoch=self.epoch, successors=successors,
+            nodes=len(self.topology.nodes),
+        )  # fmt: skip
+        if status != _NOT_YET:
+            mailbox.mark_closed_remotely()  # finished (or the whole run is over): stop reading
+
+    async def renew_leases(self) -> None:
+        """Keep the entries our loops hold from being reclaimed while they work on them.
+
+        Every third of the shortest visibility timeout, one call per mailbox renews all the
+        entries this process holds there, however many batches they came in.
+        """
+        mailboxes = [self.mailbox(node_id) for node_id in self.runtimes]
+        if not mailboxes:
+            return
+        timeout = min(mailbox.visibility_timeout for mailbox in mailboxes)
+        interval = timeout / _RENEWALS_PER_VISIBILITY_TIMEOUT
+        while True:
+            await anyio.sleep(interval)
+            for mailbox in mailboxes:
+                try:
+                    await mailbox.renew_leases()
+                except Exception:  # noqa: BLE001 - logged; the next round tries again
+                    _log.exception("lease renewal failed", channel=mailbox.name)
+
+    async def release_buffered(self) -> None:
+        """Give back what our loops prefetched and did not start: others take it at once."""
+        for node_id, runtime in self.runtimes.items():
+            runtime.give_back_unstarted()
+            mailbox = self.mailbox(node_id)
+            try:
+                await mailbox.release_buffered()
+            except Exception:  # noqa: BLE001 - they are reclaimed after the timeout anyway
+                _log.exception("could not release prefetched entries", channel=mailbox.name)

@@ -1,0 +1,353 @@
+"""Handling one message the slow way: attempts, retries, dead letters, control flow.
+
+The worker loop handles most messages inline (see :mod:`spark_nodes.nodes._loop`); any
+message that needs an await (an ``async def process`` the loop cannot inline, a failure to
+retry, an ack, a ``goto`` or a ``stop_graph``) comes here, to :meth:`Handling.handle`.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+from time import monotonic
+from types import CoroutineType
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import structlog
+
+from spark_nodes.channels import ChannelMessage
+from spark_nodes.nodes._forwarding import Sends, StepFailed
+from spark_nodes.nodes._settling import Settling
+from spark_nodes.nodes.config import OnError
+from spark_nodes.nodes.context import Control, ExecutionContext
+from spark_nodes.nodes.message import NodeMessage
+
+if TYPE_CHECKING:
+    from spark_nodes.channels.mailbox import Commit, DurableMailbox, Mailbox
+
+__all__ = ["Handling", "Kind", "View", "kind_of", "view_of"]
+
+_log = structlog.get_logger("spark_nodes")
+_new_object = object.__new__
+
+_KINDS_KEPT = 1024  # functions made at run time (lambdas in closures) must not pile up
+View = tuple[NodeMessage, str, list[str] | None]
+"""What ``process`` sees of a message: (inputs, trace id, correlation stack)."""
+
+
+class Kind(enum.Enum):
+    """What kind of callable a node's ``process`` is."""
+
+    SYNC = "sync"
+    ASYNC = "async"
+    SYNC_GENERATOR = "sync generator"
+    ASYNC_GENERATOR = "async generator"
+
+
+_kinds: dict[Any, Kind] = {}  # per function: inspect takes ~10 us, 10,000 nodes share a few
+
+
+def kind_of(process: Any) -> Kind:
+    """The :class:`Kind` of ``process`` (a node's bound ``process`` method, usually)."""
+    function = getattr(process, "__func__", process)
+    kind = _kinds.get(function)
+    if kind is None:
+        if inspect.isasyncgenfunction(process):
+            kind = Kind.ASYNC_GENERATOR
+        elif inspect.isgeneratorfunction(process):
+            kind = Kind.SYNC_GENERATOR
+        elif inspect.iscoroutinefunction(process):
+            kind = Kind.ASYNC
+        else:
+            kind = Kind.SYNC
+        if len(_kinds) < _KINDS_KEPT:
+            _kinds[function] = kind
+    return kind
+
+
+def view_of(message: ChannelMessage) -> View:
+    """The inputs ``process`` gets for ``message``, its trace id and correlation stack.
+
+    The inputs share the message's metadata and borrow its id (formatted only if read).
+    """
+    payload = message.payload
+    if payload.__class__ is NodeMessage:  # a NodeMessage sent as the payload
+        inputs: NodeMessage = payload
+        metadata = inputs.metadata
+        return inputs, metadata.get("trace_id") or inputs.id, metadata.get("correlation")
+    metadata = message.metadata
+    inputs = _new_object(NodeMessage)
+    inputs.content = payload
+    inputs.raw_metadata = metadata
+    inputs.raw_id = message
+    return inputs, metadata.get("trace_id") or message.id, metadata.get("correlation")
+
+
+class Handling(Settling):
+    """Attempts, retries, acks and dead letters of one message; a mixin of ``NodeRuntime``."""
+
+    __slots__ = (
+        "failed_attempts",
+        "kind",
+        "mailbox",
+        "received",
+        "retried",
+        "shown",
+    )
+
+    kind: Kind
+    shown: int
+    """Outputs delivered before their message was settled (a generator's items)."""
+    mailbox: Mailbox
+    durable: DurableMailbox | None
+    commit: Commit | None
+    stopping: bool
+    received: int
+    processed: int
+    failed_attempts: int
+    retried: int
+    dead_lettered: int
+
+    def new_context(self, view: View, message: ChannelMessage, attempt: int) -> ExecutionContext:
+        """A fresh context for one attempt at ``message``."""
+        context: ExecutionContext = _new_object(ExecutionContext)
+        context.inputs = view[0]
+        context.node = self.node
+        context.attempt = attempt
+        context.started_at = monotonic()
+        context.message = message
+        context.emitted = None
+        context.control = None
+        return context
+
+    async def handle(
+        self,
+        message: ChannelMessage,
+        view: View | None = None,
+        *,
+        first: tuple[ExecutionContext, Any] | None = None,
+        failed: Exception | None = None,
+    ) -> None:
+        """Handle one data message: its attempts, then its outputs and ack, or a dead letter.
+
+        ``first``: attempt 1's context and what ``process`` returned, still to be awaited
+        or forwarded (the loop started it inline); ``failed``: attempt 1 raised that.
+
+        Raises:
+            BaseException: Cancellation: the loop gives the message back to the mailbox
+                unless some of its outputs are out already.
+        """
+        self.received += 1
+        if view is None:
+            view = view_of(message)
+        outputs_before = self.outputs_made
+        try:
+            control, sends = await self._attempts(message, view, first, failed)
+            if control is not None and (control.cancel or control.stop):
+                await self._obey(control, message)
+                return
+            produced = self.outputs_made != outputs_before
+            await self.settle_handled(message, control, sends, produced=produced)
+        except StepFailed as failure:
+            self.failed_attempts += failure.phase == "forward"
+            await self.give_up(message, failure.error, failure.attempts, failure.phase)
+
+    async def _attempts(
+        self,
+        message: ChannelMessage,
+        view: View,
+        first: tuple[ExecutionContext, Any] | None,
+        failed: Exception | None,
+    ) -> tuple[Control | None, Sends | None]:
+        """Run attempts until one succeeds; return its control and commit sends.
+
+        Raises:
+            StepFailed: Routing or forwarding failed, or the last attempt failed (with the
+                attempt count); the attempt's staged outputs are dropped.
+        """
+        attempt = 1
+        while True:
+            marks = [len(route.staged) for route in self.routes.targets]
+            shown_before = self.shown
+            sends: Sends | None = (
+                [] if self.durable is not None and message.raw_ack is not None else None
+            )
+            try:
+                control = await self._attempt(
+                    message, view, attempt, first=first, sends=sends, failed=failed
+                )
+            except StepFailed as failure:
+                self.failed_attempts += 1
+                self._drop_attempt(marks, sends)
+                failure.attempts = attempt
+                raise
+            except Exception as error:  # process failing is expected: retried, dead-lettered
+                first = failed = None
+                self.failed_attempts += 1
+                self._drop_attempt(marks, sends)
+                policy = self.node.config.retry
+                if not (
+                    self.shown == shown_before  # a retry would repeat outputs others saw
+                    and not self.stopping
+                    and policy.should_retry(attempt, error)
+                ):
+                    raise StepFailed("process", error, attempt) from error
+                self.retried += 1
+                await self.before_waiting()
+                await anyio.sleep(policy.delay(attempt))
+                attempt += 1
+                continue
+            return control, sends
+
+    def _drop_attempt(self, marks: list[int], sends: Sends | None) -> None:
+        self.drop_staged(marks)
+        if sends:
+            self.run.in_flight -= len(sends)
+            sends.clear()
+
+    async def _attempt(
+        self,
+        message: ChannelMessage,
+        view: View,
+        attempt: int,
+        *,
+        first: tuple[ExecutionContext, Any] | None,
+        sends: Sends | None,
+        failed: Exception | None,
+    ) -> Control | None:
+        """One attempt: run ``process``, stage its outputs; return what it asked of the run.
+
+        ``first``/``failed``: what attempt 1 did already, on the fast path.
+
+        Raises:
+            Exception: What ``process`` (or routing: :class:`StepFailed`) raised.
+        """
+        if failed is not None:
+            raise failed
+        if first is not None:
+            context, result = first
+        else:
+            context = self.new_context(view, message, attempt)
+            kind = self.kind
+            if kind is Kind.SYNC:
+                result = self.node.process(context)
+            elif kind is Kind.ASYNC:
+                result = await self.node.process(context)
+            else:
+                await self._generate(context, view, sends)
+                result = None
+        if result.__class__ is CoroutineType:
+            result = await result  # a plain def that returned a coroutine
+        control = context.control
+        outputs = [*(context.emitted or ()), *([] if result is None else [result])]
+        if control is not None and (control.cancel or control.stop):
+            for output in outputs:  # kept as the node's result, not forwarded
+                self.node.last_output = (
+                    output.content if output.__class__ is NodeMessage else output
+                )
+            return control
+        goto = control.goto if control is not None else None
+        for output in outputs:
+            self.forward(output, view[1], view[2], goto, sends)
+        return control
+
+    async def _generate(self, context: ExecutionContext, view: View, sends: Sends | None) -> None:
+        """Forward each item of a generator ``process`` as it is produced.
+
+        Items are delivered as they come (committed with the message, from a durable
+        mailbox). A ``goto`` applies to the items after it; a ``stop_graph`` or
+        ``cancel_graph`` forwards nothing more (and takes effect when the attempt ends).
+        """
+        items = self.node.process(context)
+        if self.kind is Kind.ASYNC_GENERATOR:
+            async for item in items:
+                await self._forward_item(context, item, view, sends)
+        else:
+            for item in items:
+                await self._forward_item(context, item, view, sends)
+
+    async def _forward_item(
+        self, context: ExecutionContext, item: Any, view: View, sends: Sends | None
+    ) -> None:
+        control = context.control
+        if control is not None and (control.cancel or control.stop):
+            return
+        self.forward(item, view[1], view[2], control.goto if control is not None else None, sends)
+        forwarded = self.forwarded
+        rest = self.deliver()
+        if rest is not None:
+            await rest
+        self.shown += self.forwarded - forwarded
+
+    async def settle_handled(
+        self,
+        message: ChannelMessage,
+        control: Control | None,
+        sends: Sends | None,
+        *,
+        produced: bool,
+    ) -> None:
+        """After a successful attempt: deliver, then ack (or add to the commit), count.
+
+        ``produced``: the attempt had an output (stored as the node's result, durably).
+
+        Raises:
+            StepFailed: An output could not be sent (a closed mailbox, say).
+        """
+        held = control is not None and control.hold
+        released = control.release if control is not None else []
+        if sends is not None and self.commit is not None and not held:
+            self.add_to_commit(message, sends, handled=True, produced=produced)
+            for part in released:
+                if part is not message and part.raw_ack is not None:
+                    self.add_to_commit(part, [], handled=False, produced=False)
+        else:
+            await self._deliver_now(sends)
+            if not held and message.raw_ack is not None:
+                await self.ack(message)
+            for part in released:
+                if part.raw_ack is not None:
+                    await self.ack(part)
+        self.processed += 1
+        self.message_done()
+
+    async def _deliver_now(self, sends: Sends | None) -> None:
+        """Deliver a settled message's outputs before its ack.
+
+        Raises:
+            StepFailed: An output could not be sent.
+        """
+        for channel, output in sends or ():  # held: its outputs cannot wait for its ack
+            try:
+                await channel.send(output)
+            except Exception as error:
+                raise StepFailed("forward", error) from error
+            self.forwarded += 1
+        rest = self.deliver(owner=True)
+        if rest is not None:
+            await rest
+
+    async def _obey(self, control: Control, message: ChannelMessage) -> None:
+        """Carry out cancel_graph or stop_graph, which outrank goto and the edges."""
+        node = self.node
+        if control.cancel is not None:
+            self.mailbox.give_back([message])  # not processed: it waits for the next run
+            self.run.request_cancel(node.id, control.cancel)
+            return
+        self.processed += 1
+        if message.raw_ack is not None:
+            await self.ack(message)
+        self.message_done()
+        self.run.request_stop("stopped", f"{node.id}: {control.stop}")
+
+    async def give_up(
+        self, message: ChannelMessage, error: Exception, attempts: int, phase: str
+    ) -> None:
+        """Dead-letter a message whose handling failed for good; stop the graph if asked."""
+        await self.dead_letter(message, error, phase, attempts)
+        self.message_done()
+        node = self.node
+        if node.config.on_error is OnError.STOP_GRAPH:
+            error_type = f"{type(error).__module__}.{type(error).__qualname__}"
+            self.run.request_stop("error", f"{node.id}: {error_type}: {error}")

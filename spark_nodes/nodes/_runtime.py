@@ -1,0 +1,188 @@
+"""The per-node side of a run: a node's loops, its counts, its part in shutdown.
+
+A graph run gives every node a :class:`NodeRuntime`, bound to the run's services through
+the :class:`RunContext` protocol (implemented by the graphs layer: the dead-letter channel,
+stop requests, budgets, terminal outputs); nodes never import graphs. The worker loop
+itself is in :mod:`spark_nodes.nodes._loop` (take, handle, settle) and
+:mod:`spark_nodes.nodes._handling` (attempts, retries, dead letters, control flow).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, Protocol
+
+import structlog
+
+from spark_nodes.channels import BaseChannel, ChannelMessage
+from spark_nodes.channels.mailbox import Commit, DurableMailbox, is_durable, is_mailbox, mailbox_of
+from spark_nodes.channels.memory import InMemoryChannel
+from spark_nodes.nodes._forwarding import Routes
+from spark_nodes.nodes._handling import kind_of
+from spark_nodes.nodes._loop import SHUTDOWN_EXTERNAL, WorkerLoop
+from spark_nodes.nodes.message import NodeMessage
+from spark_nodes.nodes.node import Node, set_stop_flag
+from spark_nodes.nodes.statistics import NodeStatistics
+
+__all__ = ["SHUTDOWN_EXTERNAL", "NodeRuntime", "RunContext"]
+
+_log = structlog.get_logger("spark_nodes")
+
+_EMPTY: Final[list[ChannelMessage]] = []
+_NO_FLAGS: Final[list[bool]] = []  # shared: only a durable mailbox's runtime adds to its own
+
+
+class RunContext(Protocol):
+    """What a node's runtime needs from the run it belongs to (implemented by graphs)."""
+
+    graph: Any
+    dead_letters: BaseChannel
+    in_flight: int
+    """Messages sent to a mailbox of the run and not handled yet (nodes keep it)."""
+    handled: int
+    """Messages handled (processed or dead-lettered) so far (nodes keep it)."""
+    watch_each_message: bool
+    """Whether :meth:`message_done` must be called after each handled message."""
+    distributed: bool
+    """Whether the nodes' mailboxes are shared with other processes (a Redis graph)."""
+
+    def message_done(self) -> None:
+        """A message was handled (processed, or dead-lettered): check limits."""
+
+    def terminal_output(self, node: Node, output: NodeMessage) -> None:
+        """An output took no edge: it is a result of the run."""
+
+    def request_stop(self, reason: str, detail: str) -> None:
+        """Stop the whole run gracefully."""
+
+    def start_drain(self, runtime: NodeRuntime) -> None:
+        """Start a task running ``runtime.drain()`` (``runtime.active`` already counts it)."""
+
+    def node_stopping(self, runtime: NodeRuntime) -> None:
+        """The node was asked to stop: wake its loops, or finish it if idle."""
+
+    def node(self, node_id: str) -> Node | None:
+        """The node with this id in the run, if any."""
+
+    def request_cancel(self, node_id: str, reason: str) -> None:
+        """End the run abnormally, now; ``run`` raises ``GraphCancelled``."""
+
+    def call_later(self, delay: float, callback: Callable[[], Awaitable[None]]) -> None:
+        """Await ``callback()`` in ``delay`` seconds, unless the run has ended by then."""
+
+    async def shutdown_received(self, node_id: str, message: ChannelMessage) -> None:
+        """A distributed graph's shutdown entry reached a loop of node ``node_id``."""
+
+
+class NodeRuntime(WorkerLoop):
+    """One node's state in one run: its loops' counts, its routes, its shutdown.
+
+    Args:
+        node: The node.
+        run: The run's services.
+        shutdown_sources: Whom the node waits for before it drains: the ids of its
+            predecessors (back edges of cycles excluded), or :data:`SHUTDOWN_EXTERNAL`.
+    """
+
+    __slots__ = (
+        "finished",
+        "on_demand",
+        "predecessors",
+        "restarts",
+    )
+
+    def __init__(self, node: Node, run: RunContext, shutdown_sources: tuple[str, ...]) -> None:
+        self.node = node
+        self.run = run
+        self.shutdown_sources = shutdown_sources
+        self.predecessors = tuple(s for s in shutdown_sources if s != SHUTDOWN_EXTERNAL)
+        self.pending_shutdowns: set[str] | None = None  # made at the first shutdown
+        self.custom_loop = type(node).go is not Node.go
+        channel = node.mailbox
+        self.mailbox = mailbox_of(channel)
+        self.native_mailbox = is_mailbox(channel)
+        self.durable: DurableMailbox | None = channel if is_durable(channel) else None  # type: ignore[assignment]
+        # Workers on demand need to know of every arrival: only our own in-memory channel
+        # reports them (a subclass might override send without calling ours).
+        self.on_demand = not self.custom_loop and type(channel) is InMemoryChannel
+        self.kind = kind_of(node.process)
+        self.routes = Routes(node, self.durable)
+        self.commit: Commit | None = Commit() if self.durable is not None else None
+        self.commit_handled: list[bool] = [] if self.durable is not None else _NO_FLAGS
+        self.result_index: int | None = None
+        self.in_hand: list[ChannelMessage] = _EMPTY  # the batch a loop is handling
+        self.hand_from = 0
+        self.bail: Any = None
+        self.slow_process = False
+        self.shown = 0
+        self.shown_at_hand = 0
+        self.outputs_made = 0
+        self.finished = False
+        self.stopping = False
+        self.draining = False
+        self.active = 0
+        self.loops = node.config.concurrency
+        self.idle = 0
+        self.received = 0
+        self.processed = 0
+        self.failed_attempts = 0
+        self.retried = 0
+        self.dead_lettered = 0
+        self.forwarded = 0
+        self.terminal_outputs = 0
+        self.restarts = 0
+
+    # -- starting and stopping ------------------------------------------------------------
+
+    async def run_default_loop(self) -> None:
+        """Receive and handle messages until the node drains or is stopped."""
+        await self.serve(exit_when_idle=False)
+
+    async def drain(self) -> None:
+        """Handle messages until the mailbox is empty, the node drains or is stopped.
+
+        The on-demand form of the loop: a node whose mailbox is an in-memory channel has
+        no task while it has nothing to do, and the mailbox starts one (:meth:`on_arrival`)
+        when a message comes. 10,000 idle nodes then cost no task and no stack.
+        """
+        await self.serve(exit_when_idle=True)
+
+    def on_arrival(self) -> None:
+        """A message reached the mailbox: start a worker if one more may run."""
+        if self.active < self.node.config.concurrency and not (
+            self.finished or self.draining or self.stopping
+        ):
+            self.active += 1
+            self.run.start_drain(self)
+
+    def stop_requested(self) -> None:
+        """``node.stop()`` was called: take no new message, wake the idle loops."""
+        self.stopping = True
+        self.run.node_stopping(self)
+
+    def stop(self) -> None:
+        """The run stops every node: flag this one, without telling the run again."""
+        set_stop_flag(self.node)
+        self.stopping = True
+
+    def held_messages(self) -> list[ChannelMessage]:
+        """Messages a loop took and has not handled: what a checkpoint must keep.
+
+        Read while the loop is suspended: in the middle of the message at ``hand_from``.
+        """
+        return self.in_hand[self.hand_from :]
+
+    def statistics(self) -> NodeStatistics:
+        """A snapshot of what the node did in this run."""
+        return NodeStatistics(
+            node_id=self.node.id,
+            received=self.received,
+            processed=self.processed,
+            failed_attempts=self.failed_attempts,
+            retried=self.retried,
+            dead_lettered=self.dead_lettered,
+            forwarded=self.forwarded,
+            terminal_outputs=self.terminal_outputs,
+            restarts=self.restarts,
+            mailbox=self.node.mailbox.statistics(),
+        )

@@ -1,0 +1,306 @@
+"""Settling handled messages: delivering their outputs, acking them, or dead-lettering them.
+
+In memory, settling a batch is a plain call: one ``offer_many`` per target mailbox
+(awaiting only for a full, closed or remote one), then the acks of the inputs that carry
+one. From a durable mailbox, the handled messages, their outputs and the node's latest
+result go into a :class:`~spark_nodes.channels.mailbox.Commit`, settled in one call for
+the whole batch; each message is judged on its own lease there.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+import structlog
+
+from spark_nodes.backoff import Backoff
+from spark_nodes.channels import ChannelMessage
+from spark_nodes.channels.codec import pack
+from spark_nodes.channels.mailbox import Commit
+from spark_nodes.errors import BackendUnavailable, LeaseLost, MessageEncodeError, MessageTooLarge
+from spark_nodes.nodes._forwarding import Forwarding, Route, Sends, StepFailed
+from spark_nodes.state.base import RESULT_SUFFIX
+
+if TYPE_CHECKING:
+    from spark_nodes.channels.mailbox import DurableMailbox
+
+__all__ = ["Settling"]
+
+_log = structlog.get_logger("spark_nodes")
+
+# The work is done and only its commit is missing: keep trying (not redo it) while the
+# store is unreachable, backing off to one try per 5 s.
+_COMMIT_RETRY: Final = Backoff(initial_delay=0.5, max_delay=5.0, multiplier=2.0, jitter=0.2)
+
+
+class Settling(Forwarding):
+    """Delivery, commits, acks and dead letters; a mixin of ``NodeRuntime``."""
+
+    __slots__ = (
+        "commit",
+        "commit_handled",
+        "dead_lettered",
+        "durable",
+        "forwarded",
+        "processed",
+        "result_index",
+        "stopping",
+    )
+
+    durable: DurableMailbox | None
+    commit: Commit | None
+    commit_handled: list[bool]
+    result_index: int | None
+    stopping: bool
+    forwarded: int
+    processed: int
+    dead_lettered: int
+
+    # -- in memory ----------------------------------------------------------------------
+
+    def deliver(self, *, owner: bool = False) -> Coroutine[Any, Any, None] | None:
+        """Deliver the staged outputs: a plain call per target while mailboxes have room.
+
+        ``owner``: everything staged is the outputs of the one message being settled, so
+        a send that fails fails that message (see :meth:`_deliver_late`).
+
+        Returns:
+            ``None`` once everything is delivered, else a coroutine that sends the rest
+            (a mailbox is full, closed, remote or has async observers), to be awaited.
+        """
+        routes = self.routes
+        pending = routes.pending
+        if not pending:
+            return None
+        routes.pending = []
+        late: list[tuple[Route, list[ChannelMessage]]] | None = None
+        for route in pending:
+            staged = route.staged
+            count = route.mailbox.offer_many(staged)
+            self.forwarded += count
+            if count < len(staged):
+                if late is None:
+                    late = []
+                late.append((route, staged[count:]))
+            staged.clear()
+        return None if late is None else self._deliver_late(late, owner=owner)
+
+    async def _deliver_late(
+        self, late: list[tuple[Route, list[ChannelMessage]]], *, owner: bool
+    ) -> None:
+        """Send what could not be offered, awaiting room.
+
+        A send that fails (a closed mailbox, say): with an ``owner``, raises
+        :class:`StepFailed` (the message is dead-lettered, not acked, and its outputs not
+        sent yet are dropped); else the output itself is dead-lettered, with its error. If
+        cancelled, what was not sent yet is put at the head of its target mailbox rather
+        than lost (its order there changes; it was due anyway).
+
+        Raises:
+            StepFailed: A send failed, with an ``owner``.
+        """
+        for number, (route, messages) in enumerate(late):
+            for index, message in enumerate(messages):
+                try:
+                    await route.channel.send(message)
+                except Exception as error:
+                    if owner:
+                        unsent = len(messages) - index + sum(len(m) for _, m in late[number + 1 :])
+                        self.run.in_flight -= unsent  # this one and the rest never arrive
+                        raise StepFailed("forward", error) from error
+                    self.run.in_flight -= 1
+                    await self.dead_letter(message, error, "forward")
+                except BaseException:
+                    self._keep_unsent([(route, messages[index:]), *late[number + 1 :]])
+                    raise
+                else:
+                    self.forwarded += 1
+
+    def _keep_unsent(self, unsent: list[tuple[Route, list[ChannelMessage]]]) -> None:
+        for route, messages in unsent:
+            if route.native:
+                route.mailbox.give_back(messages)
+            else:
+                self.run.in_flight -= len(messages)
+                _log.error("outputs lost: cancelled while sending them", node=self.node.id,
+                           target=route.channel.name, count=len(messages))  # fmt: skip
+
+    async def before_waiting(self) -> None:
+        """Settle everything staged: the loop is about to wait (for messages, a retry...)."""
+        rest = self.deliver()
+        if rest is not None:
+            await rest
+        if self.commit:
+            await self.settle_commit()
+
+    # -- durable mailboxes --------------------------------------------------------------
+
+    def add_to_commit(
+        self, message: ChannelMessage, sends: Sends, *, handled: bool, produced: bool
+    ) -> None:
+        """Add a message of a durable mailbox, with its outputs, to the next commit.
+
+        ``handled``: it was handled now (not a held message released); ``produced``: its
+        handling had an output (the node's latest result is stored with the commit).
+        """
+        commit = self.commit
+        assert commit is not None
+        if produced:
+            self.result_index = len(commit.messages)
+        commit.add(message).extend(sends)
+        self.commit_handled.append(handled)
+
+    async def settle_commit(self) -> None:
+        """Commit the handled messages of the durable mailbox, with their outputs.
+
+        Raises:
+            BackendUnavailable: The store stayed unreachable while the node is stopping;
+                the messages stay pending there and are delivered again.
+        """
+        commit = self.commit
+        if not commit:
+            return
+        assert commit is not None
+        batch = Commit(commit.messages, commit.sends, self._encoded_result(commit))
+        handled = self.commit_handled
+        commit.clear()  # other loops of the node add to the next one while this one waits
+        self.commit_handled = []
+        self.result_index = None
+        committed = await self._commit_until_reachable(batch)
+        lost = 0
+        for done, sends, was_handled in zip(committed, batch.sends, handled, strict=True):
+            if done:
+                self.forwarded += len(sends)
+            else:
+                lost += 1
+                self.run.in_flight -= len(sends)
+                if was_handled:
+                    self.processed -= 1
+        if lost:
+            _log.warning("lease lost; outputs dropped: handled where reclaimed",
+                         node=self.node.id, messages=lost)  # fmt: skip
+
+    def _encoded_result(self, commit: Commit) -> tuple[int, bytes] | None:
+        index = self.result_index
+        if index is None:
+            return None
+        node = self.node
+        try:
+            return index, pack(node.last_output, where=f"{node.id}{RESULT_SUFFIX}")
+        except MessageEncodeError as error:
+            # Kept in this process only (node.last_output); other processes see the older one.
+            _log.warning("node result not stored: not plain data", node=node.id,
+                         error=str(error))  # fmt: skip
+            return None
+
+    async def _commit_until_reachable(self, batch: Commit, *, alone: bool = False) -> list[bool]:
+        """Commit; while the store is unreachable, keep trying rather than redo the work.
+
+        A late commit is safe: the lease check refuses what was reclaimed meanwhile. A
+        batch with an output that cannot be sent is committed message by message, unless
+        ``alone`` (a batch of one already).
+
+        Raises:
+            BackendUnavailable: Only when the node is stopping.
+            MessageEncodeError: With ``alone``, an output is not plain data.
+            MessageTooLarge: With ``alone``, an output is too large for its target.
+        """
+        durable = self.durable
+        assert durable is not None
+        failures = 0
+        while True:
+            try:
+                return await durable.commit(batch)
+            except BackendUnavailable:
+                failures += 1
+                if self.stopping:
+                    raise
+                _log.warning("commit failed: backend unreachable; trying again",
+                             node=self.node.id, messages=len(batch), failures=failures)  # fmt: skip
+                await anyio.sleep(_COMMIT_RETRY.delay(failures))
+            except (MessageEncodeError, MessageTooLarge):
+                if alone:
+                    raise
+                return await self._commit_one_by_one(batch)
+
+    async def _commit_one_by_one(self, batch: Commit) -> list[bool]:
+        """Commit each message alone; dead-letter those whose outputs cannot be sent."""
+        committed = []
+        for message, sends in zip(batch.messages, batch.sends, strict=True):
+            single = Commit([message], [sends])
+            try:
+                committed += await self._commit_until_reachable(single, alone=True)
+            except (MessageEncodeError, MessageTooLarge) as error:
+                self.run.in_flight -= len(sends)
+                sends.clear()  # not forwarded: counted as delivered by nobody
+                await self.dead_letter(message, error, "forward")
+                committed.append(True)  # settled, as a dead letter
+        return committed
+
+    # -- acks and dead letters ------------------------------------------------------------
+
+    def message_done(self) -> None:
+        """One message was handled: keep the run's counts, let it check its limits."""
+        run = self.run
+        run.in_flight -= 1
+        run.handled += 1
+        if run.watch_each_message:
+            run.message_done()
+
+    async def ack(self, message: ChannelMessage) -> None:
+        """Ack ``message``; a failure is logged (the work is done; a durable one redelivers)."""
+        ack = message.ack
+        assert ack is not None
+        try:
+            await ack()
+        except Exception:  # noqa: BLE001 - the work is done; a durable channel redelivers
+            _log.exception("ack failed", node=self.node.id, msg_id=message.id)
+
+    async def dead_letter(
+        self, message: ChannelMessage, error: Exception, phase: str, attempts: int = 1
+    ) -> None:
+        """Keep ``message``, with ``error``, as a dead letter; it is not acked.
+
+        A message of a durable mailbox is kept in that mailbox's dead-letter store, which
+        settles it; any other goes to the graph's dead-letter channel: the message (same
+        payload, id, ack) with ``metadata["dead_letter"]``. Joins use it too.
+        """
+        node = self.node
+        self.dead_lettered += 1
+        error_type = f"{type(error).__module__}.{type(error).__qualname__}"
+        _log.warning("message dead-lettered", node=node.id, msg_id=message.id, phase=phase,
+                     error_type=error_type, error=str(error), attempts=attempts)  # fmt: skip
+        record = {
+            "node": node.id,
+            "phase": phase,
+            "error_type": error_type,
+            "error": str(error),
+            "traceback": "".join(traceback.format_exception(error)),
+            "attempts": attempts,
+        }
+        if await self._dead_letter_durably(message, record):
+            return
+        letter = message.clone(metadata={"dead_letter": record})
+        await self.run.dead_letters.send(letter)
+
+    async def _dead_letter_durably(self, message: ChannelMessage, record: dict[str, Any]) -> bool:
+        """Keep a message of the durable mailbox in its own store; False if it is not one."""
+        durable = self.durable
+        if durable is None or message.raw_ack is None:
+            return False  # an output, or a node without a durable mailbox
+        if self.commit:
+            await self.settle_commit()  # its place in the order: after what came before
+        details = {k: v for k, v in record.items() if k not in {"phase", "error"}}
+        try:
+            await durable.dead_letter(
+                message, reason=str(record["phase"]), error=str(record["error"]), details=details
+            )
+        except LeaseLost:
+            _log.warning("lease lost; not dead-lettered here", node=self.node.id,
+                         msg_id=message.id)  # fmt: skip
+        except ValueError:
+            return False  # not one of the mailbox's own messages
+        return True
