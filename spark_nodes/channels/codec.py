@@ -17,6 +17,7 @@ the problem and its place: ``payload["items"][3]: Decimal cannot be encoded ...`
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
@@ -38,10 +39,9 @@ _PLAIN_DATA: Final = (
 )
 
 
-def _packb(value: Any) -> bytes:
-    # packb, not a shared Packer: a Packer keeps a buffer and is not thread-safe.
-    data: bytes = msgpack.packb(value, use_bin_type=True)
-    return data
+# packb, not a shared Packer: a Packer keeps a buffer and is not thread-safe. Partials,
+# not wrapper functions: the hot paths of Redis mailboxes call these per message.
+_packb: Callable[[Any], bytes] = functools.partial(msgpack.packb, use_bin_type=True)
 
 
 class _ForeignExtension(Exception):
@@ -53,20 +53,17 @@ def _refuse_extension(code: int, _data: bytes) -> Any:
     raise _ForeignExtension(code)
 
 
-def _unpackb(data: bytes) -> Any:
-    return msgpack.unpackb(data, raw=False, strict_map_key=True, ext_hook=_refuse_extension)
+_unpackb: Callable[[bytes], Any] = functools.partial(
+    msgpack.unpackb, raw=False, strict_map_key=True, ext_hook=_refuse_extension
+)
 
+unpack_envelope: Callable[[bytes], Any] = _unpackb
+"""msgpack-decode bytes as :func:`decode` does, without checking the result.
 
-def unpack_envelope(data: bytes) -> Any:
-    """msgpack-decode ``data`` as :func:`decode` does, without checking the result.
-
-    For readers that check a well-formed envelope faster themselves and fall back to
-    :func:`decode` (which says what is wrong) otherwise.
-
-    Raises:
-        Exception: Whatever msgpack raises for bytes that are not msgpack.
-    """
-    return _unpackb(data)
+For readers that check a well-formed envelope faster themselves and fall back to
+:func:`decode` (which says what is wrong) otherwise. Raises whatever msgpack raises for
+bytes that are not msgpack.
+"""
 
 
 def pack(value: Any, *, where: str = "value") -> bytes:
@@ -101,8 +98,15 @@ def unpack(data: bytes | bytearray | memoryview) -> Any:
     return _read(raw)
 
 
-def encode(message: ChannelMessage) -> bytes:
+def encode(message: ChannelMessage, *, check: bool = True) -> bytes:
     """Encode ``message`` as an envelope (its ``ack`` is not encoded).
+
+    Args:
+        message: The message.
+        check: Also make sure the bytes read back (msgpack writes dicts with int keys,
+            which :func:`decode` refuses). Without it, such a message is refused by its
+            reader instead (dead-lettered there, its bytes kept); a value msgpack cannot
+            write at all is refused here either way. Checking costs a decode.
 
     Raises:
         MessageEncodeError: The payload or metadata holds something msgpack cannot encode;
@@ -121,7 +125,8 @@ def encode(message: ChannelMessage) -> bytes:
     }
     try:
         data = _packb(envelope)
-        _unpackb(data)
+        if check:
+            _unpackb(data)
     except (TypeError, ValueError, OverflowError, _ForeignExtension) as error:
         problem = _find_problem(message.payload, "payload", set(), 0) or _find_problem(
             metadata, "metadata", set(), 0

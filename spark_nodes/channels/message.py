@@ -63,7 +63,8 @@ class OnceAck:
 
     def __init__(self, callback: AckCallback) -> None:
         self.callback = callback
-        self._state = _NOT_ACKED
+        # A callback that says it is done (a settled lease) is: acking it does nothing.
+        self._state = _ACKED if getattr(callback, "done", False) is True else _NOT_ACKED
         self._watchers: list[tuple[_Notify, ChannelMessage]] | None = None
 
     @property
@@ -261,9 +262,11 @@ class ChannelMessage:
 
     @property
     def acked(self) -> bool:
-        """True once the ack callback has completed successfully."""
+        """True once the ack callback has completed successfully (or was settled otherwise)."""
         ack = self.raw_ack
-        return isinstance(ack, OnceAck) and ack.done
+        if ack.__class__ is OnceAck:
+            return ack.done
+        return getattr(ack, "done", False) is True
 
     @property
     def id(self) -> str:

@@ -22,7 +22,8 @@ from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Final
 
 from spark_nodes.channels import ChannelMessage
-from spark_nodes.nodes._handling import Handling, Kind, View, view_of
+from spark_nodes.channels.message import unchecked_message
+from spark_nodes.nodes._handling import Handling, Kind, View
 from spark_nodes.nodes.context import ExecutionContext
 from spark_nodes.nodes.message import NodeMessage
 
@@ -176,16 +177,19 @@ class Inline(Handling):
             self.outputs_made += outputs
             self.node.last_output = last
 
-    async def _inline_durable(self, taken: list[ChannelMessage], start: int) -> int:
+    async def _inline_durable(self, taken: list[ChannelMessage], start: int) -> int:  # noqa: PLR0912, PLR0915
         """The fast path for a node with a durable mailbox: outputs go in the commit.
 
         Stops at a message delivered before (the loop handles it alone), and once the
         batch has been open for a while, to commit it (with :data:`SETTLE_FIRST`).
         """
-        process, asynchronous = self.node.process, self.kind is Kind.ASYNC
-        durable = self.durable
+        node, asynchronous, routes = self.node, self.kind is Kind.ASYNC, self.routes
+        route, commit, durable = routes.fixed, self.commit, self.durable
         assert durable is not None
+        assert commit is not None
+        single = route[0] if route is not None and len(route) == 1 and route[0].commits else None
         opened = monotonic()
+        handled = 0
         index = start
         while index < len(taken):  # not cached: a stopping worker may shorten the batch
             message = taken[index]
@@ -193,16 +197,23 @@ class Inline(Handling):
                 break
             if message.raw_ack is None or durable.redelivered(message):
                 break  # a local wake-up, or a message to handle alone
-            view = view_of(message)
-            context = self.new_context(view, message, 1)
+            metadata = message.metadata
+            inputs: NodeMessage = _new_object(NodeMessage)
+            inputs.content, inputs.raw_metadata, inputs.raw_id = message.payload, metadata, message
+            view = _view(inputs, message, metadata)
+            context = _new_context(node)
+            context.inputs, context.message = inputs, message
+            context.started_at = monotonic()
             if context.started_at - opened > _COMMIT_AFTER:
                 self.bail = SETTLE_FIRST
                 break
             self.hand_from = index
             try:
-                result = process(context)
+                result = node.process(context)
                 if asynchronous:
-                    if self.slow_process and (self.commit or self.routes.pending):
+                    if self.slow_process and (commit or routes.pending):
+                        self._count_durable(handled)
+                        handled = 0
                         await self.before_waiting()
                     result = await result
                     self.slow_process = monotonic() - context.started_at > _SLOW_PROCESS
@@ -211,18 +222,45 @@ class Inline(Handling):
                     break
                 sends: Sends = []
                 if result is not None:
-                    self.forward(result, view[1], view[2], None, sends)
+                    content, extra = (
+                        (result.content, result.raw_metadata)
+                        if result.__class__ is NodeMessage
+                        else (result, None)
+                    )
+                    if single is None or view[2] or (extra and "correlation" in extra):
+                        self.forward(result, view[1], view[2], None, sends)
+                    else:  # forward(), inlined for the pipeline case: one route, no join
+                        node.last_output = content
+                        self.outputs_made += 1
+                        out = extra.copy() if extra else {}
+                        out["trace_id"], out["source_node"] = view[1], node.id
+                        out["edge"] = single.name
+                        sends.append((single.channel, unchecked_message(content, out)))
+                        self.run.in_flight += 1
             except Exception as error:  # noqa: BLE001 - handled (retried...) the general way
                 self.bail = (view, None, error)
                 break
-            self.received += 1
-            self.processed += 1
-            self.add_to_commit(message, sends, handled=True, produced=result is not None)
-            self.message_done()
+            if result is not None:
+                self.result_index = len(commit.messages)
+            commit.messages.append(message)  # add_to_commit(), inlined
+            commit.sends.append(sends)
+            self.commit_handled.append(True)
+            handled += 1
             index += 1
             if self.stopping:
                 break
+        self._count_durable(handled)
         return index
+
+    def _count_durable(self, handled: int) -> None:
+        """Count ``handled`` messages handled inline, their outputs in the commit."""
+        self.received += handled
+        self.processed += handled
+        run = self.run
+        run.in_flight -= handled  # (their outputs were counted when staged)
+        run.handled += handled
+        if handled and run.watch_each_message:
+            run.message_done()
 
 
 def _view(inputs: NodeMessage, message: ChannelMessage, metadata: dict[str, Any]) -> View:

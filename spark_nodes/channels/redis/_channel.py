@@ -26,7 +26,7 @@ from spark_nodes.channels.redis._layout import (
     hash_tag,
     stream_key,
 )
-from spark_nodes.channels.redis._leases import Lease, LeaseBook, settle
+from spark_nodes.channels.redis._leases import Lease, LeaseBook, settle, settle_nowait
 from spark_nodes.channels.redis._outbox import Outbox
 from spark_nodes.channels.redis._reader import Reader
 from spark_nodes.channels.redis._scripts import Scripts
@@ -290,14 +290,20 @@ class RedisChannel(BaseChannel):
         """
         await self._outbox.flush()
 
-    def encode(self, message: ChannelMessage) -> bytes:
+    def encode(self, message: ChannelMessage, *, check: bool = True) -> bytes:
         """The envelope this channel would write for ``message``.
+
+        ``check``: see :func:`~spark_nodes.channels.codec.encode`.
 
         Raises:
             MessageEncodeError: The message is not plain data.
             MessageTooLarge: The encoded message exceeds ``max_message_bytes``.
         """
-        return self._outbox.encode(message)
+        return self._outbox.encode(message, check=check)
+
+    def record_sent_nowait(self, count: int) -> None:
+        """Count ``count`` messages as sent here (see :meth:`record_sent`); no observers."""
+        self._outbox.sent += count
 
     async def record_sent(self, messages: Sequence[ChannelMessage]) -> None:
         """Count ``messages`` as sent here and tell the observers.
@@ -363,17 +369,24 @@ class RedisChannel(BaseChannel):
     def take_nowait(self, limit: int) -> list[ChannelMessage]:
         """Take up to ``limit`` buffered messages without a round trip; ``[]`` if none.
 
-        With observers, or deferred observer work at the head, ``[]``: :meth:`take` runs
-        them.
+        With observers, ``[]``: :meth:`take` runs them. (Messages read from Redis carry
+        no deferred observer work: nothing sent them through a channel of this process.)
         """
         buffer = self._reader.buffer
         if not buffer or self._observers:
             return []
-        taken: list[ChannelMessage] = []
-        while buffer and len(taken) < limit and buffer[0].deferred is None:
-            message = buffer.popleft()
-            _hand_out(message)
-            taken.append(message)
+        if len(buffer) <= limit:
+            taken = list(buffer)
+            buffer.clear()
+        else:
+            pop = buffer.popleft
+            taken = [pop() for _ in range(limit)]
+        for message in taken:
+            lease = message.raw_ack
+            if lease.__class__ is Lease:
+                lease.handed_out = True
+            else:
+                _hand_out(message)  # a wrapped ack, or a local wake-up
         self._received += len(taken)
         return taken
 
@@ -435,7 +448,10 @@ class RedisChannel(BaseChannel):
         Raises:
             ValueError: ``message`` was not received from this channel.
         """
-        return self.lease_of(message).deliveries > 1
+        lease = message.raw_ack
+        if lease.__class__ is not Lease:  # the worker loop's case is this one, the cheap one
+            lease = self.lease_of(message)
+        return lease.deliveries > 1
 
     def offer(self, message: ChannelMessage) -> bool:
         """Always False: a send to Redis is a round trip (use :meth:`send` or a commit)."""
@@ -518,6 +534,9 @@ class RedisChannel(BaseChannel):
         Returns:
             Whether each message committed, in order.
 
+        An output whose bytes would not read back (a dict with int keys) is not refused
+        here but by the target's reader, which dead-letters it (its bytes kept).
+
         Raises:
             MessageEncodeError: An output is not plain data; nothing was committed.
             MessageTooLarge: An output is too large for its target; nothing was committed.
@@ -528,7 +547,11 @@ class RedisChannel(BaseChannel):
         """
         if not batch.messages:
             return []
-        leases = [self.lease_of(message) for message in batch.messages]
+        leases = [
+            ack if ack.__class__ is Lease and ack.channel is self else self.lease_of(message)
+            for message in batch.messages
+            for ack in (message.raw_ack,)
+        ]
         targets: list[RedisChannel] = []
         numbers: dict[int, int] = {}
         outputs: list[int] = []
@@ -545,18 +568,45 @@ class RedisChannel(BaseChannel):
                     targets.append(target)
                     number = numbers[id(target)] = len(targets)
                 target_of.append(number)
-                envelopes.append(targets[number - 1].encode(output))
+                # Unchecked (a decode less per output): a dict with int keys in an output is
+                # refused by the target's reader, dead-lettered there with its bytes.
+                envelopes.append(targets[number - 1].encode(output, check=False))
         committed = await self._leases.commit(
             leases, outputs=outputs, target_of=target_of, envelopes=envelopes,
             targets=[t.keys for t in targets], result=batch.result, result_key=self.result_key,
         )  # fmt: skip
+        await self._after_commit(batch, committed, targets, target_of)
+        return committed
+
+    async def _after_commit(
+        self,
+        batch: Commit,
+        committed: list[bool],
+        targets: list[RedisChannel],
+        target_of: list[int],
+    ) -> None:
+        """Settle the committed messages here; count (and observe) their sends there."""
+        sent = [0] * len(targets)
+        position = 0
         for done, message, sends in zip(committed, batch.messages, batch.sends, strict=True):
             if done:
-                for target, output in sends:
-                    assert isinstance(target, RedisChannel)
-                    await target.record_sent([output])
-                await settle(message)
-        return committed
+                for number in target_of[position : position + len(sends)]:
+                    sent[number - 1] += 1
+                if not settle_nowait(message):
+                    await settle(message)
+            position += len(sends)
+        for number, target in enumerate(targets):
+            if target.observers:
+                outputs = [
+                    output
+                    for done, sends in zip(committed, batch.sends, strict=True)
+                    if done
+                    for channel, output in sends
+                    if channel is target
+                ]
+                await target.record_sent(outputs)
+            else:
+                target.record_sent_nowait(sent[number])
 
     async def dead_letter(
         self,

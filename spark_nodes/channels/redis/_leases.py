@@ -24,7 +24,7 @@ from spark_nodes.errors import ChannelUnavailable, LeaseLost
 if TYPE_CHECKING:
     from spark_nodes.channels.redis._channel import RedisChannel
 
-__all__ = ["Lease", "LeaseBook", "settle"]
+__all__ = ["Lease", "LeaseBook", "settle", "settle_nowait"]
 
 ReadAlong = Callable[[], bool]
 """Whether a settling call should read the next entries in the same round trip."""
@@ -42,9 +42,11 @@ class Lease:
         data: The entry's original envelope, kept for dead-lettering it as it was.
         lost: Set once a settling call found the lease gone.
         handed_out: Set once a handler took it (its delivery then counts).
+        done: Set once the entry was settled here (acked, committed, dead-lettered): the
+            message counts as acked, and acking it again does nothing.
     """
 
-    __slots__ = ("channel", "data", "deliveries", "entry", "handed_out", "lost")
+    __slots__ = ("channel", "data", "deliveries", "done", "entry", "handed_out", "lost")
 
     def __init__(self, channel: RedisChannel, entry: bytes, deliveries: int, data: bytes) -> None:
         self.channel = channel
@@ -53,9 +55,12 @@ class Lease:
         self.data = data
         self.lost = False
         self.handed_out = False
+        self.done = False
 
     async def __call__(self) -> None:
-        await self.channel.ack_leases([self])
+        if not self.done:
+            await self.channel.ack_leases([self])
+            self.done = True
 
     def __repr__(self) -> str:
         return f"<redis ack {self.channel.key} {self.entry.decode()}>"
@@ -219,9 +224,9 @@ class LeaseBook:
             b"%s %d %d " % (lease.entry, lease.deliveries, count)
             for lease, count in zip(leases, outputs, strict=True)
         )
-        low, high, most = self._bounds(leases)
+        most = len(self.held) + len(leases)
         args: list[Any] = [
-            self._group, self._consumer, words, most, low, high, result_at, value,
+            self._group, self._consumer, words, most, result_at, value,
             " ".join(map(str, target_of)), *envelopes,
         ]  # fmt: skip
         statuses, tries = await self._settle_call(self._scripts.commit, script_keys, args, "commit")
@@ -336,10 +341,13 @@ class LeaseBook:
     # -- shared ---------------------------------------------------------------------------------
 
     def _bounds(self, leases: Sequence[Lease]) -> tuple[bytes, bytes, int]:
-        """The batch's id range and how many entries the consumer may hold in it."""
-        ids = sorted(_id_order(lease.entry) for lease in leases)
-        low, high = b"%d-%d" % ids[0], b"%d-%d" % ids[-1]
-        return low, high, len(self.held) + len(leases)
+        """The range of entries to read this consumer's leases from, and how many at most.
+
+        The whole range: parsing each id for a tighter one cost the client more than the
+        server saves; the count bounds the read to what this consumer can hold. (A lease
+        beyond it, if any, is checked alone.)
+        """
+        return b"-", b"+", len(self.held) + len(leases)
 
     def _range_of(self, leases: list[Lease]) -> list[Any]:
         low, high, most = self._bounds(leases)
@@ -388,6 +396,23 @@ class LeaseBook:
         return status
 
 
+def settle_nowait(message: ChannelMessage) -> bool:
+    """:func:`settle`, when no observer watches the ack (the usual case); False otherwise.
+
+    Nobody can watch an ack that was never wrapped: the lease is marked done (no object,
+    no coroutine per message).
+    """
+    ack = message.raw_ack
+    if ack.__class__ is Lease:
+        ack.done = True
+        return True
+    if ack.__class__ is OnceAck:
+        return False
+    assert ack is not None
+    message.raw_ack = OnceAck.already_done(ack)
+    return True
+
+
 async def settle(message: ChannelMessage) -> None:
     """Mark a message acked another way (a batch ack, a commit); tell watching observers."""
     ack = message.raw_ack
@@ -407,8 +432,3 @@ def lease_words(leases: Iterable[Lease]) -> bytes:
 def now_text() -> str:
     """The time, for dead-letter records."""
     return f"{time.time():.3f}"
-
-
-def _id_order(entry: bytes) -> tuple[int, int]:
-    milliseconds, _, sequence = entry.partition(b"-")
-    return int(milliseconds), int(sequence)

@@ -129,14 +129,16 @@ class Outbox:
             raise ValueError(f"idempotency_key must be a non-empty str, not {idempotency!r}")
         return Outgoing(message, self.encode(message), delay_ms, idempotency, nowait=nowait)
 
-    def encode(self, message: ChannelMessage) -> bytes:
+    def encode(self, message: ChannelMessage, *, check: bool = True) -> bytes:
         """The envelope of ``message``, checked against ``max_message_bytes``.
+
+        ``check``: see :func:`~spark_nodes.channels.codec.encode`.
 
         Raises:
             MessageEncodeError: The message is not plain data.
             MessageTooLarge: It is larger than ``max_message_bytes`` encoded.
         """
-        data = encode(message)
+        data = encode(message, check=check)
         if len(data) > self._settings.max_bytes:
             raise MessageTooLarge(
                 f"message {message.id} is {len(data)} bytes encoded, more than channel "

@@ -196,21 +196,22 @@ COMMIT: Final = (
 -- 1): KEYS[2 + 2t] its stream, KEYS[3 + 2t] its stats.
 -- ARGV[1] group, ARGV[2] consumer, ARGV[3] the entries as "id deliveries outputs " words
 -- (outputs: how many envelopes are that entry's), ARGV[4] how many entries the consumer
--- may hold at most, ARGV[5] and ARGV[6] the lowest and the highest entry id, ARGV[7] the
--- position (from 1) of the entry whose output ARGV[8] is the node's latest result, 0 for
--- none; ARGV[9] the target of each envelope, as "t t ... " words; ARGV[10..] envelopes.
+-- may hold at most (its leases are read in one XPENDING; one beyond is checked alone),
+-- ARGV[5] the position (from 1) of the entry whose output ARGV[6] is the node's latest
+-- result, 0 for none; ARGV[7] the target of each envelope, as "t t ... " words;
+-- ARGV[8..] the envelopes.
 -- Returns one status per entry (see ACK).
 redis.replicate_commands()
 local held = {}
-local pending = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[5], ARGV[6], ARGV[4], ARGV[2])
+local pending = redis.pcall('XPENDING', KEYS[1], ARGV[1], '-', '+', ARGV[4], ARGV[2])
 if not pending.err then
   for _, p in ipairs(pending) do held[p[1]] = tostring(p[4]) end
 end
 local targets = {}
-for t in string.gmatch(ARGV[9], '%d+') do targets[#targets + 1] = tonumber(t) end
+for t in string.gmatch(ARGV[7], '%d+') do targets[#targets + 1] = tonumber(t) end
 local statuses, settled, sent = {}, {}, {}
 local used, position, keep_result = 0, 0, false
-local result_at = tonumber(ARGV[7])
+local result_at = tonumber(ARGV[5])
 for id, deliveries, outputs in string.gmatch(ARGV[3], '(%S+) (%S+) (%d+)') do
   position = position + 1
   outputs = tonumber(outputs)
@@ -221,7 +222,7 @@ for id, deliveries, outputs in string.gmatch(ARGV[3], '(%S+) (%S+) (%d+)') do
   if status == 1 then
     for j = used + 1, used + outputs do
       local t = targets[j]
-      redis.call('XADD', KEYS[2 + 2 * t], '*', 'm', ARGV[9 + j])
+      redis.call('XADD', KEYS[2 + 2 * t], '*', 'm', ARGV[7 + j])
       sent[t] = (sent[t] or 0) + 1
     end
     settled[#settled + 1] = id
@@ -237,7 +238,7 @@ if #settled > 0 then
   redis.call('HINCRBY', KEYS[2], 'acked', #settled)
 end
 if #settled < position then redis.call('HINCRBY', KEYS[2], 'rejected_acks', position - #settled) end
-if keep_result then redis.call('SET', KEYS[3], ARGV[8]) end
+if keep_result then redis.call('SET', KEYS[3], ARGV[6]) end
 return statuses
 """
 )
