@@ -3,8 +3,9 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from examples import channels, hello, redis_orders
+from examples import channels, custom_channel, hello, redis_orders
 from spark_nodes import StopReason
+from spark_nodes.channels.mailbox import is_mailbox
 
 pytestmark = pytest.mark.anyio
 
@@ -29,6 +30,17 @@ async def test_the_channels_demo_delivers_every_order_in_order() -> None:
     with anyio.fail_after(10):
         handled = await channels.main(orders=7)
     assert handled == [f"order {n} via counter->kitchen" for n in range(1, 8)]
+
+
+async def test_the_custom_channel_example_handles_high_priority_first_both_ways() -> None:
+    with anyio.fail_after(10):
+        results = await custom_channel.main()
+    by_priority = ["T2", "T4", "T1", "T3", "T5"]
+    # The seed-only channel is awaited per ticket and for the shutdown; the fast one takes
+    # the backlog as one batch and is awaited only for the shutdown.
+    assert results == {"PriorityChannel": (by_priority, 6), "FastPriorityChannel": (by_priority, 1)}
+    assert not is_mailbox(custom_channel.PriorityChannel())
+    assert is_mailbox(custom_channel.FastPriorityChannel())
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])  # redis-py is asyncio only

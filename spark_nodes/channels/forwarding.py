@@ -8,7 +8,13 @@ from typing import Any
 import anyio
 
 from spark_nodes.channels.base import BaseChannel, ChannelStatistics, Observer
-from spark_nodes.channels.mailbox import Mailbox, RestorableMailbox, is_restorable, mailbox_of
+from spark_nodes.channels.mailbox import (
+    Mailbox,
+    RestorableMailbox,
+    is_mailbox,
+    is_restorable,
+    mailbox_of,
+)
 from spark_nodes.channels.message import ChannelMessage, not_a_message
 from spark_nodes.errors import ChannelClosed
 
@@ -39,7 +45,7 @@ class ForwardingChannel(BaseChannel):
         TypeError: ``downstream`` is not a channel or ``metadata_defaults`` is not a dict.
     """
 
-    __slots__ = ("_blocked", "_defaults", "_down", "_downstream", "_received", "_sent")
+    __slots__ = ("_adapted", "_blocked", "_defaults", "_down", "_downstream", "_received", "_sent")
 
     def __init__(
         self,
@@ -57,6 +63,7 @@ class ForwardingChannel(BaseChannel):
         super().__init__(name=name or f"forward->{downstream.name}", observers=observers)
         self._downstream = downstream
         self._down: Mailbox = mailbox_of(downstream)
+        self._adapted = not is_mailbox(downstream)
         self._defaults = dict(metadata_defaults) if metadata_defaults else None
         self._sent = 0
         self._received = 0
@@ -125,8 +132,14 @@ class ForwardingChannel(BaseChannel):
         Raises:
             ChannelClosed: The downstream channel is closed and drained.
         """
-        taken = self._down.take_nowait(1)  # receive() minus a coroutine, when it can
-        message = taken[0] if taken else await self._downstream.receive()
+        down = self._down
+        taken = down.take_nowait(1)  # receive() minus a coroutine, when it can
+        if taken:
+            message = taken[0]
+        elif self._adapted:  # a seed-only downstream: the adapter also takes given-back ones
+            message = (await down.take(1))[0]
+        else:
+            message = await self._downstream.receive()
         self._received += 1
         if self._observers:
             if message.deferred is None and message.raw_ack is None:
@@ -146,7 +159,7 @@ class ForwardingChannel(BaseChannel):
 
     def empty(self) -> bool:
         """Return True if the downstream channel has no message waiting."""
-        return self._downstream.empty()
+        return self._down.empty()
 
     def qsize(self) -> int:
         """Return the downstream channel's depth.

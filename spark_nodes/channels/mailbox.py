@@ -28,13 +28,17 @@ per loop; several loops (``NodeConfig.concurrency``) may share a mailbox. See
 
 from __future__ import annotations
 
+import weakref
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+import anyio
+
 from spark_nodes.channels.base import BaseChannel
 from spark_nodes.channels.message import ChannelMessage
+from spark_nodes.errors import ChannelClosed
 
 __all__ = [
     "Commit",
@@ -64,7 +68,9 @@ class Mailbox(Protocol):
     async def take(self, limit: int) -> list[ChannelMessage]:
         """Wait for the first message, then take up to ``limit`` - 1 more without waiting.
 
-        Returns at least one message. If the task is cancelled, nothing is taken.
+        Returns at least one message. If the task is cancelled, nothing is taken
+        (through :func:`mailbox_of`'s adapter, only if the channel's ``receive()`` takes
+        nothing when cancelled).
 
         Raises:
             ChannelClosed: The channel is closed and drained.
@@ -219,14 +225,19 @@ class _ChannelMailbox:
     """The per-message path for a channel with only the seed's methods.
 
     Takes one message per ``receive()`` and keeps given-back messages here, in front of
-    the channel. One is made per node and run, shared by the node's loops.
+    the channel; one per channel (see :func:`mailbox_of`), so every reader sees them. A
+    give-back wakes the takes waiting in ``receive()`` by cancelling that wait: a channel
+    served this way must lose no message to a cancelled ``receive()`` (the seed's own
+    ``receive()``, waiting on an event, loses none).
     """
 
-    __slots__ = ("_channel", "_returned")
+    __slots__ = ("_channel", "_returned", "_waiting")
 
     def __init__(self, channel: BaseChannel) -> None:
-        self._channel = channel
+        # Weak, as the adapter is kept as long as its channel lives (_adapters).
+        self._channel = weakref.ref(channel)
         self._returned: deque[ChannelMessage] = deque()
+        self._waiting: set[anyio.CancelScope] = set()
 
     def take_nowait(self, limit: int) -> list[ChannelMessage]:
         returned = self._returned
@@ -236,12 +247,22 @@ class _ChannelMailbox:
         return taken
 
     async def take(self, limit: int) -> list[ChannelMessage]:
-        if self._returned:
-            return self.take_nowait(limit)
-        return [await self._channel.receive()]
+        while not self._returned:
+            with anyio.CancelScope() as waiting:
+                self._waiting.add(waiting)
+                try:
+                    return [await self._live_channel().receive()]
+                finally:
+                    self._waiting.discard(waiting)
+            # give_back() cancelled the wait: take what it gave back (if still there).
+        return self.take_nowait(limit)
 
     def give_back(self, messages: Sequence[ChannelMessage], *, started: int = 0) -> None:
+        if not messages:
+            return
         self._returned.extendleft(reversed(messages))
+        for waiting in self._waiting:
+            waiting.cancel()
 
     def offer(self, message: ChannelMessage) -> bool:
         return False
@@ -250,7 +271,18 @@ class _ChannelMailbox:
         return 0
 
     def empty(self) -> bool:
-        return not self._returned and self._channel.empty()
+        return not self._returned and self._live_channel().empty()
+
+    def _live_channel(self) -> BaseChannel:
+        channel = self._channel()
+        if channel is None:  # only a caller that dropped the channel itself gets here
+            raise ChannelClosed("the channel of this mailbox no longer exists")
+        return channel
+
+
+_adapters: weakref.WeakKeyDictionary[BaseChannel, _ChannelMailbox] = weakref.WeakKeyDictionary()
+"""The adapter of each seed-only channel: one, so what one reader gives back, the others
+(the node's loops, an edge into it) take."""
 
 
 _implements: dict[type, tuple[bool, bool, bool]] = {}
@@ -273,13 +305,20 @@ def _protocols_of(channel: BaseChannel) -> tuple[bool, bool, bool]:
 def mailbox_of(channel: BaseChannel) -> Mailbox:
     """The :class:`Mailbox` to serve ``channel`` through: itself, or a per-message adapter.
 
-    The adapter receives one message per ``receive()``, cannot offer (every forward is
-    an awaited ``send()``), and keeps given-back messages in front of the channel.
+    The adapter, one per channel, receives one message per ``receive()``, cannot offer
+    (every forward is an awaited ``send()``), and keeps given-back messages in front of
+    the channel, waking a reader waiting in ``receive()`` to take them.
     """
     if _protocols_of(channel)[0]:
         mailbox: Mailbox = channel  # type: ignore[assignment]
         return mailbox
-    return _ChannelMailbox(channel)
+    try:
+        adapter = _adapters.get(channel)
+        if adapter is None:
+            adapter = _adapters[channel] = _ChannelMailbox(channel)
+    except TypeError:  # a channel class made unhashable: its readers share nothing
+        return _ChannelMailbox(channel)
+    return adapter
 
 
 def is_mailbox(channel: BaseChannel) -> bool:
@@ -288,7 +327,12 @@ def is_mailbox(channel: BaseChannel) -> bool:
 
 
 def is_restorable(channel: BaseChannel) -> bool:
-    """Whether ``channel`` implements :class:`RestorableMailbox`."""
+    """Whether ``channel``'s type implements :class:`RestorableMailbox`.
+
+    Answered per type: a :class:`~spark_nodes.channels.ForwardingChannel` is restorable
+    by type, but its ``snapshot()`` raises ``NotImplementedError`` when its downstream is
+    not restorable.
+    """
     return _protocols_of(channel)[1]
 
 

@@ -9,7 +9,7 @@ from operator import attrgetter
 from typing import Any
 
 from spark_nodes.channels._waiters import park, wake_all, wake_one
-from spark_nodes.channels.base import BaseChannel, ChannelStatistics, Observer
+from spark_nodes.channels.base import BaseChannel, ChannelStatistics, Deferrals, Observer
 from spark_nodes.channels.message import ChannelMessage, not_a_message
 from spark_nodes.errors import ChannelClosed, ChannelFull
 
@@ -53,7 +53,6 @@ class InMemoryChannel(BaseChannel):
     __slots__ = (
         "_arrival",
         "_arrival_depth",
-        "_deferred_queued",
         "_limit",
         "_maxsize",
         "_peak",
@@ -81,7 +80,6 @@ class InMemoryChannel(BaseChannel):
         self._senders: list[Any] = []
         self._sent = 0
         self._peak = 0
-        self._deferred_queued = 0  # queued messages whose deferred observer work is due
         # See set_arrival_callback.
         self._arrival: Callable[[], None] | None = None
         self._arrival_depth = 0
@@ -106,9 +104,22 @@ class InMemoryChannel(BaseChannel):
             raise not_a_message(message)
         if self._closed:
             raise self._closed_error()
-        if len(self._queue) >= self._limit:
+        queue = self._queue
+        if len(queue) >= self._limit:
             await self._wait_for_room()
-        self._enqueue(message)
+            queue = self._queue
+        # _enqueue, inlined: every send of a node's mailbox comes here (a call is ~8% of it).
+        if queue is _NO_QUEUE:
+            queue = self._queue = deque()
+        queue.append(message)
+        self._sent += 1
+        depth = len(queue)
+        if depth > self._peak:
+            self._peak = depth
+        if self._receivers:
+            wake_one(self._receivers)
+        if depth <= self._arrival_depth and self._arrival is not None:
+            self._arrival()
         if self._observers:
             resume = self._observe(message, "send")
             if resume is not None:
@@ -153,8 +164,6 @@ class InMemoryChannel(BaseChannel):
             queue = self._queue = deque()
         queue.append(message)
         self._sent += 1
-        if message.deferred is not None:
-            self._deferred_queued += 1
         depth = len(queue)
         if depth > self._peak:
             self._peak = depth
@@ -187,8 +196,6 @@ class InMemoryChannel(BaseChannel):
             queue = self._queue = deque()
         queue.extend(messages)
         self._sent += count
-        if any(map(_deferred_of, messages)):
-            self._deferred_queued += sum(1 for m in messages if m.deferred is not None)
         depth = before + count
         if depth > self._peak:
             self._peak = depth
@@ -211,8 +218,6 @@ class InMemoryChannel(BaseChannel):
             queue = self._queue = deque()
         queue.append(message)
         self._sent += 1
-        if message.deferred is not None:
-            self._deferred_queued += 1
         depth = len(queue)
         if depth > self._peak:
             self._peak = depth
@@ -231,14 +236,15 @@ class InMemoryChannel(BaseChannel):
         Raises:
             ChannelClosed: The channel is closed and drained.
         """
-        while not self._queue:
+        queue = self._queue
+        while not queue:
             if self._closed:
                 raise ChannelClosed(f"channel {self._name!r} is closed and drained")
             await park(self._receivers)
-        message = self._queue.popleft()
+            queue = self._queue  # a first send may have made it
+        message = queue.popleft()
         if message.deferred is not None or self._observers:
             if message.deferred is not None:
-                self._deferred_queued -= 1
                 resume = self._observe_receive(message)
             elif message.raw_ack is None:
                 resume = self._observe(message, "receive")  # the common case, one call less
@@ -249,8 +255,6 @@ class InMemoryChannel(BaseChannel):
                     await self._finish_receive(message, resume)
                 except BaseException:
                     self.give_back([message])
-                    if message.deferred is not None:
-                        self._deferred_queued += 1
                     raise
         if self._senders:
             wake_one(self._senders)
@@ -259,23 +263,36 @@ class InMemoryChannel(BaseChannel):
     def take_nowait(self, limit: int) -> list[ChannelMessage]:
         """Take up to ``limit`` queued messages at once, oldest first; ``[]`` if none.
 
-        Returns ``[]`` when the channel has observers or queued messages carry deferred
-        observer work: :meth:`take` runs those (``receive()``'s work without its coroutine
-        would skip them).
+        Stops before a message that carries deferred observer work, and returns ``[]``
+        when the channel has observers: :meth:`take` runs that work (``receive()``'s work
+        without its coroutine would skip it).
         """
         queue = self._queue
-        if not queue or self._observers or self._deferred_queued:
+        if not queue or self._observers:
             return []
-        if len(queue) <= limit:
-            taken = list(queue)
-            self._queue = _NO_QUEUE
+        if limit == 1:  # receive()'s work without its coroutine (a ForwardingChannel's)
+            if queue[0].deferred is not None:
+                return []
+            taken = [queue.popleft()]
         else:
-            pop = queue.popleft
-            taken = [pop() for _ in range(limit)]
+            if len(queue) <= limit:
+                taken = list(queue)
+                self._queue = _NO_QUEUE  # a worker loop emptied it: idle mailboxes hold no deque
+            else:
+                pop = queue.popleft
+                taken = [pop() for _ in range(limit)]
+            if Deferrals.seen and any(map(_deferred_of, taken)):
+                taken = self._keep_from_first_deferred(taken)
         if self._senders:
             for _ in range(len(taken)):
                 wake_one(self._senders)
         return taken
+
+    def _keep_from_first_deferred(self, taken: list[ChannelMessage]) -> list[ChannelMessage]:
+        """Put back ``taken`` from its first message with deferred work on; return the rest."""
+        first = next(i for i, message in enumerate(taken) if message.deferred is not None)
+        self.give_back(taken[first:])
+        return taken[:first]
 
     async def take(self, limit: int) -> list[ChannelMessage]:
         """Wait for the first message, then take up to ``limit`` - 1 more without waiting.
@@ -380,20 +397,24 @@ class InMemoryChannel(BaseChannel):
         """Make ``messages`` the whole queue (a checkpoint being restored).
 
         Counts stay consistent: the messages replaced count as never sent, the new ones
-        as sent and not received.
+        as sent and not received. Receivers waiting on the channel are woken.
         """
         self._sent += len(messages) - len(self._queue)  # keep received = sent - depth
         queue = self._queue = deque(messages)
-        self._deferred_queued = sum(1 for m in messages if m.deferred is not None)
         if len(queue) > self._peak:
             self._peak = len(queue)
+        receivers = self._receivers
+        for _ in range(min(len(queue), len(receivers))):
+            wake_one(receivers)
 
     def set_arrival_callback(self, callback: Callable[[], None] | None, depth: int = 0) -> None:
         """Call ``callback()`` after each message enqueued while at most ``depth`` are queued.
 
         How a graph starts a worker only when a node has work: with ``depth`` the node's
         concurrency, an arrival finds a worker for it. ``None`` removes the callback.
-        Runs in the sending task, which must not be blocked by it.
+        Runs in the sending task, which must not be blocked by it. Messages given back
+        or restored are not arrivals: whoever gives them back or restores is serving the
+        channel, or starts a worker for it.
         """
         self._arrival = callback
         self._arrival_depth = depth if callback is not None else 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final
 
 from spark_nodes.channels import BaseChannel, ChannelMessage
-from spark_nodes.channels.mailbox import DurableMailbox, Mailbox, is_mailbox, mailbox_of
+from spark_nodes.channels.mailbox import DurableMailbox, Mailbox, mailbox_of
 from spark_nodes.channels.message import new_message_id, unchecked_message
 from spark_nodes.nodes.edges import Edge, select_edges, sorted_edges
 from spark_nodes.nodes.message import NodeMessage
@@ -51,18 +51,15 @@ class Route:
         mailbox: The same, as a :class:`~spark_nodes.channels.mailbox.Mailbox`.
         staged: Outputs staged for the target (shared by every route to it).
         commits: Whether outputs go in the source's commit instead (durable sources).
-        native: Whether the target implements the mailbox contract itself (it can take
-            outputs back at its head, when a cancelled send would otherwise lose them).
         owner: The route whose ``staged`` list this is (the first one to the target).
     """
 
-    __slots__ = ("channel", "commits", "mailbox", "name", "native", "owner", "staged")
+    __slots__ = ("channel", "commits", "mailbox", "name", "owner", "staged")
 
     def __init__(self, name: str, channel: BaseChannel, owner: Route | None, commits: bool) -> None:
         self.name = name
         self.channel = channel
         self.mailbox: Mailbox = mailbox_of(channel)
-        self.native = is_mailbox(channel)
         self.owner: Route = owner or self
         self.staged: list[ChannelMessage] = [] if owner is None else owner.staged
         self.commits = commits

@@ -19,7 +19,7 @@ import structlog
 from spark_nodes.backoff import Backoff
 from spark_nodes.channels import ChannelMessage
 from spark_nodes.channels.codec import pack
-from spark_nodes.channels.mailbox import Commit
+from spark_nodes.channels.mailbox import Commit, is_durable
 from spark_nodes.errors import BackendUnavailable, LeaseLost, MessageEncodeError, MessageTooLarge
 from spark_nodes.nodes._forwarding import Forwarding, Route, Sends, StepFailed
 from spark_nodes.state.base import RESULT_SUFFIX
@@ -97,7 +97,8 @@ class Settling(Forwarding):
         :class:`StepFailed` (the message is dead-lettered, not acked, and its outputs not
         sent yet are dropped); else the output itself is dead-lettered, with its error. If
         cancelled, what was not sent yet is put at the head of its target mailbox rather
-        than lost (its order there changes; it was due anyway).
+        than lost (its order there changes; it was due anyway), unless that mailbox is
+        durable (Redis): what is not in its store cannot be kept there, and is logged.
 
         Raises:
             StepFailed: A send failed, with an ``owner``.
@@ -121,12 +122,13 @@ class Settling(Forwarding):
 
     def _keep_unsent(self, unsent: list[tuple[Route, list[ChannelMessage]]]) -> None:
         for route, messages in unsent:
-            if route.native:
+            if not is_durable(route.channel):
                 route.mailbox.give_back(messages)
-            else:
-                self.run.in_flight -= len(messages)
-                _log.error("outputs lost: cancelled while sending them", node=self.node.id,
-                           target=route.channel.name, count=len(messages))  # fmt: skip
+                continue
+            # A durable mailbox holds only what its store holds: these never got there.
+            self.run.in_flight -= len(messages)
+            _log.error("outputs lost: cancelled while sending them", node=self.node.id,
+                       target=route.channel.name, count=len(messages))  # fmt: skip
 
     async def before_waiting(self) -> None:
         """Settle everything staged: the loop is about to wait (for messages, a retry...)."""
@@ -192,7 +194,7 @@ class Settling(Forwarding):
             return index, pack(node.last_output, where=f"{node.id}{RESULT_SUFFIX}")
         except MessageEncodeError as error:
             # Kept in this process only (node.last_output); other processes see the older one.
-            _log.warning("node result not stored: not plain data", node=node.id,
+            _log.warning("node result not stored", node=node.id, reason="not plain data",
                          error=str(error))  # fmt: skip
             return None
 

@@ -449,8 +449,8 @@ class RedisChannel(BaseChannel):
             ValueError: ``message`` was not received from this channel.
         """
         lease = message.raw_ack
-        if lease.__class__ is not Lease:  # the worker loop's case is this one, the cheap one
-            lease = self.lease_of(message)
+        if lease.__class__ is not Lease or lease.channel is not self:
+            lease = self.lease_of(message)  # the worker loop's case is the first, the cheap one
         return lease.deliveries > 1
 
     def offer(self, message: ChannelMessage) -> bool:
