@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
+import structlog
 from redis.asyncio import Redis
 
 from spark_nodes._redis_client import ConnectionRetry, open_client, with_retries
@@ -36,12 +37,14 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_PREFETCH", "GRAPH_RUN_KEY", "RedisBackend"]
 
+_log = structlog.get_logger("spark_nodes")
+
 GRAPH_RUN_KEY: Final = "graph_run"
+"""Metadata key of a distributed shutdown: the run (epoch) it belongs to."""
 
 DEFAULT_PREFETCH: Final = 100
 """Entries a node's mailbox reads per round trip unless ``mailbox_options`` say otherwise:
 one commit settles them all, so a batch this size costs about one round trip."""
-"""Metadata key of a distributed shutdown: the run (epoch) it belongs to."""
 
 RECORD: Final = (
     ID_BEFORE
@@ -243,6 +246,14 @@ class RedisBackend:
         return status
 
     async def aclose(self) -> None:
-        """Close the client if the backend made it."""
+        """Close the mailboxes (their queued sends written), then the client if ours.
+
+        A mailbox that cannot write its queued sends is logged, and the rest are closed.
+        """
+        for node_id, mailbox in self.mailboxes.items():
+            try:
+                await mailbox.aclose()
+            except Exception:  # noqa: BLE001 - logged; the other mailboxes still close
+                _log.exception("closing a mailbox failed", node=node_id, channel=mailbox.name)
         if self._owns_client:
             await self.redis.aclose()

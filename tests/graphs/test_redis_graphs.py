@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 import pytest
 from redis.asyncio import Redis
+from structlog.testing import capture_logs
 
 from spark_nodes import (
     ExecutionContext,
@@ -525,11 +526,25 @@ async def test_a_result_that_is_not_plain_data_stays_in_its_process(
     worker, client = cluster.process(build), cluster.process(build)
     await client.send("opaque", 1)
     await client.shutdown()
-    with anyio.fail_after(30):
+    with anyio.fail_after(30), capture_logs() as logs:
         result = await worker.serve()
     assert result.node_stats["opaque"].processed == 1  # acked, not dead-lettered
     assert await dead_letters_of(raw, client, "opaque") == []
     assert not await client.state.exists("opaque.__result__")
+    (warning,) = [entry for entry in logs if entry["event"] == "node result not stored"]
+    assert warning["node"] == "opaque"
+    assert "cannot be encoded" in warning["error"]
+
+
+async def test_closing_a_graph_writes_what_was_queued_on_its_mailboxes(
+    cluster: Cluster, raw: Redis
+) -> None:
+    graph = cluster.process(pipeline)
+    mailbox = graph.nodes["first"].mailbox
+    assert isinstance(mailbox, RedisChannel)
+    mailbox.send_nowait(ChannelMessage(21))
+    await graph.aclose()
+    assert await raw.xlen(mailbox.key) == 1
 
 
 class Shift(Node):
