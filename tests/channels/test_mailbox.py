@@ -408,6 +408,21 @@ async def test_restore_with_nothing_empties_the_channel() -> None:
     assert stats.sent == stats.received == stats.depth == 0
 
 
+async def test_restore_wakes_a_receiver_blocked_on_an_empty_channel() -> None:
+    channel = InMemoryChannel()
+    received: list[ChannelMessage] = []
+
+    async def receive() -> None:
+        received.append(await channel.receive())
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as group:
+            group.start_soon(receive)
+            await anyio.wait_all_tasks_blocked()
+            channel.restore([msg("restored")])
+    assert payloads(received) == ["restored"]
+
+
 async def test_full_is_true_only_for_a_bounded_channel_at_its_bound() -> None:
     unbounded = InMemoryChannel()
     for i in range(100):
@@ -876,3 +891,41 @@ async def test_a_one_pass_run_ends_when_a_node_with_several_loops_has_a_custom_m
         result = await Graph(start=a).run(Task(inputs=1))
     assert result.stop_reason is StopReason.COMPLETED
     assert result.content == 2
+
+
+class GatedChannel(DequeChannel):
+    """A custom mailbox whose ``send()`` waits until its gate opens."""
+
+    def __init__(self, name: str | None = None) -> None:
+        super().__init__(name=name)
+        self.gate = anyio.Event()
+
+    async def send(self, message: ChannelMessage) -> None:
+        await self.gate.wait()
+        await super().send(message)
+
+
+async def test_outputs_a_cancelled_run_could_not_send_to_a_custom_mailbox_are_kept_for_it() -> None:
+    a = Node(id="a")
+    gated = GatedChannel()
+    sink = Probe(id="sink", mailbox=gated)
+    a >> sink
+    graph = Graph(start=a)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as group:
+            group.start_soon(graph.run, Task(type=LONG))
+            await anyio.wait_all_tasks_blocked()
+            for i in range(3):
+                await graph.send(a, i)
+            await anyio.wait_all_tasks_blocked()  # a's loop waits in send(0) on the gate
+            group.cancel_scope.cancel()
+    assert sink.items == []
+    assert gated.empty()
+    gated.gate.set()
+
+    async def drive(graph: Graph) -> None:
+        await sink.wait_for(3)
+        await graph.shutdown()
+
+    await run_with(graph, Task(type=LONG), drive)
+    assert sink.items == [0, 1, 2]
