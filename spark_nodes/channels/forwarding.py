@@ -278,7 +278,7 @@ class ForwardingChannel(BaseChannel):
             return taken
         taken = [await self.receive()]
         try:
-            while len(taken) < limit and not self._downstream.empty():
+            while len(taken) < limit and not self._down.empty():
                 taken.append(await self.receive())
         except BaseException:
             self.give_back(taken)

@@ -18,7 +18,6 @@ from spark_nodes import (
     Budget,
     ExecutionContext,
     Graph,
-    GraphResult,
     Node,
     NodeConfig,
     StopReason,
@@ -40,6 +39,7 @@ from spark_nodes.channels.mailbox import (
     mailbox_of,
 )
 from spark_nodes.testing import Probe, RecordingObserver
+from tests.graph_support import run_with
 
 pytestmark = pytest.mark.anyio
 
@@ -788,23 +788,6 @@ class Add(Node):
 
     def process(self, context: ExecutionContext) -> Any:
         return context.inputs.content + self.amount
-
-
-async def run_with(
-    graph: Graph, task: Task, driver: Callable[[Graph], Awaitable[None]]
-) -> GraphResult:
-    """Run ``graph`` while ``driver(graph)`` feeds it; fail on a hang."""
-    result: list[GraphResult] = []
-
-    async def runner() -> None:
-        result.append(await graph.run(task))
-
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as group:
-            group.start_soon(runner)
-            await anyio.wait_all_tasks_blocked()
-            await driver(graph)
-    return result[0]
 
 
 async def test_a_one_pass_run_through_nodes_with_custom_mailboxes_gives_the_right_result() -> None:

@@ -13,7 +13,6 @@ from spark_nodes import (
     Graph,
     GraphFailed,
     GraphNotRunning,
-    GraphResult,
     Node,
     NodeConfig,
     RestartPolicy,
@@ -23,6 +22,7 @@ from spark_nodes import (
 )
 from spark_nodes.channels import ChannelMessage, InMemoryChannel
 from spark_nodes.testing import Probe
+from tests.graph_support import run_with
 
 pytestmark = pytest.mark.anyio
 
@@ -44,21 +44,6 @@ class SlowRelay(Node):
     async def process(self, context: ExecutionContext) -> Any:
         await anyio.sleep(0.005)
         return context.inputs.content
-
-
-async def run_with(graph: Graph, task: Task, driver: Any) -> GraphResult:
-    """Run ``graph`` while ``driver(graph)`` feeds it; fail fast on a hang."""
-    result: list[GraphResult] = []
-
-    async def runner() -> None:
-        result.append(await graph.run(task))
-
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as group:
-            group.start_soon(runner)
-            await anyio.wait_all_tasks_blocked()
-            await driver(graph)
-    return result[0]
 
 
 async def test_shutdown_reaches_the_tail_after_everything_sent_before_it() -> None:

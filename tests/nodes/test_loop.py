@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -11,26 +12,21 @@ from spark_nodes import ExecutionContext, Graph, GraphResult, Node, NodeConfig, 
 from spark_nodes.graphs import _topology
 from spark_nodes.nodes import NodeMessage
 from spark_nodes.testing import Probe
+from tests.graph_support import run_with
 
 pytestmark = pytest.mark.anyio
 
 LONG = TaskType.LONG_RUNNING
 
 
-async def serve_while(graph: Graph, driver: Any) -> GraphResult:
+async def serve_while(graph: Graph, driver: Callable[[], Awaitable[None]]) -> GraphResult:
     """Run ``graph`` long-running while ``driver()`` feeds it, then shut it down."""
-    results: list[GraphResult] = []
 
-    async def run() -> None:
-        results.append(await graph.run(Task(type=LONG)))
+    async def drive(graph: Graph) -> None:
+        await driver()
+        await graph.shutdown()
 
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as group:
-            group.start_soon(run)
-            await anyio.wait_all_tasks_blocked()
-            await driver()
-            await graph.shutdown()
-    return results[0]
+    return await run_with(graph, Task(type=LONG), drive)
 
 
 async def test_a_producer_that_never_waits_still_lets_the_graph_run() -> None:
