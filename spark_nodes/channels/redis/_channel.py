@@ -40,6 +40,25 @@ __all__ = ["RedisChannel"]
 _log = structlog.get_logger("spark_nodes")
 
 
+def _check_names(channel_name: object, namespace: object, group: object, consumer: object) -> str:
+    """Return ``channel_name``, having checked it and the other names."""
+    if not isinstance(channel_name, str) or not channel_name:
+        raise TypeError(f"channel_name must be a non-empty str, not {channel_name!r}")
+    for label, text in (("namespace", namespace), ("group", group)):
+        if not isinstance(text, str) or not text:
+            raise TypeError(f"{label} must be a non-empty str, not {text!r}")
+    if consumer is not None and (not isinstance(consumer, str) or not consumer):
+        raise TypeError(f"consumer must be a non-empty str, not {consumer!r}")
+    return channel_name
+
+
+def _check_client(redis: object) -> None:
+    if not isinstance(redis, Redis):
+        raise TypeError(f"redis must be a redis.asyncio.Redis, not {type(redis).__name__}")
+    if redis.connection_pool.connection_kwargs.get("decode_responses"):
+        raise ValueError("the Redis client must be made with decode_responses=False")
+
+
 class RedisChannel(BaseChannel):
     """A durable mailbox: a Redis Stream read by a consumer group, at-least-once.
 
@@ -160,13 +179,7 @@ class RedisChannel(BaseChannel):
     ) -> None:
         if (redis_url is None) == (redis is None):
             raise TypeError("give RedisChannel either redis_url='redis://...' or redis=<client>")
-        if not isinstance(channel_name, str) or not channel_name:
-            raise TypeError(f"channel_name must be a non-empty str, not {channel_name!r}")
-        for label, text in (("namespace", namespace), ("group", group)):
-            if not isinstance(text, str) or not text:
-                raise TypeError(f"{label} must be a non-empty str, not {text!r}")
-        if consumer is not None and (not isinstance(consumer, str) or not consumer):
-            raise TypeError(f"consumer must be a non-empty str, not {consumer!r}")
+        channel_name = _check_names(channel_name, namespace, group, consumer)
         settings = Settings.check(
             prefetch=prefetch,
             block=block,
@@ -179,16 +192,12 @@ class RedisChannel(BaseChannel):
             send_batch=send_batch,
         )
         super().__init__(name=name or channel_name, observers=observers)
+        self._owns_client = redis is None
         if redis is None:
             assert redis_url is not None
             redis = open_client(redis_url)
-            self._owns_client = True
         else:
-            if not isinstance(redis, Redis):
-                raise TypeError(f"redis must be a redis.asyncio.Redis, not {type(redis).__name__}")
-            if redis.connection_pool.connection_kwargs.get("decode_responses"):
-                raise ValueError("the Redis client must be made with decode_responses=False")
-            self._owns_client = False
+            _check_client(redis)
         self._redis: Redis = redis
         self.key = stream_key(namespace, channel_name)
         """The stream's key."""
