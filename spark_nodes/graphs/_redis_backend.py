@@ -29,7 +29,7 @@ from spark_nodes._redis_client import ConnectionRetry, open_client, with_retries
 from spark_nodes.channels import ChannelMessage
 from spark_nodes.channels.codec import encode
 from spark_nodes.channels.redis import RedisChannel, has_hash_tag
-from spark_nodes.channels.redis._scripts import ID_BEFORE
+from spark_nodes.channels.redis._scripts import ID_BEFORE, TRIM_SETTLED
 from spark_nodes.errors import ChannelUnavailable, WiringError
 
 if TYPE_CHECKING:
@@ -48,6 +48,7 @@ one commit settles them all, so a batch this size costs about one round trip."""
 
 RECORD: Final = (
     ID_BEFORE
+    + TRIM_SETTLED
     + """
 -- Record a node's shutdown entry from one source, and settle the entry (if its lease is
 -- ours): run through RedisChannel.settle_with. KEYS[1] node stream, KEYS[2] node stats,
@@ -59,7 +60,7 @@ redis.replicate_commands()
 local p = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
 if p.err or #p == 0 or p[1][2] ~= ARGV[2] or tostring(p[1][4]) ~= ARGV[4] then return -1 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
-redis.call('XDEL', KEYS[1], ARGV[3])
+trim_settled(KEYS[1])
 redis.call('HINCRBY', KEYS[2], 'acked', 1)
 local epoch = redis.call('HGET', KEYS[3], 'epoch') or '0'
 if ARGV[5] ~= '' and ARGV[5] ~= epoch then return 0 end

@@ -179,6 +179,35 @@ async def test_a_committed_batch_forwards_its_outputs_in_order_and_acks_every_in
     assert target.statistics().sent == 8  # counted on the target, as if sent through it
 
 
+async def test_a_commit_keeps_the_entries_another_group_has_not_read(
+    shared: SharedClient, raw: Redis
+) -> None:
+    source, target = shared("{t}:a", group="first"), shared("{t}:b")
+    other = shared("{t}:a", group="second")  # a second group reading the same stream
+    await raw.xgroup_create(other.key, "second", id="0", mkstream=True)
+    await fill(source, list(range(5)))
+    taken = await take_exactly(source, 5)
+    assert await source.commit(one_output_each(taken, target)) == [True] * 5
+    assert await raw.xlen(source.key) == 5  # the second group has read none of them
+    again = await take_exactly(other, 5)
+    assert [message.payload for message in again] == list(range(5))
+    assert await other.commit(Commit(messages=again, sends=[[] for _ in again])) == [True] * 5
+    assert await raw.xlen(source.key) == 0  # every group is done with them
+
+
+async def test_entries_settled_behind_an_older_pending_one_go_when_it_is_dead_lettered(
+    shared: SharedClient, raw: Redis
+) -> None:
+    source, target = shared("{t}:a"), shared("{t}:b")
+    await fill(source, list(range(4)))
+    first, *rest = await take_exactly(source, 4)
+    assert await source.commit(one_output_each(rest, target)) == [True] * 3
+    assert await raw.xlen(source.key) == 4  # kept: the oldest entry is still pending
+    await source.dead_letter(first, reason="process", error="ValueError: no")
+    assert await raw.xlen(source.key) == 0
+    assert await pending(raw, source) == []
+
+
 async def test_an_empty_commit_does_nothing(shared: SharedClient) -> None:
     assert await shared().commit(Commit()) == []
 

@@ -37,6 +37,7 @@ __all__ = [
     "RENEW",
     "REPLAY",
     "SEND",
+    "TRIM_SETTLED",
     "Scripts",
 ]
 
@@ -106,11 +107,12 @@ local function owned(stream, group, id, consumer, deliveries)
 end
 """
 
-_TRIM: Final = """
+TRIM_SETTLED: Final = """
 -- Drop every entry that no group still needs: those before the oldest entry pending in
 -- any group, and delivered to every group. Undelivered and pending entries are never
 -- dropped, and neither are acked ones behind an older pending one (until it is settled).
--- XTRIM MINID drops whole runs at once: a fifth of the server time of an XDEL per entry.
+-- XTRIM MINID drops whole runs at once: a twentieth of the server time of an XDEL per
+-- entry (6 us against 140 us for a batch of 100, on Redis 6.2).
 local function trim_settled(stream)
   local bound = nil
   for _, group in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
@@ -128,6 +130,8 @@ local function trim_settled(stream)
   if bound ~= nil then redis.call('XTRIM', stream, 'MINID', bound) end
 end
 """
+"""Lua ``trim_settled(stream)`` (needs :data:`ID_BEFORE`): how every settling script removes
+what it settled, so that no group loses an entry another group has not read yet."""
 
 ID_BEFORE: Final = """
 -- id_before(a, b): whether stream entry id a comes before b (ids are "ms-seq").
@@ -143,7 +147,7 @@ end
 ACK: Final = (
     OWNED
     + ID_BEFORE
-    + _TRIM
+    + TRIM_SETTLED
     + """
 -- Fenced acks: ack and delete each entry only while its lease is ours.
 -- KEYS[1] stream, KEYS[2] stats; ARGV[1] group, ARGV[2] consumer, ARGV[3] the leases as
@@ -188,6 +192,8 @@ return statuses
 
 COMMIT: Final = (
     OWNED
+    + ID_BEFORE
+    + TRIM_SETTLED
     + """
 -- Group commit: for each entry of a batch whose lease is ours, forward its outputs and ack
 -- it; an entry whose lease was lost forwards nothing and stays (it is handled where it was
@@ -234,7 +240,7 @@ end
 for t, count in pairs(sent) do redis.call('HINCRBY', KEYS[3 + 2 * t], 'sent', count) end
 if #settled > 0 then
   redis.call('XACK', KEYS[1], ARGV[1], unpack(settled))
-  redis.call('XDEL', KEYS[1], unpack(settled))
+  trim_settled(KEYS[1])
   redis.call('HINCRBY', KEYS[2], 'acked', #settled)
 end
 if #settled < position then redis.call('HINCRBY', KEYS[2], 'rejected_acks', position - #settled) end
@@ -245,6 +251,8 @@ return statuses
 
 DEAD_LETTER: Final = (
     OWNED
+    + ID_BEFORE
+    + TRIM_SETTLED
     + """
 -- Move an entry to the dead-letter stream, with why, and settle it: if its lease is ours.
 -- KEYS[1] stream, KEYS[2] dead-letter stream, KEYS[3] stats
@@ -265,13 +273,16 @@ else
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', unpack(fields))
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
-redis.call('XDEL', KEYS[1], ARGV[3])
+trim_settled(KEYS[1])
 redis.call('HINCRBY', KEYS[3], 'dead_lettered', 1)
 return 1
 """
 )
 
-CLAIM: Final = """
+CLAIM: Final = (
+    ID_BEFORE
+    + TRIM_SETTLED
+    + """
 -- Reclaim entries whose lease expired (idle past the visibility timeout), in one small
 -- batch, judging each on its own delivery count: an entry already delivered max times is
 -- moved to the dead-letter stream (it failed, or killed or stalled its workers, that
@@ -314,7 +325,6 @@ for _, p in ipairs(stale) do
       redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', unpack(fields))
     end
     redis.call('XACK', KEYS[1], ARGV[1], id)
-    redis.call('XDEL', KEYS[1], id)
     dead = dead + 1
   else
     -- JUSTID would not count a delivery; this is one, so RETRYCOUNT counts it.
@@ -330,12 +340,16 @@ for _, p in ipairs(stale) do
     envelopes[#envelopes + 1] = envelope
   end
 end
-if dead > 0 then redis.call('HINCRBY', KEYS[3], 'dead_lettered', dead) end
+if dead > 0 then
+  trim_settled(KEYS[1])
+  redis.call('HINCRBY', KEYS[3], 'dead_lettered', dead)
+end
 if #ids > 0 then redis.call('HINCRBY', KEYS[3], 'reclaimed', #ids) end
 local next_start = '0'
 if #stale == batch then next_start = '(' .. stale[#stale][1] end
 return {next_start, ids, counts, envelopes, dead}
 """
+)
 
 RENEW: Final = (
     OWNED
