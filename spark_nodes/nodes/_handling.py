@@ -26,7 +26,7 @@ from spark_nodes.nodes.message import NodeMessage
 if TYPE_CHECKING:
     from spark_nodes.channels.mailbox import Commit, DurableMailbox, Mailbox
 
-__all__ = ["Handling", "Kind", "View", "kind_of", "view_of"]
+__all__ = ["Hand", "Handling", "Kind", "View", "kind_of", "view_of"]
 
 _log = structlog.get_logger("spark_nodes")
 _new_object = object.__new__
@@ -84,6 +84,29 @@ def view_of(message: ChannelMessage) -> View:
     return inputs, metadata.get("trace_id") or message.id, metadata.get("correlation")
 
 
+class Hand:
+    """The batch one worker loop has in hand (a node with several loops has several).
+
+    Attributes:
+        taken: The messages taken; those from ``index`` on are not handled yet.
+        index: Where the loop is in ``taken``.
+        shown: Outputs delivered before their message was settled (a generator's items).
+        shown_before: ``shown`` when the message at ``index`` was started.
+    """
+
+    __slots__ = ("index", "shown", "shown_before", "taken")
+
+    def __init__(self) -> None:
+        self.taken: list[ChannelMessage] = []
+        self.index = 0
+        self.shown = 0
+        self.shown_before = 0
+
+    def unhandled(self) -> list[ChannelMessage]:
+        """The messages of the batch not handled yet, the one in hand first."""
+        return self.taken[self.index :]
+
+
 class Handling(Settling):
     """Attempts, retries, acks and dead letters of one message; a mixin of ``NodeRuntime``."""
 
@@ -93,12 +116,9 @@ class Handling(Settling):
         "mailbox",
         "received",
         "retried",
-        "shown",
     )
 
     kind: Kind
-    shown: int
-    """Outputs delivered before their message was settled (a generator's items)."""
     mailbox: Mailbox
     durable: DurableMailbox | None
     commit: Commit | None
@@ -124,6 +144,7 @@ class Handling(Settling):
     async def handle(
         self,
         message: ChannelMessage,
+        hand: Hand,
         view: View | None = None,
         *,
         first: tuple[ExecutionContext, Any] | None = None,
@@ -143,7 +164,7 @@ class Handling(Settling):
             view = view_of(message)
         outputs_before = self.outputs_made
         try:
-            control, sends = await self._attempts(message, view, first, failed)
+            control, sends = await self._attempts(message, hand, view, first, failed)
             if control is not None and (control.cancel or control.stop):
                 await self._obey(control, message)
                 return
@@ -156,6 +177,7 @@ class Handling(Settling):
     async def _attempts(
         self,
         message: ChannelMessage,
+        hand: Hand,
         view: View,
         first: tuple[ExecutionContext, Any] | None,
         failed: Exception | None,
@@ -169,13 +191,13 @@ class Handling(Settling):
         attempt = 1
         while True:
             marks = [len(route.staged) for route in self.routes.targets]
-            shown_before = self.shown
+            shown_before = hand.shown
             sends: Sends | None = (
                 [] if self.durable is not None and message.raw_ack is not None else None
             )
             try:
                 control = await self._attempt(
-                    message, view, attempt, first=first, sends=sends, failed=failed
+                    message, hand, view, attempt, first=first, sends=sends, failed=failed
                 )
             except StepFailed as failure:
                 self.failed_attempts += 1
@@ -188,7 +210,7 @@ class Handling(Settling):
                 self._drop_attempt(marks, sends)
                 policy = self.node.config.retry
                 if not (
-                    self.shown == shown_before  # a retry would repeat outputs others saw
+                    hand.shown == shown_before  # a retry would repeat outputs others saw
                     and not self.stopping
                     and policy.should_retry(attempt, error)
                 ):
@@ -209,6 +231,7 @@ class Handling(Settling):
     async def _attempt(
         self,
         message: ChannelMessage,
+        hand: Hand,
         view: View,
         attempt: int,
         *,
@@ -235,7 +258,7 @@ class Handling(Settling):
             elif kind is Kind.ASYNC:
                 result = await self.node.process(context)
             else:
-                await self._generate(context, view, sends)
+                await self._generate(context, view, sends, hand)
                 result = None
         if result.__class__ is CoroutineType:
             result = await result  # a plain def that returned a coroutine
@@ -252,7 +275,9 @@ class Handling(Settling):
             self.forward(output, view[1], view[2], goto, sends)
         return control
 
-    async def _generate(self, context: ExecutionContext, view: View, sends: Sends | None) -> None:
+    async def _generate(
+        self, context: ExecutionContext, view: View, sends: Sends | None, hand: Hand
+    ) -> None:
         """Forward each item of a generator ``process`` as it is produced.
 
         Items are delivered as they come (committed with the message, from a durable
@@ -262,13 +287,13 @@ class Handling(Settling):
         items = self.node.process(context)
         if self.kind is Kind.ASYNC_GENERATOR:
             async for item in items:
-                await self._forward_item(context, item, view, sends)
+                await self._forward_item(context, item, view, sends, hand)
         else:
             for item in items:
-                await self._forward_item(context, item, view, sends)
+                await self._forward_item(context, item, view, sends, hand)
 
     async def _forward_item(
-        self, context: ExecutionContext, item: Any, view: View, sends: Sends | None
+        self, context: ExecutionContext, item: Any, view: View, sends: Sends | None, hand: Hand
     ) -> None:
         control = context.control
         if control is not None and (control.cancel or control.stop):
@@ -276,9 +301,10 @@ class Handling(Settling):
         self.forward(item, view[1], view[2], control.goto if control is not None else None, sends)
         forwarded = self.forwarded
         rest = self.deliver()
+        if rest is not None or self.forwarded != forwarded:  # (in a commit: not shown yet)
+            hand.shown += 1  # out, or on its way: a retry would repeat it
         if rest is not None:
             await rest
-        self.shown += self.forwarded - forwarded
 
     async def settle_handled(
         self,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from spark_nodes.channels import ChannelMessage
 from spark_nodes.channels.message import unchecked_message
-from spark_nodes.nodes._handling import Handling, Kind, View
+from spark_nodes.nodes._handling import Hand, Handling, Kind, View
 from spark_nodes.nodes.context import ExecutionContext
 from spark_nodes.nodes.message import NodeMessage
 
@@ -47,26 +47,24 @@ _UNSHARED: Final = 2  # the local name and getrefcount's own argument
 class Inline(Handling):
     """The fast paths of the worker loop; a mixin of ``NodeRuntime``."""
 
-    __slots__ = ("bail", "hand_from", "slow_process")
+    __slots__ = ("bail", "slow_process")
 
     bail: Bail | None
     """Where the fast path left the message it stopped at: its view and what attempt 1 did
     (``None``: nothing yet; :data:`SETTLE_FIRST`: it stopped only to settle)."""
-    hand_from: int
-    """The index, in the batch in hand, of the message being handled."""
     slow_process: bool
     """Whether the last awaited ``process`` waited (for I/O, say): settle before the next."""
 
-    async def handle_inline(self, taken: list[ChannelMessage], start: int) -> int:
-        """Handle what the fast path can of ``taken[start:]``; return where it stopped."""
+    async def handle_inline(self, hand: Hand, start: int) -> int:
+        """Handle what the fast path can of ``hand.taken[start:]``; return where it stopped."""
         kind = self.kind
         if kind is not Kind.SYNC and kind is not Kind.ASYNC:
             return start  # generators: the general path
         if self.durable is not None:
-            return await self._inline_durable(taken, start)
-        return await self._inline_memory(taken, start)
+            return await self._inline_durable(hand, start)
+        return await self._inline_memory(hand, start)
 
-    async def _inline_memory(self, taken: list[ChannelMessage], start: int) -> int:  # noqa: PLR0912, PLR0915
+    async def _inline_memory(self, hand: Hand, start: int) -> int:  # noqa: PLR0912, PLR0915
         """The fast path for a node with an in-memory mailbox (see the module).
 
         One frame for the whole run, on purpose: a call costs about what building an
@@ -80,6 +78,7 @@ class Inline(Handling):
         last: Any = _NONE
         previous, slow = 0.0, self.slow_process  # when the last awaited process started
         context, inputs = _new_context(node), _new_object(NodeMessage)
+        taken = hand.taken
         index, count = start, len(taken)
         try:
             while index < count:
@@ -93,24 +92,25 @@ class Inline(Handling):
                     metadata = message.raw_metadata = {}
                 # The previous message's objects, unless something kept them (a context
                 # handed on, inputs stored): building them is a third of a hop's cost.
-                if _refcount(context) > _UNSHARED:
-                    context = _new_context(node)
-                if _refcount(inputs) > _UNSHARED + 1:  # + context.inputs
+                if _refcount(context) > _UNSHARED:  # (its inputs go with it)
+                    context, inputs = _new_context(node), _new_object(NodeMessage)
+                elif _refcount(inputs) > _UNSHARED + 1:  # + context.inputs
                     inputs = _new_object(NodeMessage)
                 inputs.content, inputs.raw_metadata, inputs.raw_id = payload, metadata, message
                 context.inputs, context.message = inputs, message
                 context.started_at = started = monotonic()
+                if asynchronous:
+                    # The previous process was slow if it started long ago: timed so, one
+                    # clock read a message (a second one costs 5 % of a hop).
+                    if previous:
+                        slow = started - previous > _SLOW_PROCESS
+                    previous = started
+                    hand.index = index
+                    if slow and routes.pending:
+                        await self.before_waiting()  # (before process: it is not to blame)
                 try:
                     result = process(context)
                     if asynchronous:
-                        # The previous process was slow if it started long ago: timed so,
-                        # one clock read a message (a second one costs 5 % of a hop).
-                        if previous:
-                            slow = started - previous > _SLOW_PROCESS
-                        previous = started
-                        self.hand_from = index
-                        if slow and routes.pending:
-                            await self.before_waiting()
                         result = await result
                         count = len(taken)  # a stopping worker may shorten the batch
                 except Exception as error:  # noqa: BLE001 - handled (retried...) the general way
@@ -131,6 +131,7 @@ class Inline(Handling):
                         view = _view(inputs, message, metadata)
                         if not self._forward_or_bail(result, trace_id, correlation, view):
                             break
+                        last = _NONE  # forward() kept the node's last output
                     else:
                         if extra:
                             out = extra.copy()  # copy-then-set: 45% cheaper than {**extra, ...}
@@ -182,9 +183,10 @@ class Inline(Handling):
         run.handled += handled
         if outputs:
             self.outputs_made += outputs
+        if last is not _NONE:
             self.node.last_output = last
 
-    async def _inline_durable(self, taken: list[ChannelMessage], start: int) -> int:  # noqa: PLR0912, PLR0915
+    async def _inline_durable(self, hand: Hand, start: int) -> int:  # noqa: PLR0912, PLR0915
         """The fast path for a node with a durable mailbox: outputs go in the commit.
 
         Stops at a message delivered before (the loop handles it alone), and once the
@@ -195,9 +197,10 @@ class Inline(Handling):
         assert durable is not None
         assert commit is not None
         single = route[0] if route is not None and len(route) == 1 and route[0].commits else None
+        per_message = self.run.watch_each_message
         opened = monotonic()
         handled = 0
-        index = start
+        taken, index = hand.taken, start
         while index < len(taken):  # not cached: a stopping worker may shorten the batch
             message = taken[index]
             if message.is_shutdown or message.payload.__class__ is NodeMessage:
@@ -214,14 +217,14 @@ class Inline(Handling):
             if context.started_at - opened > _COMMIT_AFTER:
                 self.bail = SETTLE_FIRST
                 break
-            self.hand_from = index
+            hand.index = index
+            if asynchronous and self.slow_process and (commit or routes.pending):
+                self._count_durable(handled)
+                handled = 0
+                await self.before_waiting()  # (before process: it is not to blame)
             try:
                 result = node.process(context)
                 if asynchronous:
-                    if self.slow_process and (commit or routes.pending):
-                        self._count_durable(handled)
-                        handled = 0
-                        await self.before_waiting()
                     result = await result
                     self.slow_process = monotonic() - context.started_at > _SLOW_PROCESS
                 if result.__class__ is CoroutineType or context.emitted or context.control:
@@ -254,6 +257,9 @@ class Inline(Handling):
             self.commit_handled.append(True)
             handled += 1
             index += 1
+            if per_message:
+                self._count_durable(handled)
+                handled = 0
             if self.stopping:
                 break
         self._count_durable(handled)

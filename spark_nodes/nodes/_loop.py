@@ -18,6 +18,7 @@ import structlog
 from anyio.lowlevel import checkpoint
 
 from spark_nodes.channels import ChannelClosed, ChannelFull, ChannelMessage
+from spark_nodes.nodes._handling import Hand
 from spark_nodes.nodes._inline import SETTLE_FIRST, Bail, Inline
 from spark_nodes.nodes.node import stop_flag
 
@@ -46,16 +47,16 @@ class WorkerLoop(Inline):
         "active",
         "custom_loop",
         "draining",
+        "hands",
         "idle",
-        "in_hand",
         "loops",
         "native_mailbox",
         "pending_shutdowns",
-        "shown_at_hand",
         "shutdown_sources",
     )
 
     idle: int
+    """Loops waiting for messages on the empty mailbox."""
     loops: int
     """The most loops the node runs at once (its concurrency, or the run's)."""
     active: int
@@ -65,10 +66,13 @@ class WorkerLoop(Inline):
     native_mailbox: bool
     """Whether the node's mailbox implements the mailbox contract itself."""
     shutdown_sources: tuple[str, ...]
+    """The nodes whose shutdowns this node waits for (its predecessors)."""
     pending_shutdowns: set[str] | None
+    """Those it still waits for; ``None`` until the first arrives."""
     draining: bool
-    in_hand: list[ChannelMessage]
-    shown_at_hand: int
+    """Whether every shutdown arrived: the loops end once the mailbox is empty."""
+    hands: list[Hand]
+    """The batch each running loop has in hand."""
 
     async def serve(self, *, exit_when_idle: bool) -> None:
         """Take, handle and settle batches until the node drains or is stopped.
@@ -80,6 +84,8 @@ class WorkerLoop(Inline):
         mailbox = self.mailbox
         limit = self.batch_limit()
         until_checkpoint = _CHECKPOINT_EVERY
+        hand = Hand()
+        self.hands.append(hand)
         try:
             while not self.should_stop():
                 taken = mailbox.take_nowait(limit)
@@ -92,16 +98,15 @@ class WorkerLoop(Inline):
                     taken = await self._take(limit)
                     if not taken:
                         return  # the mailbox was closed
-                self.in_hand = taken
-                self.hand_from = 0
+                hand.taken, hand.index = taken, 0
                 try:
-                    ended = await self._handle_taken(taken)
+                    ended = await self._handle_taken(hand)
                 except BaseException:
-                    self._give_back_unhandled(taken)
+                    self._give_back_unhandled(hand)
                     raise
                 if ended:
                     return
-                self.in_hand = _EMPTY
+                hand.taken = _EMPTY
                 rest = self.deliver()
                 if rest is not None:
                     await rest
@@ -114,7 +119,7 @@ class WorkerLoop(Inline):
                     await checkpoint()
             await self.before_waiting()
         finally:
-            self.in_hand = _EMPTY
+            self.hands.remove(hand)
 
     def batch_limit(self) -> int:
         """How many messages a loop takes at once.
@@ -138,44 +143,46 @@ class WorkerLoop(Inline):
             self.idle -= 1
 
     def give_back_unstarted(self) -> None:
-        """Give back the messages of the batch in hand that the loop has not started.
+        """Give back the messages of the batches in hand that the loops have not started.
 
-        For a worker that stops while a loop waits on a message: the rest of its batch
+        For a worker that stops while its loops wait on messages: the rest of each batch
         goes back to the mailbox now (to be released to other workers) instead of after
-        that message. The loop then ends its batch with the message it is on.
+        that message. Each loop then ends its batch with the message it is on.
         """
-        taken = self.in_hand
-        rest = taken[self.hand_from + 1 :]
-        if rest:
-            del taken[self.hand_from + 1 :]
-            self.mailbox.give_back(rest)
+        for hand in self.hands:
+            taken = hand.taken
+            rest = taken[hand.index + 1 :]
+            if rest:
+                del taken[hand.index + 1 :]
+                self.mailbox.give_back(rest)
 
-    def _give_back_unhandled(self, taken: list[ChannelMessage]) -> None:
+    def _give_back_unhandled(self, hand: Hand) -> None:
         """Cancelled (or crashed) mid-batch: what was not handled goes back to the mailbox.
 
         The message being handled goes back too, unless some of its outputs are out
         already (a generator's items): handling it again would repeat them.
         """
-        start = self.hand_from
-        if self.shown != self.shown_at_hand:
+        taken, start = hand.taken, hand.index
+        if hand.shown != hand.shown_before:
             self.mailbox.give_back(taken[start + 1 :])
         elif start < len(taken):
             self.mailbox.give_back(taken[start:], started=1)
 
-    async def _handle_taken(self, taken: list[ChannelMessage]) -> bool:
+    async def _handle_taken(self, hand: Hand) -> bool:
         """Handle a batch: inline where possible; True if a shutdown ended this loop."""
-        index = await self.handle_inline(taken, 0)
+        taken = hand.taken
+        index = await self.handle_inline(hand, 0)
         while index < len(taken):
             bail, self.bail = self.bail, None
-            self.hand_from = index
-            self.shown_at_hand = self.shown
+            hand.index = index
+            hand.shown_before = hand.shown
             message = taken[index]
             if bail is SETTLE_FIRST:
                 await self.before_waiting()  # settle, then go on inline
             elif self._redelivered(message):
-                await self._handle_alone(message, bail)
+                await self._handle_alone(message, bail, hand)
                 index += 1
-            elif await self._handle_one(message, bail):
+            elif await self._handle_one(message, bail, hand):
                 self.mailbox.give_back(taken[index + 1 :])
                 return True
             else:
@@ -184,7 +191,7 @@ class WorkerLoop(Inline):
                 self.mailbox.give_back(taken[index:])
                 return False
             if index < len(taken):
-                index = await self.handle_inline(taken, index)
+                index = await self.handle_inline(hand, index)
         return False
 
     def _redelivered(self, message: ChannelMessage) -> bool:
@@ -197,7 +204,7 @@ class WorkerLoop(Inline):
             and durable.redelivered(message)
         )
 
-    async def _handle_alone(self, message: ChannelMessage, bail: Bail | None) -> None:
+    async def _handle_alone(self, message: ChannelMessage, bail: Bail | None, hand: Hand) -> None:
         """Handle a redelivered message between two commits.
 
         Its worker may have died of it: what was handled before it is committed first, so
@@ -206,10 +213,10 @@ class WorkerLoop(Inline):
         that a worker holds nothing else while it handles one.)
         """
         await self.before_waiting()
-        await self._handle_one(message, bail)
+        await self._handle_one(message, bail, hand)
         await self.settle_commit()
 
-    async def _handle_one(self, message: ChannelMessage, bail: Bail | None) -> bool:
+    async def _handle_one(self, message: ChannelMessage, bail: Bail | None, hand: Hand) -> bool:
         """Handle a message the general way; True if it was a shutdown that ends the loop."""
         rest = self.deliver()  # nothing stays staged while this message awaits
         if rest is not None:
@@ -218,10 +225,10 @@ class WorkerLoop(Inline):
             await self.before_waiting()  # a shutdown comes after all that came before it
             return await self.on_shutdown(message)
         if bail is None:
-            await self.handle(message)
+            await self.handle(message, hand)
         else:
             view, first, failed = bail
-            await self.handle(message, view, first=first, failed=failed)
+            await self.handle(message, hand, view, first=first, failed=failed)
         return False
 
     def should_stop(self) -> bool:
@@ -253,7 +260,11 @@ class WorkerLoop(Inline):
                 "shutdown ignored",
                 node=self.node.id,
                 source=source,
-                reason="not from a predecessor, or a second one",
+                reason=(
+                    "a second one from this source"
+                    if source in self.shutdown_sources
+                    else "not from a predecessor"
+                ),
                 waiting_for=sorted(pending),
             )
             return False

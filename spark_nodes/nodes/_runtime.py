@@ -18,7 +18,7 @@ from spark_nodes.channels import BaseChannel, ChannelMessage
 from spark_nodes.channels.mailbox import Commit, DurableMailbox, is_durable, is_mailbox, mailbox_of
 from spark_nodes.channels.memory import InMemoryChannel
 from spark_nodes.nodes._forwarding import Routes
-from spark_nodes.nodes._handling import kind_of
+from spark_nodes.nodes._handling import Hand, kind_of
 from spark_nodes.nodes._loop import SHUTDOWN_EXTERNAL, WorkerLoop
 from spark_nodes.nodes.message import NodeMessage
 from spark_nodes.nodes.node import Node, set_stop_flag
@@ -28,7 +28,6 @@ __all__ = ["SHUTDOWN_EXTERNAL", "NodeRuntime", "RunContext"]
 
 _log = structlog.get_logger("spark_nodes")
 
-_EMPTY: Final[list[ChannelMessage]] = []
 _NO_FLAGS: Final[list[bool]] = []  # shared: only a durable mailbox's runtime adds to its own
 
 
@@ -110,12 +109,9 @@ class NodeRuntime(WorkerLoop):
         self.commit: Commit | None = Commit() if self.durable is not None else None
         self.commit_handled: list[bool] = [] if self.durable is not None else _NO_FLAGS
         self.result_index: int | None = None
-        self.in_hand: list[ChannelMessage] = _EMPTY  # the batch a loop is handling
-        self.hand_from = 0
+        self.hands: list[Hand] = []
         self.bail: Any = None
         self.slow_process = False
-        self.shown = 0
-        self.shown_at_hand = 0
         self.outputs_made = 0
         self.finished = False
         self.stopping = False
@@ -166,11 +162,11 @@ class NodeRuntime(WorkerLoop):
         self.stopping = True
 
     def held_messages(self) -> list[ChannelMessage]:
-        """Messages a loop took and has not handled: what a checkpoint must keep.
+        """Messages the loops took and have not handled: what a checkpoint must keep.
 
-        Read while the loop is suspended: in the middle of the message at ``hand_from``.
+        Read while the loops are suspended: each in the middle of its message in hand.
         """
-        return self.in_hand[self.hand_from :]
+        return [message for hand in self.hands for message in hand.unhandled()]
 
     def statistics(self) -> NodeStatistics:
         """A snapshot of what the node did in this run."""

@@ -182,8 +182,13 @@ class Settling(Forwarding):
                 if was_handled:
                     self.processed -= 1
         if lost:
-            _log.warning("lease lost; outputs dropped: handled where reclaimed",
-                         node=self.node.id, messages=lost)  # fmt: skip
+            _log.warning(
+                "lease lost; outputs dropped: handled where reclaimed",
+                node=self.node.id,
+                messages=lost,
+                hint="held past the mailbox's visibility_timeout (a stalled worker): "
+                "raise visibility_timeout if handling is this slow",
+            )
 
     def _encoded_result(self, commit: Commit) -> tuple[int, bytes] | None:
         index = self.result_index
@@ -216,12 +221,13 @@ class Settling(Forwarding):
         while True:
             try:
                 return await durable.commit(batch)
-            except BackendUnavailable:
+            except BackendUnavailable as error:
                 failures += 1
                 if self.stopping:
                     raise
                 _log.warning("commit failed: backend unreachable; trying again",
-                             node=self.node.id, messages=len(batch), failures=failures)  # fmt: skip
+                             node=self.node.id, messages=len(batch), failures=failures,
+                             error=str(error))  # fmt: skip
                 await anyio.sleep(_COMMIT_RETRY.delay(failures))
             except (MessageEncodeError, MessageTooLarge):
                 if alone:

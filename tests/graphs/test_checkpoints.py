@@ -18,6 +18,7 @@ from spark_nodes import (
     Graph,
     JoinNode,
     Node,
+    NodeConfig,
     StopReason,
     Task,
     TaskType,
@@ -72,6 +73,34 @@ async def test_a_checkpoint_between_runs_carries_state_and_queued_messages(tmp_p
     remaining = await fresh.state.ttl("config")
     assert remaining is not None
     assert 250 < remaining <= 300
+
+
+@pytest.mark.anyio
+async def test_a_checkpoint_keeps_what_each_loop_of_a_node_has_in_flight(tmp_path: Path) -> None:
+    release = anyio.Event()
+    started: list[Any] = []
+
+    class Wait(Node):
+        async def process(self, context: ExecutionContext) -> Any:
+            started.append(context.inputs.content)
+            await release.wait()
+            return context.inputs.content
+
+    wait = Wait(id="wait", config=NodeConfig(concurrency=3))
+    graph = Graph(start=wait, name="loops")
+    path = tmp_path / "loops.checkpoint"
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            group.start_soon(graph.run, Task(type=TaskType.LONG_RUNNING))
+            await anyio.wait_all_tasks_blocked()
+            for item in range(4):
+                await graph.send(wait, item)
+            await anyio.wait_all_tasks_blocked()  # three loops each wait, one queued
+            assert sorted(started) == [0, 1, 2]
+            await graph.checkpoint(path)
+            group.cancel_scope.cancel()
+    checkpoint = await read_checkpoint(path)
+    assert len(checkpoint.messages["wait"]) == 4  # 3 in flight, one per loop + 1 queued
 
 
 @pytest.mark.anyio

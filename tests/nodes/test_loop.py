@@ -127,6 +127,46 @@ async def test_a_kept_context_is_not_reused_for_the_next_message() -> None:
     assert all("source_node" not in message.metadata for message in inputs)
 
 
+async def test_a_context_kept_alone_keeps_its_own_inputs() -> None:
+    kept: list[ExecutionContext] = []
+
+    class Keep(Node):
+        def process(self, context: ExecutionContext) -> Any:
+            kept.append(context)  # the context only, not context.inputs
+            return context.inputs.content
+
+    keep, sink = Keep(id="keep"), Probe(id="sink")
+    keep >> sink
+    graph = Graph(start=keep)
+
+    async def produce() -> None:
+        for number in range(5):
+            await graph.send(keep, number)
+
+    await serve_while(graph, produce)
+    assert [context.inputs.content for context in kept] == [0, 1, 2, 3, 4]
+    assert sink.items == [0, 1, 2, 3, 4]
+
+
+async def test_the_last_output_is_that_of_the_last_message_however_it_was_forwarded() -> None:
+    class Echo(Node):
+        def process(self, context: ExecutionContext) -> Any:
+            return context.inputs.content
+
+    echo, sink = Echo(id="echo"), Probe(id="sink")
+    echo >> sink
+    graph = Graph(start=echo)
+
+    async def produce() -> None:
+        await graph.send(echo, "plain")
+        # A correlated message takes forward()'s general way; it comes last.
+        await graph.send(echo, "correlated", metadata={"correlation": ["c1"]})
+
+    await serve_while(graph, produce)
+    assert sink.items == ["plain", "correlated"]
+    assert echo.last_output == "correlated"
+
+
 async def test_a_node_with_several_loops_takes_one_message_at_a_time() -> None:
     release = anyio.Event()
     started: list[int] = []
