@@ -114,7 +114,8 @@ async def with_retries(
             if failures >= retry.attempts:
                 raise error(
                     f"{what}: Redis could not be reached after {failures} tries "
-                    f"({type(failure).__name__}: {failure})"
+                    f"({type(failure).__name__}: {failure}); check the URL and that the "
+                    f"server is up, or allow more tries (ConnectionRetry.attempts)"
                 ) from failure
             delay = retry.delay(failures)
             _log.warning("redis unreachable; retrying", what=what, failures=failures,

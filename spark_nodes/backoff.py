@@ -46,6 +46,6 @@ class Backoff:
             delay = min(self.max_delay, self.initial_delay * self.multiplier ** (n - 1))
         except OverflowError:  # a retry loop that has failed for a very long time
             delay = self.max_delay
-        if self.jitter:
+        if self.jitter:  # < 1: the delay stays >= 0
             delay *= 1 + random.uniform(-self.jitter, self.jitter)  # noqa: S311 - spreading, not security
-        return max(0.0, delay)
+        return delay

@@ -91,10 +91,7 @@ class _TrioWaiter:
 
 
 async def _park_trio(waiters: list[Any]) -> None:
-    try:
-        import trio  # noqa: PLC0415 - trio is optional; only needed when it is the backend
-    except ImportError:  # pragma: no cover - neither asyncio nor trio running
-        raise RuntimeError("spark_nodes channels need a running asyncio or trio loop") from None
+    import trio  # noqa: PLC0415 - optional; sniffio saw it running, so it is installed
 
     waiter = _TrioWaiter(trio.lowlevel.current_task(), trio.lowlevel.reschedule)
     waiters.append(waiter)

@@ -53,11 +53,9 @@ def _refuse_extension(code: int, _data: bytes) -> Any:
     raise _ForeignExtension(code)
 
 
-_unpackb: Callable[[bytes], Any] = functools.partial(
+unpack_envelope: Callable[[bytes], Any] = functools.partial(
     msgpack.unpackb, raw=False, strict_map_key=True, ext_hook=_refuse_extension
 )
-
-unpack_envelope: Callable[[bytes], Any] = _unpackb
 """msgpack-decode bytes as :func:`decode` does, without checking the result.
 
 For readers that check a well-formed envelope faster themselves and fall back to
@@ -82,7 +80,7 @@ def pack(value: Any, *, where: str = "value") -> bytes:
     """
     try:
         data = _packb(value)
-        _unpackb(data)  # what we write must read back: catches non-str map keys
+        unpack_envelope(data)  # what we write must read back: catches non-str map keys
     except (TypeError, ValueError, OverflowError, _ForeignExtension) as error:
         raise MessageEncodeError(_explain(value, where, error)) from None
     return data
@@ -126,7 +124,7 @@ def encode(message: ChannelMessage, *, check: bool = True) -> bytes:
     try:
         data = _packb(envelope)
         if check:
-            _unpackb(data)
+            unpack_envelope(data)
     except (TypeError, ValueError, OverflowError, _ForeignExtension) as error:
         problem = _find_problem(message.payload, "payload", set(), 0) or _find_problem(
             metadata, "metadata", set(), 0
@@ -201,7 +199,7 @@ def _read(raw: bytes) -> Any:
     if not raw:
         raise MessageDecodeError("empty input: no msgpack value", raw)
     try:
-        return _unpackb(raw)
+        return unpack_envelope(raw)
     except msgpack.ExtraData as error:
         raise MessageDecodeError(
             f"trailing bytes: {len(error.extra)} byte(s) after one complete msgpack value", raw

@@ -294,7 +294,7 @@ class ForwardingChannel(BaseChannel):
         """The downstream channel's queued messages.
 
         Raises:
-            NotImplementedError: The downstream channel keeps its messages elsewhere.
+            NotImplementedError: The downstream channel is not restorable.
         """
         return self._restorable_downstream().snapshot()
 
@@ -302,7 +302,7 @@ class ForwardingChannel(BaseChannel):
         """Make ``messages`` the downstream channel's whole queue.
 
         Raises:
-            NotImplementedError: The downstream channel keeps its messages elsewhere.
+            NotImplementedError: The downstream channel is not restorable.
         """
         self._restorable_downstream().restore(messages)
 
@@ -310,7 +310,9 @@ class ForwardingChannel(BaseChannel):
         downstream = self._downstream
         if not is_restorable(downstream):
             raise NotImplementedError(
-                f"{downstream!r} keeps its messages itself: it has no snapshot to take"
+                f"{downstream!r} does not implement snapshot() and restore() "
+                f"(RestorableMailbox): implement them, or use an InMemoryChannel, to "
+                f"checkpoint what edge {self.name!r} leads to"
             )
         restorable: RestorableMailbox = downstream  # type: ignore[assignment]
         return restorable

@@ -201,7 +201,7 @@ class InMemoryChannel(BaseChannel):
             self._peak = depth
         receivers = self._receivers
         if receivers:
-            for _ in range(count):
+            for _ in range(min(count, len(receivers))):  # each wake takes a waiter
                 wake_one(receivers)
         if self._arrival is not None and before < self._arrival_depth:
             for _ in range(min(depth, self._arrival_depth) - before):
@@ -244,9 +244,7 @@ class InMemoryChannel(BaseChannel):
             queue = self._queue  # a first send may have made it
         message = queue.popleft()
         if message.deferred is not None or self._observers:
-            if message.deferred is not None:
-                resume = self._observe_receive(message)
-            elif message.raw_ack is None:
+            if message.deferred is None and message.raw_ack is None:
                 resume = self._observe(message, "receive")  # the common case, one call less
             else:
                 resume = self._observe_receive(message)
@@ -283,9 +281,10 @@ class InMemoryChannel(BaseChannel):
                 taken = [pop() for _ in range(limit)]
             if Deferrals.seen and any(map(_deferred_of, taken)):
                 taken = self._keep_from_first_deferred(taken)
-        if self._senders:
-            for _ in range(len(taken)):
-                wake_one(self._senders)
+        senders = self._senders
+        if senders:
+            for _ in range(min(len(taken), len(senders))):
+                wake_one(senders)
         return taken
 
     def _keep_from_first_deferred(self, taken: list[ChannelMessage]) -> list[ChannelMessage]:
@@ -330,7 +329,7 @@ class InMemoryChannel(BaseChannel):
             self._peak = len(queue)
         receivers = self._receivers
         if receivers:
-            for _ in range(len(messages)):
+            for _ in range(min(len(messages), len(receivers))):
                 wake_one(receivers)
 
     def empty(self) -> bool:

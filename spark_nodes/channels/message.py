@@ -18,7 +18,11 @@ __all__ = [
 ]
 
 AckCallback = Callable[[], Awaitable[None]]
-"""An acknowledgement callback: ``async def ack() -> None``."""
+"""An acknowledgement callback: ``async def ack() -> None``.
+
+A callback object may also have a ``done`` attribute: while it is ``True`` the work was
+done another way (a Redis lease settled by a commit), so the message counts as acked
+and acking it does nothing."""
 
 # Message ids are "<16 hex random>-<decimal counter>": unique across processes (64 random
 # bits per process) yet ~40 ns to reserve, because only an int is taken until someone reads

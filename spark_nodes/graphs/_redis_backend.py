@@ -29,7 +29,7 @@ from spark_nodes._redis_client import ConnectionRetry, open_client, with_retries
 from spark_nodes.channels import ChannelMessage
 from spark_nodes.channels.codec import encode
 from spark_nodes.channels.redis import RedisChannel, has_hash_tag
-from spark_nodes.channels.redis._scripts import ID_BEFORE, TRIM_SETTLED
+from spark_nodes.channels.redis._scripts import TRIM_SETTLED
 from spark_nodes.errors import ChannelUnavailable, WiringError
 
 if TYPE_CHECKING:
@@ -47,8 +47,7 @@ DEFAULT_PREFETCH: Final = 100
 one commit settles them all, so a batch this size costs about one round trip."""
 
 RECORD: Final = (
-    ID_BEFORE
-    + TRIM_SETTLED
+    TRIM_SETTLED
     + """
 -- Record a node's shutdown entry from one source, and settle the entry (if its lease is
 -- ours): run through RedisChannel.settle_with. KEYS[1] node stream, KEYS[2] node stats,

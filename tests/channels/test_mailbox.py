@@ -152,6 +152,33 @@ async def test_take_nowait_takes_again_once_deferred_observer_work_was_run() -> 
     assert payloads(mailbox.take_nowait(10)) == [2]
 
 
+async def test_take_nowait_stops_before_the_first_message_with_deferred_observer_work() -> None:
+    mailbox = InMemoryChannel()
+    edge = ForwardingChannel(mailbox, observers=[async_observer])
+    mailbox.send_nowait(msg(0))
+    edge.send_nowait(msg(1))  # deferred work
+    mailbox.send_nowait(msg(2))
+    assert payloads(mailbox.take_nowait(10)) == [0]
+    assert mailbox.take_nowait(1) == []  # one at a time too: receive() runs the work first
+    with anyio.fail_after(5):
+        assert payloads(await mailbox.take(10)) == [1, 2]
+
+
+async def test_receive_through_an_edge_runs_the_work_its_send_nowait_deferred() -> None:
+    phases: list[str] = []
+
+    async def edge_observer(message: ChannelMessage, channel: BaseChannel, phase: str) -> None:
+        await anyio.lowlevel.checkpoint()
+        phases.append(phase)
+
+    edge = ForwardingChannel(InMemoryChannel(), observers=[edge_observer])
+    edge.send_nowait(msg(1))
+    assert phases == []
+    with anyio.fail_after(5):
+        assert (await edge.receive()).payload == 1
+    assert phases == ["send", "receive"]
+
+
 async def test_take_waits_for_the_first_message_then_takes_what_else_is_ready() -> None:
     channel = InMemoryChannel()
     taken: list[ChannelMessage] = []
@@ -647,9 +674,9 @@ async def test_snapshot_and_restore_through_an_edge_act_on_an_in_memory_downstre
 
 async def test_snapshot_and_restore_through_an_edge_into_a_custom_channel_raise() -> None:
     edge = ForwardingChannel(DequeChannel())
-    with pytest.raises(NotImplementedError, match="keeps its messages itself"):
+    with pytest.raises(NotImplementedError, match="does not implement snapshot"):
         edge.snapshot()
-    with pytest.raises(NotImplementedError, match="keeps its messages itself"):
+    with pytest.raises(NotImplementedError, match="does not implement snapshot"):
         edge.restore([msg(1)])
 
 

@@ -214,3 +214,38 @@ def test_repr_shows_the_fields() -> None:
         "ChannelMessage(payload={'a': 1}, metadata={'k': 'v'}, ack=None, "
         "is_shutdown=False, id='m-1')"
     )
+
+
+class _SettledElsewhere:
+    """An ack callback whose work a batch settled: it says so with ``done``."""
+
+    def __init__(self) -> None:
+        self.done = False
+        self.calls = 0
+
+    async def __call__(self) -> None:
+        self.calls += 1
+        self.done = True
+
+
+async def test_an_ack_callback_that_says_it_is_done_counts_as_acked_and_is_not_called() -> None:
+    callback = _SettledElsewhere()
+    message = ChannelMessage("x", ack=callback)
+    assert not message.acked
+    callback.done = True  # settled another way (a commit)
+    assert message.acked
+    ack = message.ack
+    assert ack is not None
+    await ack()
+    assert callback.calls == 0
+
+
+async def test_an_ack_callback_not_done_yet_is_called_once() -> None:
+    callback = _SettledElsewhere()
+    message = ChannelMessage("x", ack=callback)
+    ack = message.ack
+    assert ack is not None
+    await ack()
+    await ack()
+    assert callback.calls == 1
+    assert message.acked

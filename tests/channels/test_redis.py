@@ -64,6 +64,8 @@ def test_stream_keys_carry_one_hash_tag() -> None:
     assert stream_key("ns", "orders") == "ns:{orders}"
     assert stream_key("ns", "{shop}:orders") == "ns:{shop}:orders"
     assert stream_key("ns", "{}:orders") == "ns:{{}:orders}"  # an empty tag is no tag
+    # Redis hashes the first {...} only: an empty one there makes a later one no tag either.
+    assert stream_key("ns", "{}{shop}") == "ns:{{}{shop}}"
 
 
 async def test_every_key_lives_under_the_namespace(channels: ChannelFactory, raw: Redis) -> None:

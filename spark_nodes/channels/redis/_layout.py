@@ -35,8 +35,7 @@ _consumer_numbers = itertools.count(1)
 
 def has_hash_tag(name: str) -> bool:
     """Whether ``name`` has a Redis Cluster hash tag: ``{...}`` with something inside."""
-    start = name.find("{")
-    return start != -1 and name.find("}", start + 2) != -1
+    return hash_tag(name) != name  # what Redis Cluster hashes: not the whole name
 
 
 def hash_tag(key: str) -> str:

@@ -9,7 +9,7 @@ timeout, whose entry was reclaimed meanwhile, cannot settle it twice.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
@@ -40,20 +40,18 @@ class Lease:
         entry: The stream entry id.
         deliveries: Its delivery count when this consumer got it.
         data: The entry's original envelope, kept for dead-lettering it as it was.
-        lost: Set once a settling call found the lease gone.
         handed_out: Set once a handler took it (its delivery then counts).
         done: Set once the entry was settled here (acked, committed, dead-lettered): the
             message counts as acked, and acking it again does nothing.
     """
 
-    __slots__ = ("channel", "data", "deliveries", "done", "entry", "handed_out", "lost")
+    __slots__ = ("channel", "data", "deliveries", "done", "entry", "handed_out")
 
     def __init__(self, channel: RedisChannel, entry: bytes, deliveries: int, data: bytes) -> None:
         self.channel = channel
         self.entry = entry
         self.deliveries = deliveries
         self.data = data
-        self.lost = False
         self.handed_out = False
         self.done = False
 
@@ -172,7 +170,7 @@ class LeaseBook:
 
     async def _write_acks(self, batch: list[_PendingAck]) -> None:
         leases = [lease for item in batch for lease in item.leases]
-        args = [self._group, self._consumer, *self._range_of(leases)]
+        args = [self._group, self._consumer, lease_words(leases), len(self.held) + len(leases)]
         keys = [self._keys.stream, self._keys.stats]
         statuses, tries = await self._settle_call(self._scripts.ack, keys, args, "ack")
         position = 0
@@ -291,7 +289,6 @@ class LeaseBook:
             if status == 1:
                 renewed += 1
             else:
-                lease.lost = True
                 self.held.pop(lease.entry, None)
         return renewed
 
@@ -334,24 +331,9 @@ class LeaseBook:
             retry=self._retry, what=what, error=ChannelUnavailable,
         )  # fmt: skip
         self.held.pop(lease.entry, None)
-        if status == -1:
-            lease.lost = True
         return status
 
     # -- shared ---------------------------------------------------------------------------------
-
-    def _bounds(self, leases: Sequence[Lease]) -> tuple[bytes, bytes, int]:
-        """The range of entries to read this consumer's leases from, and how many at most.
-
-        The whole range: parsing each id for a tighter one cost the client more than the
-        server saves; the count bounds the read to what this consumer can hold. (A lease
-        beyond it, if any, is checked alone.)
-        """
-        return b"-", b"+", len(self.held) + len(leases)
-
-    def _range_of(self, leases: list[Lease]) -> list[Any]:
-        low, high, most = self._bounds(leases)
-        return [lease_words(leases), most, low, high]
 
     async def _settle_call(
         self, script: Any, keys: list[Any], args: list[Any], what: str
@@ -390,8 +372,6 @@ class LeaseBook:
         # Not pending any more, after a try that may have landed: that try settled it.
         if status == 0 and tries > 1:
             status = 1
-        elif status != 1:
-            lease.lost = True
         self.held.pop(lease.entry, None)
         return status
 

@@ -102,11 +102,6 @@ class Outbox:
         self.sent = 0
         """Messages this object wrote to the stream."""
 
-    @property
-    def queued(self) -> int:
-        """Sends queued and not written yet."""
-        return len(self._pending.queue)
-
     def prepare(self, message: ChannelMessage, delay: float | None, *, nowait: bool) -> Outgoing:
         """Check and encode ``message`` for sending.
 

@@ -107,7 +107,20 @@ local function owned(stream, group, id, consumer, deliveries)
 end
 """
 
-TRIM_SETTLED: Final = """
+ID_BEFORE: Final = """
+-- id_before(a, b): whether stream entry id a comes before b (ids are "ms-seq").
+local function id_before(a, b)
+  local ams, aseq = string.match(a, '(%d+)-(%d+)')
+  local bms, bseq = string.match(b, '(%d+)-(%d+)')
+  ams, aseq, bms, bseq = tonumber(ams), tonumber(aseq), tonumber(bms), tonumber(bseq)
+  return ams < bms or (ams == bms and aseq < bseq)
+end
+"""
+"""Lua ``id_before(a, b)``, for scripts that order stream entry ids (the graph's too)."""
+
+TRIM_SETTLED: Final = (
+    ID_BEFORE
+    + """
 -- Drop every entry that no group still needs: those before the oldest entry pending in
 -- any group, and delivered to every group. Undelivered and pending entries are never
 -- dropped, and neither are acked ones behind an older pending one (until it is settled).
@@ -130,32 +143,22 @@ local function trim_settled(stream)
   if bound ~= nil then redis.call('XTRIM', stream, 'MINID', bound) end
 end
 """
-"""Lua ``trim_settled(stream)`` (needs :data:`ID_BEFORE`): how every settling script removes
+)
+"""Lua ``trim_settled(stream)`` (with ``id_before``): how every settling script removes
 what it settled, so that no group loses an entry another group has not read yet."""
 
-ID_BEFORE: Final = """
--- id_before(a, b): whether stream entry id a comes before b (ids are "ms-seq").
-local function id_before(a, b)
-  local ams, aseq = string.match(a, '(%d+)-(%d+)')
-  local bms, bseq = string.match(b, '(%d+)-(%d+)')
-  ams, aseq, bms, bseq = tonumber(ams), tonumber(aseq), tonumber(bms), tonumber(bseq)
-  return ams < bms or (ams == bms and aseq < bseq)
-end
-"""
-"""Lua ``id_before(a, b)``, for scripts that order stream entry ids (the graph's too)."""
 
 ACK: Final = (
     OWNED
-    + ID_BEFORE
     + TRIM_SETTLED
     + """
 -- Fenced acks: ack and delete each entry only while its lease is ours.
 -- KEYS[1] stream, KEYS[2] stats; ARGV[1] group, ARGV[2] consumer, ARGV[3] the leases as
--- "id deliveries " words, ARGV[4] how many entries the consumer may hold at most, ARGV[5]
--- and ARGV[6] the lowest and the highest id of the batch.
+-- "id deliveries " words, ARGV[4] how many entries the consumer may hold at most (its
+-- leases are read in one XPENDING; one beyond is checked alone).
 -- Returns one status per entry: 1 acked, 0 not pending (acked or dead-lettered already),
 -- -1 the lease belongs to someone else now.
--- One XPENDING reads the consumer's leases over the batch's id range, one XACK and one
+-- One XPENDING reads the consumer's leases, one XACK and one
 -- XTRIM settle the batch: a command per entry cost 3x as much server time.
 redis.replicate_commands()
 local ids, counts = {}, {}
@@ -165,7 +168,7 @@ for id, deliveries in string.gmatch(ARGV[3], '(%S+) (%S+)') do
 end
 if #ids == 0 then return {} end
 local held = {}
-local pending = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[5], ARGV[6], ARGV[4], ARGV[2])
+local pending = redis.pcall('XPENDING', KEYS[1], ARGV[1], '-', '+', ARGV[4], ARGV[2])
 if not pending.err then
   for _, p in ipairs(pending) do held[p[1]] = tostring(p[4]) end
 end
@@ -192,7 +195,6 @@ return statuses
 
 COMMIT: Final = (
     OWNED
-    + ID_BEFORE
     + TRIM_SETTLED
     + """
 -- Group commit: for each entry of a batch whose lease is ours, forward its outputs and ack
@@ -251,7 +253,6 @@ return statuses
 
 DEAD_LETTER: Final = (
     OWNED
-    + ID_BEFORE
     + TRIM_SETTLED
     + """
 -- Move an entry to the dead-letter stream, with why, and settle it: if its lease is ours.
@@ -280,8 +281,7 @@ return 1
 )
 
 CLAIM: Final = (
-    ID_BEFORE
-    + TRIM_SETTLED
+    TRIM_SETTLED
     + """
 -- Reclaim entries whose lease expired (idle past the visibility timeout), in one small
 -- batch, judging each on its own delivery count: an entry already delivered max times is
@@ -297,13 +297,14 @@ CLAIM: Final = (
 redis.replicate_commands()
 local batch = tonumber(ARGV[5])
 local stale = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], ARGV[4], '+', batch)
-local ids, counts, envelopes, dead = {}, {}, {}, 0
+local ids, counts, envelopes, dead, settled = {}, {}, {}, 0, 0
 local max = tonumber(ARGV[6])
 for _, p in ipairs(stale) do
   local id, holder, idle, deliveries = p[1], p[2], p[3], p[4]
   local entry = redis.call('XRANGE', KEYS[1], id, id)
   if #entry == 0 then
     redis.call('XACK', KEYS[1], ARGV[1], id)
+    settled = settled + 1
   elseif deliveries >= max then
     local fields = {'reason', 'max_deliveries', 'error',
       'delivered ' .. deliveries .. ' times (max_deliveries=' .. max .. ') without an ack: '
@@ -340,10 +341,8 @@ for _, p in ipairs(stale) do
     envelopes[#envelopes + 1] = envelope
   end
 end
-if dead > 0 then
-  trim_settled(KEYS[1])
-  redis.call('HINCRBY', KEYS[3], 'dead_lettered', dead)
-end
+if dead + settled > 0 then trim_settled(KEYS[1]) end
+if dead > 0 then redis.call('HINCRBY', KEYS[3], 'dead_lettered', dead) end
 if #ids > 0 then redis.call('HINCRBY', KEYS[3], 'reclaimed', #ids) end
 local next_start = '0'
 if #stale == batch then next_start = '(' .. stale[#stale][1] end
