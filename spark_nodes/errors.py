@@ -12,6 +12,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # type only: errors sit below every layer and import none of them
+    from spark_nodes.graphs.invoke import InvokeResult
     from spark_nodes.graphs.result import GraphResult
 
 __all__ = [
@@ -23,12 +24,16 @@ __all__ = [
     "GraphCancelled",
     "GraphFailed",
     "GraphNotRunning",
+    "InvokeFailed",
+    "InvokeTimeout",
     "LeaseLost",
     "MessageDecodeError",
     "MessageEncodeError",
     "MessageTooLarge",
+    "MessagesDeadLettered",
     "SparkNodesError",
     "StateConflict",
+    "StepLimitExceeded",
     "WiringError",
 ]
 
@@ -80,7 +85,9 @@ class WiringError(SparkNodesError, ValueError):
     """A graph is wired wrongly; raised when it is built, before anything runs.
 
     For example an edge to something that is not a node, two nodes with one id, a node
-    already running in another graph, or a custom ``go()`` loop in a one-pass run.
+    already running in another graph, or a custom ``go()`` loop in a one-pass run. Also
+    raised when a node is named that the graph does not have (``graph.send``,
+    ``graph.serve``, ``context.goto``).
     """
 
 
@@ -99,6 +106,21 @@ class GraphFailed(SparkNodesError):
 
 class GraphNotRunning(SparkNodesError):
     """``send`` or ``shutdown`` was called on a graph that is not running (or is stopping)."""
+
+
+class MessagesDeadLettered(SparkNodesError):
+    """A run that returned had failures: some of its messages were dead-lettered.
+
+    Raised by ``GraphResult.raise_for_dead_letters()`` (``run`` itself returns such a
+    result: a failed message does not end a run). ``result`` is the run's result;
+    ``count`` how many messages were dead-lettered (their errors are in the graph's dead
+    letters).
+    """
+
+    def __init__(self, message: str, *, count: int, result: GraphResult) -> None:
+        super().__init__(message)
+        self.count = count
+        self.result = result
 
 
 class StateConflict(SparkNodesError):
@@ -158,4 +180,36 @@ class LeaseLost(SparkNodesError):
     The worker held the message past the visibility timeout and another consumer reclaimed
     it, or it was dead-lettered meanwhile. The ack and the outputs were rejected; the
     message is handled where it now is, so its effects happen once downstream.
+    """
+
+
+class InvokeTimeout(SparkNodesError, TimeoutError):
+    """``graph.invoke`` (or ``node.ask``) got no complete answer within its ``timeout``.
+
+    The messages of the input still in flight go on being handled; nothing waits for
+    them any more. ``in_flight`` says how many there were.
+    """
+
+    def __init__(self, message: str, *, in_flight: int = 0) -> None:
+        super().__init__(message)
+        self.in_flight = in_flight
+
+
+class InvokeFailed(SparkNodesError):
+    """A message caused by ``graph.invoke``'s input (or ``node.ask``'s) was dead-lettered.
+
+    ``result`` holds what the input did produce, and ``result.failures`` what failed
+    where (also kept in the dead letters, as always).
+    """
+
+    def __init__(self, message: str, *, result: InvokeResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class StepLimitExceeded(SparkNodesError):
+    """A message went round a cycle more often than the task's ``max_steps`` allows.
+
+    Not raised to you: it is the error of the dead letter the message becomes (phase
+    ``"max_steps"``), so that a self-feeding loop cannot run for ever.
     """

@@ -1,7 +1,7 @@
 """Shared fixtures: anyio backends for in-memory tests, a real private Redis server.
 
-The Redis fixtures (``raw``, ``channels``) are asyncio only, like redis-py: modules that use
-them pin ``anyio_backend`` to ``"asyncio"``.
+The Redis fixtures (``raw``, ``channels``, ``cluster``) are asyncio only, like redis-py:
+modules that use them pin ``anyio_backend`` to ``"asyncio"``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from spark_nodes.testing import open_redis_server
-from tests.redis_support import ChannelFactory, new_namespace, open_raw_client, purge
+from tests.redis_support import ChannelFactory, Cluster, new_namespace, open_raw_client, purge
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -48,3 +48,12 @@ async def channels(redis_url: str, raw: Redis) -> AsyncIterator[ChannelFactory]:
     yield factory
     await factory.aclose()
     await purge(raw, factory.namespace)
+
+
+@pytest.fixture
+async def cluster(redis_url: str, raw: Redis) -> AsyncIterator[Cluster]:
+    """Graph objects of one Redis graph, one per simulated process; keys deleted after."""
+    made = Cluster(redis_url, new_namespace())
+    yield made
+    await made.aclose()
+    await purge(raw, made.namespace)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from redis.asyncio import Redis
 
+from spark_nodes import Graph
 from spark_nodes.channels import ConnectionRetry, RedisChannel
 
 FAST_RETRY = ConnectionRetry(attempts=3, initial_delay=0.01, max_delay=0.05)
@@ -55,3 +56,22 @@ class ChannelFactory:
         for channel in self.made:
             with contextlib.suppress(Exception):  # a test may have stopped the server
                 await channel.aclose()
+
+
+class Cluster:
+    """Graph objects of one Redis graph, one per simulated process; closed at the end."""
+
+    def __init__(self, url: str, namespace: str) -> None:
+        self.url = url
+        self.namespace = namespace
+        self.graphs: list[Graph] = []
+
+    def process(self, build: Callable[[], Graph], **options: Any) -> Graph:
+        graph = build()
+        graph.use_redis(self.url, namespace=self.namespace, mailbox_options=options or None)
+        self.graphs.append(graph)
+        return graph
+
+    async def aclose(self) -> None:
+        for graph in self.graphs:
+            await graph.aclose()

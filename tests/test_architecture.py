@@ -32,9 +32,11 @@ LAYERS = {
 
 TYPE_ONLY_EXCEPTIONS = {
     ("spark_nodes.errors", "spark_nodes.graphs.result"),
+    ("spark_nodes.errors", "spark_nodes.graphs.invoke"),
 }
 """Imports up the layers made only for type hints (under ``TYPE_CHECKING``), each with its
-reason. errors: ``GraphFailed.result`` is a ``GraphResult``, for users' type checkers."""
+reason. errors: ``GraphFailed.result`` is a ``GraphResult`` and ``InvokeFailed.result`` an
+``InvokeResult``, for users' type checkers."""
 
 NAMEDTUPLE_API = {"_replace", "_asdict", "_fields", "_make"}
 

@@ -146,7 +146,7 @@ async def _serve(graph: Graph, args: argparse.Namespace, early: list[int]) -> in
             graph=graph.name,
             reason=str(result.stop_reason),
             processed={i: s.processed for i, s in result.node_stats.items()},
-            dead_lettered=result.dead_letters,
+            dead_lettered=result.dead_lettered,
         )
     return status
 

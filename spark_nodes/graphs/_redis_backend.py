@@ -20,6 +20,7 @@ The shutdown protocol, per run (``epoch``; a run ends when every node has finish
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Final
 
 import structlog
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_PREFETCH", "GRAPH_RUN_KEY", "RedisBackend"]
 
 _log = structlog.get_logger("spark_nodes")
+_REPLY_CHANNELS_KEPT: Final = 1024  # traces being answered at once, per process, at most
 
 GRAPH_RUN_KEY: Final = "graph_run"
 """Metadata key of a distributed shutdown: the run (epoch) it belongs to."""
@@ -147,6 +149,7 @@ class RedisBackend:
         self._finish = self.redis.register_script(FINISH)
         self.mailboxes: dict[str, RedisChannel] = {}
         """The mailboxes made for the graph's nodes, by node id."""
+        self._replies: OrderedDict[str, RedisChannel] = OrderedDict()
 
     def channel_name(self, node_id: str) -> str:
         """The mailbox name of ``node_id``: ``{graph}:node_id``."""
@@ -244,6 +247,70 @@ class RedisBackend:
             retry=self.retry, what=f"finish node {node_id!r}", error=ChannelUnavailable,
         )  # fmt: skip
         return status
+
+    def reply_channel(self, trace_id: str, *, reader: bool = False) -> RedisChannel:
+        """The reply stream of the invoke whose trace id is ``trace_id``.
+
+        Workers keep one channel per recent trace, to commit records to; the invoker
+        (``reader``) gets its own, to read them.
+        """
+        if not reader:
+            channel = self._replies.get(trace_id)
+            if channel is not None:
+                self._replies.move_to_end(trace_id)
+                return channel
+        channel = RedisChannel(
+            redis=self.redis,
+            channel_name=f"{{{self.graph}}}:{trace_id}",
+            namespace=self.namespace,
+            name=f"reply:{self.graph}:{trace_id}",
+            retry=self.retry,
+            block=0.05,
+        )
+        if not reader:
+            self._replies[trace_id] = channel
+            if len(self._replies) > _REPLY_CHANNELS_KEPT:
+                self._replies.popitem(last=False)
+        return channel
+
+    async def drop_reply_channel(self, channel: RedisChannel, *, keep_for: float | None) -> None:
+        """Delete an invoke's reply stream, or let it expire after ``keep_for`` seconds.
+
+        A failure is logged: the keys then stay (``spark-nodes inspect`` shows them).
+        """
+        keys = channel.keys
+        names = (keys.stream, keys.dead, keys.delayed, keys.stats, keys.closed)
+        try:
+            if keep_for is None:
+                await self.redis.delete(*names)
+            else:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for name in names:
+                        pipe.expire(name, int(keep_for))
+                    await pipe.execute()
+        except Exception:  # noqa: BLE001 - logged: only keys are left behind
+            _log.exception("invoke reply stream not cleaned up", key=keys.stream)
+        finally:
+            channel.close()
+
+    async def is_idle(self) -> bool:
+        """Whether every mailbox of the graph is empty: nothing unread, pending or delayed.
+
+        Raises:
+            ChannelUnavailable: Redis could not be reached within the retries.
+        """
+        for mailbox in self.mailboxes.values():
+            await mailbox.flush()  # this process's queued sends count as in flight
+            info = await mailbox.inspect()
+            if info.delayed:
+                return False
+            for group in info.groups:
+                if group.name != mailbox.group:
+                    continue
+                unread = group.lag if group.lag is not None else info.length
+                if group.pending or unread:
+                    return False
+        return True
 
     async def aclose(self) -> None:
         """Close the mailboxes (their queued sends written), then the client if ours.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -28,7 +29,8 @@ from spark_nodes.graphs._distributed import Distribution
 from spark_nodes.graphs._spawn import Spawner, open_spawner
 from spark_nodes.graphs.result import GraphResult, StopReason
 from spark_nodes.nodes import Node, NodeMessage
-from spark_nodes.nodes._runtime import NodeRuntime
+from spark_nodes.nodes._runtime import CYCLE_QUIET, NodeRuntime
+from spark_nodes.nodes._watch import TraceWatch
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
 _log = structlog.get_logger("spark_nodes")
 
 _LONG_RUNNING_OUTPUTS = 1000  # a stream's results are not kept without bound
+_ON_STOP_TIMEOUT = 5.0  # seconds the on_stop hooks get, together, after a failed run
 
 
 class Run:
@@ -69,17 +72,38 @@ class Run:
         self.dead_letters: BaseChannel = graph.dead_letters
         self.one_pass = task.type == "standard"
         self.max_messages = task.budget.max_messages
+        self.max_steps = sys.maxsize if task.max_steps is None else task.max_steps
         self.in_flight = 0
         self.handled = 0
         self.watch_each_message = self.one_pass or self.max_messages is not None
+        self._idle_waiters: list[anyio.Event] = []
+        self.watches: dict[str, TraceWatch] = {}
         self.outputs: deque[NodeMessage] = deque(
             maxlen=None if self.one_pass else _LONG_RUNNING_OUTPUTS
         )
         self.runtimes = {
-            node.id: NodeRuntime(node, self, topology.shutdown_sources[node.id])
+            node.id: NodeRuntime(
+                node,
+                self,
+                topology.shutdown_sources[node.id]
+                if self.distributed
+                else topology.drain_sources(node.id),
+                topology.cycle_of.get(node.id, frozenset()),
+            )
             for node in topology.nodes
             if served is None or node.id in served
         }
+        # Per cycle, in memory: the nodes still waiting for shutdowns from outside it.
+        self._cycles_open: dict[frozenset[str], set[str]] = {}
+        if not self.distributed:
+            for cycle in set(topology.cycle_of.values()):
+                self._cycles_open[cycle] = {
+                    node_id
+                    for node_id in cycle
+                    if topology.drain_sources(node_id) != (CYCLE_QUIET,)
+                }
+        self._cycles_closed: set[frozenset[str]] = set()
+        self.backend = backend
         self.distribution = (
             None if backend is None else Distribution(backend, graph.name, topology, self.runtimes)
         )
@@ -106,12 +130,84 @@ class Run:
         """A message was handled; check budgets and, in a one-pass run, completion."""
         if self.max_messages is not None and self.handled >= self.max_messages:
             self.request_stop(StopReason.BUDGET, f"max_messages={self.max_messages} reached")
-        elif self.one_pass and self.in_flight == 0:
-            self.begin_shutdown(StopReason.COMPLETED)
+        elif self.in_flight == 0:
+            if self.one_pass:
+                self.begin_shutdown(StopReason.COMPLETED)
+            if self._idle_waiters:
+                self._wake_idle_waiters()
+
+    def loop_idle(self, runtime: NodeRuntime) -> None:
+        """A loop of ``runtime`` found its mailbox empty, with everything it handled settled."""
+        if self._idle_waiters and self.in_flight == 0:
+            self._wake_idle_waiters()
+        if self._cycles_closed:
+            cycle = self.topology.cycle_of.get(runtime.node.id)
+            if cycle in self._cycles_closed:
+                self._drain_if_quiet(cycle)
+
+    def closed_to_input(self, runtime: NodeRuntime) -> None:
+        """A node on a cycle has its shutdowns from outside: the cycle may close."""
+        cycle = self.topology.cycle_of[runtime.node.id]
+        waiting = self._cycles_open.get(cycle)
+        if waiting is None:
+            return
+        waiting.discard(runtime.node.id)
+        if not waiting:
+            del self._cycles_open[cycle]
+            self._cycles_closed.add(cycle)
+            if self._outer is not None:  # (not now: the caller is handling its shutdown)
+                self._outer.start_soon(self._check_cycle, cycle)
+
+    async def _check_cycle(self, cycle: frozenset[str]) -> None:
+        self._drain_if_quiet(cycle)
+
+    def _drain_if_quiet(self, cycle: frozenset[str]) -> None:
+        """If no message is left on the closed ``cycle``, shut all its nodes down."""
+        runtimes = [self.runtimes[node_id] for node_id in cycle]
+        if cycle not in self._cycles_closed or not all(r.quiet() for r in runtimes):
+            return
+        self._cycles_closed.discard(cycle)
+        if self._outer is not None:
+            self._outer.start_soon(self._send_cycle_quiet, runtimes)
+
+    async def _send_cycle_quiet(self, runtimes: list[NodeRuntime]) -> None:
+        for runtime in runtimes:
+            if not runtime.finished and not await _send_shutdown(runtime.node, source=CYCLE_QUIET):
+                self._mailbox_closed(runtime)
+
+    async def wait_idle(self) -> None:
+        """Wait until no message is in flight, or the run has ended."""
+        if self.in_flight == 0 or self._all_finished.is_set():
+            return
+        idle = anyio.Event()
+        self._idle_waiters.append(idle)
+        self._watch_changed()
+        try:
+            await idle.wait()
+        finally:
+            if idle in self._idle_waiters:
+                self._idle_waiters.remove(idle)
+                self._watch_changed()
+
+    def _wake_idle_waiters(self) -> None:
+        waiters, self._idle_waiters = self._idle_waiters, []
+        for waiter in waiters:
+            waiter.set()
+        self._watch_changed()
+
+    def _watch_changed(self) -> None:
+        """Whether loops must report each message again: someone waits on the counts."""
+        self.watch_each_message = (
+            self.one_pass or self.max_messages is not None or bool(self._idle_waiters)
+        )
 
     def terminal_output(self, node: Node, output: NodeMessage) -> None:
         """Keep an output that took no edge."""
         self.outputs.append(output)
+        if self.watches:
+            watch = self.watches.get(output.metadata["trace_id"])
+            if watch is not None:
+                watch.terminal(output)
 
     def request_stop(self, reason: str, detail: str) -> None:
         """Stop gracefully: no new messages, in-flight work gets the grace period."""
@@ -184,6 +280,11 @@ class Run:
         assert self.distribution is not None
         await self.distribution.shutdown_received(self.runtimes[node_id], message)
 
+    def reply_channel(self, trace_id: str) -> BaseChannel | None:
+        """The reply stream of a Redis invoke's trace; ``None`` in memory."""
+        backend = self.backend
+        return None if backend is None else backend.reply_channel(trace_id)
+
     def start_drain(self, runtime: NodeRuntime) -> None:
         """Start an on-demand worker for ``runtime`` (``runtime.active`` counts it)."""
         assert self._spawn is not None
@@ -222,13 +323,14 @@ class Run:
         self.unfinished -= 1
         if self.unfinished == 0:
             self._all_finished.set()
+            self._wake_idle_waiters()  # nothing will run any more
 
     async def _pass_shutdown_on(self, runtime: NodeRuntime) -> None:
         """Send the finished node's shutdown to its successors, whatever its loop was."""
         if self.stop_reason is not None or self.distributed:
             return  # a distributed node's finish sent it, in the same script
         node_id = runtime.node.id
-        for successor_id in self.topology.forward_successors[node_id]:
+        for successor_id in self.topology.drain_successors(node_id):
             successor = self.runtimes[successor_id]
             if not successor.finished and not await _send_shutdown(successor.node, source=node_id):
                 self._mailbox_closed(successor)
@@ -250,12 +352,67 @@ class Run:
 
     # -- running --------------------------------------------------------------------------
 
-    async def execute(self) -> GraphResult:
+    async def execute(self, started: Callable[[], None] | None = None) -> GraphResult:
         """Run until every node has finished and every task has ended; return the result.
+
+        Every node's ``on_start`` is called first, its ``on_stop`` once the loops ended.
+        ``started`` is called once every worker loop is started and the input sent: the
+        graph takes messages from then on.
 
         Raises:
             GraphFailed: A worker loop crashed more often than its restart policy allows.
+            GraphCancelled: A node cancelled the run.
+            Exception: What a node's ``on_start`` raised (nothing was started).
         """
+        await self._start_nodes()
+        try:
+            await self._run_loops(started)
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(_ON_STOP_TIMEOUT):
+                await self._stop_nodes()
+        why = self.stop_reason or self.shutdown_reason or StopReason.FINISHED
+        for watch in self.watches.values():
+            watch.end(f"the run ended ({why})")
+        if self.distribution is not None:
+            await self.distribution.release_buffered()
+        if self.task.checkpoint_path is not None:
+            await self.graph.checkpoint(self.task.checkpoint_path)  # the final one
+        result = self.result()
+        if self.cancelled_by is not None:
+            node_id, reason = self.cancelled_by
+            raise GraphCancelled(reason, node_id=node_id, result=result)
+        if self.failure is not None:
+            node_id, error = self.failure
+            raise GraphFailed(
+                f"worker loop of node {node_id!r} crashed more often than its restart policy "
+                f"allows ({error.__class__.__name__}: {error}); the other loops were stopped",
+                node_id=node_id,
+                result=result,
+            ) from error
+        return result
+
+    async def _start_nodes(self) -> None:
+        """Call every node's ``on_start``; if one raises, stop those started and re-raise."""
+        started: list[NodeRuntime] = []
+        for runtime in self.runtimes.values():
+            try:
+                await runtime.node.on_start()
+            except BaseException:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(_ON_STOP_TIMEOUT):
+                    await self._stop_nodes(started)
+                raise
+            started.append(runtime)
+
+    async def _stop_nodes(self, runtimes: list[NodeRuntime] | None = None) -> None:
+        """Call ``on_stop`` of each node (all by default); log what raises."""
+        for runtime in self.runtimes.values() if runtimes is None else runtimes:
+            try:
+                await runtime.node.on_stop()
+            except Exception:  # noqa: BLE001 - logged: the other nodes still stop
+                _log.exception("on_stop failed", graph=self.graph.name, node=runtime.node.id)
+
+    async def _run_loops(self, started: Callable[[], None] | None) -> None:
+        """Start the loops, feed the input, and wait until every node has finished."""
         budget = self.task.budget
         distribution = self.distribution
         if distribution is not None:
@@ -278,27 +435,12 @@ class Run:
                         for runtime in self.runtimes.values():
                             self._start(runtime, spawn)
                         await self._feed(self.task.inputs)
+                        if started is not None:
+                            started()
                         await self._all_finished.wait()
                 finally:
                     self._spawn = None
             outer.cancel_scope.cancel()  # the timers
-        if distribution is not None:
-            await distribution.release_buffered()
-        if self.task.checkpoint_path is not None:
-            await self.graph.checkpoint(self.task.checkpoint_path)  # the final one
-        result = self.result()
-        if self.cancelled_by is not None:
-            node_id, reason = self.cancelled_by
-            raise GraphCancelled(reason, node_id=node_id, result=result)
-        if self.failure is not None:
-            node_id, error = self.failure
-            raise GraphFailed(
-                f"worker loop of node {node_id!r} crashed more often than its restart policy "
-                f"allows ({error.__class__.__name__}: {error}); the other loops were stopped",
-                node_id=node_id,
-                result=result,
-            ) from error
-        return result
 
     def _start(self, runtime: NodeRuntime, spawn: Spawner) -> None:
         node = runtime.node
@@ -316,6 +458,9 @@ class Run:
 
     async def _feed(self, inputs: Any) -> None:
         if inputs is None and (self.resumed or not self.one_pass):
+            if self.one_pass and self.in_flight == 0:
+                # A checkpoint with no message pending: no message_done() will ever come.
+                self.begin_shutdown(StopReason.COMPLETED)
             return  # a long-running graph waits for graph.send; a resumed one has its work
         start = self.graph.start
         self.in_flight += 1
@@ -339,6 +484,10 @@ class Run:
                     else:
                         await runtime.run_default_loop()
                 except Exception as error:  # noqa: BLE001 - a crash, handled by supervision
+                    try:
+                        await node.on_failure(error)
+                    except Exception:  # noqa: BLE001 - logged; supervision goes on
+                        _log.exception("on_failure failed", node=node.id)
                     if runtime.should_stop() or self.stop_reason is not None:
                         _log.info("worker loop ended with an error while stopping",
                                   node=node.id, error=repr(error))  # fmt: skip
@@ -368,7 +517,7 @@ class Run:
             return  # idle: the next arrival starts a worker
         if runtime.draining:
             try:
-                await node.on_drained()
+                await runtime.drained()  # its outputs go before the shutdown passes on
             except Exception:  # noqa: BLE001 - logged; the shutdown still goes on
                 _log.exception("on_drained failed", node=node.id)
         self._finish(runtime)
@@ -459,11 +608,30 @@ class Run:
             detail=self.stop_detail or str(reason),
             outputs=tuple(self.outputs),
             node_stats={i: runtime.statistics() for i, runtime in self.runtimes.items()},
-            dead_letters=sum(runtime.dead_lettered for runtime in self.runtimes.values()),
+            dead_lettered=sum(runtime.dead_lettered for runtime in self.runtimes.values()),
             duration=time.monotonic() - self.started,
             cancelled=self.cancelled,
             results={i: self.graph.result_of(i)[1] for i in self.graph.result_ids()},
+            left=self._left() if not self.distributed else {},
         )
+
+    def _left(self) -> dict[str, int]:
+        """Per node, the data messages left in its mailbox (only nodes with some)."""
+        left = {}
+        for node_id, runtime in self.runtimes.items():
+            mailbox = runtime.node.mailbox
+            try:
+                queued = mailbox.snapshot() if is_restorable(mailbox) else None  # type: ignore[attr-defined]
+                count = (
+                    sum(not m.is_shutdown for m in queued)
+                    if queued is not None
+                    else mailbox.qsize()
+                )
+            except NotImplementedError:
+                continue
+            if count:
+                left[node_id] = count
+        return left
 
 
 async def _send_shutdown(node: Node, *, source: str | None) -> bool:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from spark_nodes.errors import WiringError
 from spark_nodes.nodes import Node
-from spark_nodes.nodes._runtime import SHUTDOWN_EXTERNAL
+from spark_nodes.nodes._runtime import CYCLE_QUIET, SHUTDOWN_EXTERNAL
 
 __all__ = ["Topology"]
 
@@ -25,12 +25,25 @@ class Topology:
             its predecessors (back edges of cycles excluded), or ``SHUTDOWN_EXTERNAL``.
         forward_successors: For each node, whom it passes shutdown on to.
         sources: The nodes without predecessors: where a shutdown starts.
+        cycle_of: For each node on a cycle, the ids of the nodes of its cycle (its
+            strongly connected component, the node included).
+
+    In memory a cycle drains as one: see :meth:`drain_sources`. (A Redis graph's
+    distributed shutdown uses ``shutdown_sources`` and ``forward_successors``.)
 
     Raises:
         WiringError: Two nodes share an id.
     """
 
-    __slots__ = ("by_id", "forward_successors", "nodes", "shutdown_sources", "sources")
+    __slots__ = (
+        "by_id",
+        "cycle_of",
+        "forward_successors",
+        "nodes",
+        "predecessors",
+        "shutdown_sources",
+        "sources",
+    )
 
     def __init__(self, entries: Sequence[Node]) -> None:
         nodes, back_edges = _discover(entries)
@@ -57,6 +70,35 @@ class Topology:
         }
         self.forward_successors = successors
         self.sources = [node.id for node in nodes if not predecessors[node.id]]
+        self.predecessors: dict[str, list[str]] = {node.id: [] for node in nodes}
+        for node in nodes:
+            for target in dict.fromkeys(edge.target.id for edge in node.edges):
+                self.predecessors[target].append(node.id)
+        self.cycle_of: dict[str, frozenset[str]] = {}
+        for component in _cycles(nodes):
+            for node_id in component:
+                self.cycle_of[node_id] = component
+
+    def drain_sources(self, node_id: str) -> tuple[str, ...]:
+        """Whose shutdowns ``node_id`` waits for, in memory, where cycles drain as one.
+
+        A node on a cycle waits for its predecessors off the cycle, then for
+        :data:`CYCLE_QUIET`: the run sends that to every node of the cycle once all of
+        them have their shutdowns from outside and no message is left on the cycle.
+        """
+        cycle = self.cycle_of.get(node_id)
+        if cycle is None:
+            return self.shutdown_sources[node_id]
+        outside = tuple(p for p in self.predecessors[node_id] if p not in cycle)
+        if not outside and node_id in self.sources:
+            outside = (SHUTDOWN_EXTERNAL,)  # where a shutdown of the whole graph comes in
+        return (*outside, CYCLE_QUIET)
+
+    def drain_successors(self, node_id: str) -> list[str]:
+        """Whom ``node_id`` passes its shutdown on to, in memory: not its own cycle."""
+        cycle = self.cycle_of.get(node_id)
+        successors = self.forward_successors[node_id]
+        return successors if cycle is None else [s for s in successors if s not in cycle]
 
 
 def _discover(entries: Sequence[Node]) -> tuple[list[Node], set[tuple[int, int]]]:
@@ -86,3 +128,50 @@ def _discover(entries: Sequence[Node]) -> tuple[list[Node], set[tuple[int, int]]
                 nodes.append(target)
                 stack.append((target, 0))
     return nodes, back_edges
+
+
+def _cycles(nodes: list[Node]) -> list[frozenset[str]]:
+    """The strongly connected components with a cycle (2+ nodes, or a node wired to itself).
+
+    Tarjan's algorithm, iterative (a 10,000-node chain must not hit the recursion limit).
+    """
+    index_of: dict[int, int] = {}
+    low: dict[int, int] = {}
+    on_stack: set[int] = set()
+    stack: list[Node] = []
+    found: list[frozenset[str]] = []
+    counter = 0
+    for root in nodes:
+        if id(root) in index_of:
+            continue
+        work: list[tuple[Node, int]] = [(root, 0)]
+        while work:
+            node, edge_index = work[-1]
+            if edge_index == 0:
+                index_of[id(node)] = low[id(node)] = counter
+                counter += 1
+                stack.append(node)
+                on_stack.add(id(node))
+            if edge_index < len(node.edges):
+                work[-1] = (node, edge_index + 1)
+                target = node.edges[edge_index].target
+                if id(target) not in index_of:
+                    work.append((target, 0))
+                elif id(target) in on_stack:
+                    low[id(node)] = min(low[id(node)], index_of[id(target)])
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                low[id(parent)] = min(low[id(parent)], low[id(node)])
+            if low[id(node)] == index_of[id(node)]:
+                members: list[Node] = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(id(member))
+                    members.append(member)
+                    if member is node:
+                        break
+                if len(members) > 1 or any(e.target is node for e in node.edges):
+                    found.append(frozenset(member.id for member in members))
+    return found

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Self
 
+import anyio
+from anyio import TASK_STATUS_IGNORED
+from anyio.abc import TaskStatus
 from anyio.lowlevel import checkpoint
 from redis.asyncio import Redis
 
@@ -22,11 +26,19 @@ from spark_nodes.graphs.checkpoint import (
     take_checkpoint,
     write_checkpoint,
 )
+from spark_nodes.graphs.invoke import InvokeResult, invoke_in_memory, invoke_on_redis
 from spark_nodes.graphs.result import GraphResult
+from spark_nodes.graphs.running import RunningGraph
 from spark_nodes.graphs.task import Budget, Task, TaskType
 from spark_nodes.nodes import Node, NodeMessage
 from spark_nodes.nodes._runtime import SHUTDOWN_EXTERNAL
-from spark_nodes.nodes.node import NO_OUTPUT, attach_runtime, detach_runtime, wiring_version
+from spark_nodes.nodes.node import (
+    NO_OUTPUT,
+    attach_runtime,
+    detach_runtime,
+    runs_default_loop,
+    wiring_version,
+)
 from spark_nodes.state import GraphState, MemoryState, RedisState
 
 __all__ = ["Graph"]
@@ -173,14 +185,30 @@ class Graph:
         return self._run is not None
 
     @property
+    def accepting(self) -> bool:
+        """Whether :meth:`send` takes messages now.
+
+        A Redis graph always does (they wait in the mailboxes); an in-memory graph while
+        it runs and is neither shutting down nor stopping.
+        """
+        if self._backend is not None:
+            return True
+        run = self._run
+        return run is not None and run.stop_reason is None and run.shutdown_reason is None
+
+    @property
     def distributed(self) -> bool:
         """Whether the graph runs on Redis (``backend=...``)."""
         return self._backend is not None
 
     async def run(
-        self, task: Task, *, resume_from: str | os.PathLike[str] | None = None
+        self,
+        task: Task | None = None,
+        *,
+        resume_from: str | os.PathLike[str] | None = None,
+        task_status: TaskStatus[RunningGraph] = TASK_STATUS_IGNORED,
     ) -> GraphResult:
-        """Run ``task`` and return once every worker loop has ended.
+        """Run ``task`` (a one-pass ``Task()`` by default) and return once every loop has ended.
 
         ``STANDARD``: the start node processes the input, outputs flow along the edges, each
         reached node processes each message it gets, and the run ends when all of them have
@@ -191,6 +219,10 @@ class Graph:
         checkpoint (see :meth:`checkpoint`), then runs the task; ``inputs`` are sent only
         if given.
 
+        ``await task_group.start(graph.run, task)`` returns a :class:`RunningGraph` once
+        every worker loop is started and the graph takes messages (anyio's
+        ``task_status``); :meth:`open_run` wraps that in a context manager.
+
         Raises:
             WiringError: The wiring is wrong, a node is running in another graph, a one-pass
                 run meets a node with a custom ``go()`` or ``live=True``, or the checkpoint
@@ -200,6 +232,8 @@ class Graph:
             GraphCancelled: A node cancelled the run.
             RuntimeError: This graph is already running.
         """
+        if task is None:
+            task = Task()
         if not isinstance(task, Task):
             raise TypeError(f"run() takes a Task, not {type(task).__name__}")
         if self._backend is not None and task.type is TaskType.STANDARD:
@@ -207,7 +241,63 @@ class Graph:
                 f"graph {self.name!r} runs on Redis, where work has no single end: run it "
                 f"with TaskType.LONG_RUNNING (or serve()) and end it with shutdown()"
             )
-        return await self._execute(task, resume_from=resume_from, served=None)
+        return await self._execute(
+            task, resume_from=resume_from, served=None, task_status=task_status
+        )
+
+    @contextlib.asynccontextmanager
+    async def open_run(
+        self, task: Task | None = None, *, resume_from: str | os.PathLike[str] | None = None
+    ) -> AsyncIterator[RunningGraph]:
+        """Run the graph for the duration of an ``async with`` block.
+
+        ``async with graph.open_run(task) as run:`` enters once every worker loop is
+        started and the graph takes messages, so ``run.send`` and ``run.invoke`` work at
+        once. Leaving the block normally shuts the graph down gracefully (as
+        :meth:`shutdown`) and waits for the run to end; ``run.result`` then holds the
+        :class:`GraphResult`. If the block raises, the run is cancelled and the error
+        propagates. If the run fails while the block is running (``GraphFailed``,
+        ``GraphCancelled``), the block is cancelled and that error is raised, unwrapped.
+
+        Args:
+            task: As for :meth:`run`; a one-pass ``Task()`` by default.
+            resume_from: As for :meth:`run`.
+
+        Raises:
+            GraphFailed: A worker loop crashed more often than its restart policy allows.
+            GraphCancelled: A node cancelled the run.
+            WiringError: See :meth:`run`.
+        """
+        failure: list[BaseException] = []
+
+        async def run_and_keep_failure(*, task_status: TaskStatus[RunningGraph]) -> None:
+            started = _Started(task_status)
+            try:
+                await self.run(task, resume_from=resume_from, task_status=started)
+            except Exception as error:
+                if not started.done:
+                    raise  # before it started: task_group.start raises it
+                failure.append(error)  # raised unwrapped, after the task group
+                group.cancel_scope.cancel()  # the body: the run is over
+
+        # Errors are kept and raised after the task group, which would wrap them in a group.
+        async with anyio.create_task_group() as group:
+            try:
+                handle: RunningGraph = await group.start(run_and_keep_failure)
+            except Exception as error:  # noqa: BLE001 - raised below, unwrapped
+                failure.append(error)  # it did not start (a wiring error, on_start...)
+            else:
+                try:
+                    yield handle
+                except Exception as error:  # noqa: BLE001 - raised below, unwrapped
+                    failure.append(error)
+                    group.cancel_scope.cancel()  # the body failed: cancel the run
+                else:
+                    if handle.result is None and not failure:
+                        with contextlib.suppress(GraphNotRunning):
+                            await self.shutdown()
+        if failure:
+            raise failure[0]
 
     async def serve(
         self,
@@ -263,6 +353,7 @@ class Graph:
         resume_from: str | os.PathLike[str] | None,
         served: set[str] | None,
         concurrency: int | None = None,
+        task_status: TaskStatus[RunningGraph] = TASK_STATUS_IGNORED,
     ) -> GraphResult:
         if self._run is not None:
             raise RuntimeError(f"graph {self.name!r} is already running")
@@ -271,8 +362,8 @@ class Graph:
             self._give_redis_mailboxes(topology.nodes)
         if task.type is TaskType.STANDARD:
             for node in topology.nodes:
-                if type(node).go is not Node.go or node.config.live:
-                    why = "has a custom go() loop" if type(node).go is not Node.go else "is live"
+                if node.config.live or not runs_default_loop(node):
+                    why = "is live" if node.config.live else "has a custom go() loop"
                     raise WiringError(
                         f"node {node.id!r} {why}; a STANDARD run drives nodes through "
                         f"process() once per message, so run it with TaskType.LONG_RUNNING"
@@ -290,7 +381,10 @@ class Graph:
             if checkpoint is not None:
                 run.in_flight += await restore_checkpoint(self, checkpoint)
                 run.resumed = True
-            return await run.execute()
+            handle = RunningGraph(self)
+            result = await run.execute(lambda: task_status.started(handle))
+            handle.result = result
+            return result
         finally:
             if self._run is run:
                 self._run = None
@@ -339,33 +433,130 @@ class Graph:
 
         Raises:
             GraphNotRunning: The graph is not running, or is shutting down or stopping
-                (in memory).
-            KeyError: No node has that id.
+                (in memory); the message says which.
+            WiringError: The graph has no node with that id (as :meth:`serve` and
+                ``context.goto``); the message lists the ids it has.
             ChannelUnavailable: A Redis graph's server could not be reached.
         """
         node_id = node if node.__class__ is str else node.id  # type: ignore[union-attr]
         if self._backend is not None:
-            target = self._topology().by_id[node_id]
-            await target.mailbox.send(_message_of(content, metadata))
+            target = self._topology().by_id.get(node_id)
+            if target is not None:
+                await target.mailbox.send(_message_of(content, metadata))
+                return
+        else:
+            run = self._run
+            if run is None or run.stop_reason is not None or run.shutdown_reason is not None:
+                if run is None:
+                    why = "is not running"
+                elif run.stop_reason is not None:
+                    why = f"is stopping ({run.stop_reason}: {run.stop_detail})"
+                else:
+                    why = f"is shutting down ({run.shutdown_reason})"
+                raise GraphNotRunning(f"graph {self.name!r} {why}: it takes no messages")
+            runtime = run.runtimes.get(node_id)
+            if runtime is not None:
+                if metadata is None and not isinstance(content, NodeMessage):
+                    message = unchecked_message(content)  # the common case: nothing to check
+                else:
+                    message = _message_of(content, metadata)
+                run.in_flight += 1
+                if not runtime.mailbox.offer(message):  # send() without a coroutine, if it can
+                    await runtime.node.mailbox.send(message)
+                    return
+                self._sends_to_yield -= 1
+                if not self._sends_to_yield:
+                    # A producer that never had to wait would never let the graph run: its
+                    # sends would pile up (and the backlog's upkeep cost a fifth of the
+                    # throughput).
+                    self._sends_to_yield = _SENDS_PER_YIELD
+                    await checkpoint()
+                return
+        ids = list(self._topology().by_id)
+        known = ", ".join(map(repr, ids[:20])) + (f" and {len(ids) - 20} more" if ids[20:] else "")
+        raise WiringError(
+            f"graph {self.name!r} has no node {node_id!r}; send to one of its nodes: {known}"
+        )
+
+    async def invoke(
+        self,
+        inputs: Any,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the API users know (Pykka's ask)
+        node: Node | str | None = None,
+    ) -> InvokeResult:
+        """Send one input into the running graph and return what *it* caused.
+
+        The input goes to ``node`` (the start node by default); the call returns once
+        none of the messages it caused is in flight any more (through fan-outs, joins,
+        retries and ``goto``), with the outputs of that input that took no edge. Other
+        inputs, and other invokes running at the same time, do not mix in. A Redis graph
+        can be invoked from any process, while other processes serve it.
+
+        While an invoke is waiting in memory, the nodes' loops leave their fast path
+        (each message is followed): invoke suits requests, ``send`` suits streams.
+
+        Args:
+            inputs: Plain content or a :class:`NodeMessage`.
+            timeout: Seconds to wait for the complete answer; ``None`` waits for ever.
+            node: Where the input goes; the start node by default.
+
+        Returns:
+            An :class:`~spark_nodes.graphs.invoke.InvokeResult`: ``.content`` is the last
+            output's content, ``.outputs`` all of them.
+
+        Raises:
+            InvokeTimeout: No complete answer within ``timeout``; what is in flight goes
+                on, nothing is left waiting (a Redis reply stream expires in an hour).
+            InvokeFailed: A message the input caused was dead-lettered (``.result`` has
+                what it did produce).
+            GraphNotRunning: The graph is not running, or shutting down (in memory), or
+                the run ended before the answer was complete.
+            WiringError: No node has that id.
+            ChannelUnavailable: A Redis graph's server could not be reached.
+        """
+        node_id = self.start.id if node is None else node if isinstance(node, str) else node.id
+        target = self._topology().by_id.get(node_id)
+        if target is None:
+            raise WiringError(
+                f"graph {self.name!r} has no node {node_id!r}; its nodes: {list(self.nodes)}"
+            )
+        if self._backend is not None:
+            if not self._backend.mailboxes:
+                self._give_redis_mailboxes(self._topology().nodes)
+            return await invoke_on_redis(self._backend, node_id, inputs, timeout)
+        run = self._run
+        if run is None or not self.accepting:
+            raise GraphNotRunning(f"graph {self.name!r} is not running (or is shutting down)")
+        message = _message_of(inputs, None)
+        message.metadata["trace_id"] = message.id
+        return await invoke_in_memory(run, target, message, timeout)
+
+    async def wait_idle(self, *, poll_interval: float = 0.05) -> None:
+        """Wait until the graph is idle: every mailbox empty and nothing in flight.
+
+        In memory: no message sent into the graph (by :meth:`send`, or as a node's output)
+        is still waiting or being handled; returns at once if none is, and when the run
+        ends. Only the default loop reports what it handled: in a graph with a node whose
+        ``go()`` is a loop of its own, do not rely on it. On Redis, from any process,
+        running or not: every mailbox of the graph has nothing unread, pending or delayed
+        (read every ``poll_interval`` seconds; bound the wait with ``anyio.fail_after``).
+
+        Raises:
+            GraphNotRunning: An in-memory graph is not running.
+            ChannelUnavailable: A Redis graph's server could not be reached.
+        """
+        backend = self._backend
+        if backend is not None:
+            if not backend.mailboxes:
+                self._give_redis_mailboxes(self._topology().nodes)
+            while not await backend.is_idle():  # noqa: ASYNC110 - Redis has no event for it
+                await anyio.sleep(poll_interval)
             return
         run = self._run
-        if run is None or run.stop_reason is not None or run.shutdown_reason is not None:
-            raise GraphNotRunning(f"graph {self.name!r} is not running: it takes no messages")
-        runtime = run.runtimes[node_id]
-        if metadata is None and not isinstance(content, NodeMessage):
-            message = unchecked_message(content)  # the common case: nothing to check
-        else:
-            message = _message_of(content, metadata)
-        run.in_flight += 1
-        if not runtime.mailbox.offer(message):  # send() without a coroutine, when it can
-            await runtime.node.mailbox.send(message)
-            return
-        self._sends_to_yield -= 1
-        if not self._sends_to_yield:
-            # A producer that never had to wait would never let the graph run: its sends
-            # would pile up (and the backlog's upkeep cost a fifth of the throughput).
-            self._sends_to_yield = _SENDS_PER_YIELD
-            await checkpoint()
+        if run is None:
+            raise GraphNotRunning(f"graph {self.name!r} is not running")
+        await run.wait_idle()
 
     async def shutdown(self) -> None:
         """Drain the running graph gracefully and let :meth:`run` return.
@@ -451,6 +642,19 @@ class Graph:
 
     def __repr__(self) -> str:
         return f"<Graph {self.name!r} start={self.start.id!r}>"
+
+
+class _Started(TaskStatus[RunningGraph]):
+    """A task status that remembers whether the run has started."""
+
+    def __init__(self, status: TaskStatus[RunningGraph]) -> None:
+        self.status = status
+        self.done = False
+
+    def started(self, value: RunningGraph | None = None) -> None:
+        self.done = True
+        assert value is not None
+        self.status.started(value)
 
 
 def _message_of(content: Any, metadata: dict[str, Any] | None) -> ChannelMessage:

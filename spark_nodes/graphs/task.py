@@ -8,7 +8,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Budget", "Task", "TaskType"]
+__all__ = ["DEFAULT_MAX_STEPS", "Budget", "Task", "TaskType"]
+
+DEFAULT_MAX_STEPS = 1000
+"""``Task.max_steps`` by default: far more than an agent's tool loop, and finite."""
 
 
 class TaskType(enum.StrEnum):
@@ -68,10 +71,16 @@ class Task:
         checkpoint_path: Write a checkpoint here every ``checkpoint_every`` seconds while the
             run goes on, and once more when it ends.
         checkpoint_every: Seconds between checkpoints (with ``checkpoint_path``).
+        max_steps: Steps a message may take round cycles (each hop along an edge of a
+            cycle, and each ``goto``, is one; outputs carry ``metadata["steps"]``). The
+            message that would take one more is dead-lettered with
+            :class:`~spark_nodes.errors.StepLimitExceeded` (phase ``"max_steps"``), so a
+            self-feeding loop ends. ``None`` lifts the limit. LangGraph's recursion limit
+            is the same guard.
 
     Raises:
-        ValueError: ``idle_timeout`` or ``checkpoint_every`` is not positive, or only one of
-            ``checkpoint_path`` and ``checkpoint_every`` is given.
+        ValueError: ``idle_timeout``, ``checkpoint_every`` or ``max_steps`` is not positive,
+            or only one of ``checkpoint_path`` and ``checkpoint_every`` is given.
     """
 
     inputs: Any = None
@@ -80,6 +89,7 @@ class Task:
     idle_timeout: float | None = None
     checkpoint_path: str | os.PathLike[str] | None = None
     checkpoint_every: float | None = None
+    max_steps: int | None = DEFAULT_MAX_STEPS
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "type", TaskType(self.type))
@@ -87,5 +97,9 @@ class Task:
             raise ValueError(f"idle_timeout must be positive, not {self.idle_timeout!r}")
         if (self.checkpoint_path is None) != (self.checkpoint_every is None):
             raise ValueError("checkpoint_path and checkpoint_every go together")
+        if self.max_steps is not None and not (
+            isinstance(self.max_steps, int) and self.max_steps >= 1
+        ):
+            raise ValueError(f"max_steps must be an int >= 1 or None, not {self.max_steps!r}")
         if self.checkpoint_every is not None and not self.checkpoint_every > 0:
             raise ValueError(f"checkpoint_every must be positive, not {self.checkpoint_every!r}")

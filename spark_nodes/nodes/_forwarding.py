@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, Final
 from spark_nodes.channels import BaseChannel, ChannelMessage
 from spark_nodes.channels.mailbox import DurableMailbox, Mailbox, mailbox_of
 from spark_nodes.channels.message import new_message_id, unchecked_message
+from spark_nodes.errors import StepLimitExceeded
+from spark_nodes.nodes._watch import REPLY_PREFIX
 from spark_nodes.nodes.edges import Edge, select_edges, sorted_edges
 from spark_nodes.nodes.message import NodeMessage
 
@@ -21,11 +23,17 @@ if TYPE_CHECKING:
     from spark_nodes.nodes._runtime import RunContext
     from spark_nodes.nodes.node import Node
 
-__all__ = ["CORRELATION_DEPTH", "Forwarding", "Route", "Routes", "StepFailed"]
+__all__ = ["CORRELATION_DEPTH", "Forwarding", "Route", "Routes", "StepFailed", "steps_of"]
 
 CORRELATION_DEPTH: Final = 16  # nested fan-outs remembered; older ids are dropped
 
 Sends = list[tuple[BaseChannel, ChannelMessage]]
+
+
+def steps_of(inputs: NodeMessage) -> int:
+    """The steps a message has taken round cycles (``metadata["steps"]``; 0 if none)."""
+    metadata = inputs.raw_metadata
+    return metadata.get("steps", 0) if metadata else 0
 
 
 class StepFailed(Exception):
@@ -52,12 +60,24 @@ class Route:
         staged: Outputs staged for the target (shared by every route to it).
         commits: Whether outputs go in the source's commit instead (durable sources).
         owner: The route whose ``staged`` list this is (the first one to the target).
+        steps: Whether outputs taking it count ``metadata["steps"]`` up (see
+            ``Task.max_steps``): routes along a cycle, and every ``goto``.
     """
 
-    __slots__ = ("channel", "commits", "mailbox", "name", "owner", "staged")
+    __slots__ = ("channel", "commits", "mailbox", "name", "owner", "staged", "steps")
 
-    def __init__(self, name: str, channel: BaseChannel, owner: Route | None, commits: bool) -> None:
+    def __init__(
+        self,
+        name: str,
+        channel: BaseChannel,
+        owner: Route | None,
+        commits: bool,
+        *,
+        steps: bool = False,
+    ) -> None:
         self.name = name
+        self.steps = steps
+        """Whether an output taking it takes a step (an edge of a cycle, or a goto)."""
         self.channel = channel
         self.mailbox: Mailbox = mailbox_of(channel)
         self.owner: Route = owner or self
@@ -71,10 +91,12 @@ class Routes:
     Args:
         node: The node whose edges they are.
         durable: The node's mailbox if it is durable (outputs it can commit go there).
+        cycle: The ids of the nodes on the node's cycle (empty if it is on none).
     """
 
     __slots__ = (
         "_by_edge",
+        "_cycle",
         "_durable",
         "_goto",
         "_node",
@@ -85,9 +107,12 @@ class Routes:
         "targets",
     )
 
-    def __init__(self, node: Node, durable: DurableMailbox | None) -> None:
+    def __init__(
+        self, node: Node, durable: DurableMailbox | None, cycle: frozenset[str] = frozenset()
+    ) -> None:
         self._node = node
         self._durable = durable
+        self._cycle = cycle
         self.targets: list[Route] = []
         """One route per target: the owners of the ``staged`` lists."""
         self.pending: list[Route] = []
@@ -108,17 +133,21 @@ class Routes:
         """Every output's routes, if no edge has a condition."""
         fixed = self.fixed
         self.single: Route | None = (
-            fixed[0] if fixed is not None and len(fixed) == 1 and not fixed[0].commits else None
+            fixed[0]
+            if fixed is not None and len(fixed) == 1 and not (fixed[0].commits or fixed[0].steps)
+            else None
         )
         """The one route every output takes, staged in memory: the loop's inlined case."""
 
-    def _route(self, name: str, target: Node) -> Route:
+    def _route(self, name: str, target: Node, *, goto: bool = False) -> Route:
         channel = target.mailbox
+        steps = goto or target.id in self._cycle
         for known in self.targets:
             if known.channel is channel:
-                return Route(name, channel, known, known.commits)
+                return Route(name, channel, known, known.commits, steps=steps)
         durable = self._durable
-        route = Route(name, channel, None, durable is not None and durable.commits_to(channel))
+        commits = durable is not None and durable.commits_to(channel)
+        route = Route(name, channel, None, commits, steps=steps)
         self.targets.append(route)
         return route
 
@@ -139,7 +168,12 @@ class Routes:
         return [by_edge[id(edge)] for edge in edges]
 
     def goto(self, targets: list[Node]) -> list[Route]:
-        """Routes to ``targets`` (a ``goto``), wired or not, each target once."""
+        """Routes to ``targets`` (a ``goto``), wired or not, each target once.
+
+        Their name, forwarded as ``metadata["edge"]``, is ``"{source}~>{target}"``: a
+        message sent by ``goto`` took no wired edge (``"{source}->{target}"``), even to a
+        target that one also leads to.
+        """
         known = self._goto
         if known is None:
             known = self._goto = {}
@@ -147,8 +181,8 @@ class Routes:
         for target in dict.fromkeys(targets):
             route = known.get(id(target))
             if route is None:
-                edge = Edge(self._node, target)
-                route = known[id(target)] = self._route(edge.name, target)
+                name = f"{self._node.id}~>{target.id}"
+                route = known[id(target)] = self._route(name, target, goto=True)
             routes.append(route)
         return routes
 
@@ -181,14 +215,18 @@ class Forwarding:
         correlation: list[str] | None,
         goto: list[Node] | None = None,
         sends: Sends | None = None,
+        *,
+        steps: int = 0,
     ) -> None:
         """Stage ``output`` along the edges it takes (or to the ``goto`` targets).
 
         ``sends``: the commit list of the message being handled, for routes a durable
         mailbox commits to. An output that takes no edge is a terminal output of the run.
+        ``steps``: the steps the message being handled has taken (see :func:`steps_of`).
 
         Raises:
-            StepFailed: An edge condition raised.
+            StepFailed: An edge condition raised, or the output would take one step more
+                than the run's ``max_steps`` (phase ``"max_steps"``).
         """
         node = self.node
         if output.__class__ is NodeMessage:
@@ -200,8 +238,10 @@ class Forwarding:
         node.last_output = content
         self.outputs_made += 1
         routes = self.routes.goto(goto) if goto else self.routes.select(content)
+        if steps >= self.run.max_steps or self.run.watches:
+            self._check_and_watch(content, routes, trace_id, steps)
         if not routes:
-            self._terminal(content, extra, trace_id)
+            self._terminal(content, extra, trace_id, sends)
             return
         if extra and "correlation" in extra:
             correlation = extra["correlation"]  # the output's own (a join pops it)
@@ -220,8 +260,31 @@ class Forwarding:
                 metadata["correlation"] = correlation
             elif extra and "correlation" in metadata:
                 del metadata["correlation"]  # a join popped the last id
+            if route.steps:
+                metadata["steps"] = steps + 1
             self._stage(route, unchecked_message(content, metadata), sends)
         self.run.in_flight += len(routes)
+
+    def _check_and_watch(
+        self, content: Any, routes: list[Route], trace_id: str, steps: int
+    ) -> None:
+        """Refuse an output one step past ``max_steps``; tell a watch of its trace of it.
+
+        Raises:
+            StepFailed: The output would take one step too many (phase ``"max_steps"``).
+        """
+        run = self.run
+        if steps >= run.max_steps and any(route.steps for route in routes):
+            where = ", ".join(route.name for route in routes if route.steps)
+            error = StepLimitExceeded(
+                f"the message took {steps} steps (round a cycle, or by goto), and {where} "
+                f"would be one more than the task's max_steps={run.max_steps}; raise "
+                f"Task(max_steps=...) if this many are expected"
+            )
+            raise StepFailed("max_steps", error)
+        watch = run.watches.get(trace_id) if run.watches else None
+        if watch is not None:
+            watch.emitted(self.node.id, content, len(routes))
 
     def _stage(self, route: Route, message: ChannelMessage, sends: Sends | None) -> None:
         if sends is not None and route.commits:
@@ -232,14 +295,32 @@ class Forwarding:
             self.routes.pending.append(route.owner)
         staged.append(message)
 
-    def _terminal(self, content: Any, extra: dict[str, Any] | None, trace_id: str) -> None:
-        """An output that took no edge: a result of the run."""
+    def _terminal(
+        self, content: Any, extra: dict[str, Any] | None, trace_id: str, sends: Sends | None
+    ) -> None:
+        """An output that took no edge: a result of the run (and of an invoke on Redis)."""
         node = self.node
         self.terminal_outputs += 1
         metadata = {**extra} if extra else {}
         metadata["trace_id"] = trace_id
         metadata["source_node"] = node.id
         self.run.terminal_output(node, NodeMessage(content, metadata))
+        if sends is not None and trace_id.startswith(REPLY_PREFIX):
+            replies = self.run.reply_channel(trace_id)
+            if replies is not None:  # committed with the message that produced it
+                record = {"output": content, "metadata": metadata}
+                sends.append((replies, unchecked_message(record)))
+
+    def unwatch(self, messages: list[ChannelMessage]) -> None:
+        """Outputs that will not be sent after all: the traces watching them stop counting them."""
+        watches = self.run.watches
+        if not watches:
+            return
+        for message in messages:
+            metadata = message.raw_metadata
+            watch = watches.get(metadata.get("trace_id", "")) if metadata else None
+            if watch is not None:
+                watch.dropped(1)
 
     def drop_staged(self, counts: list[int]) -> None:
         """Drop the outputs staged after the lengths ``counts`` (a failed attempt's)."""
@@ -248,6 +329,7 @@ class Forwarding:
         for index, route in enumerate(routes.targets):
             count = counts[index] if index < len(counts) else 0  # a goto added the route
             dropped += len(route.staged) - count
+            self.unwatch(route.staged[count:])
             del route.staged[count:]
         routes.pending = [route for route in routes.pending if route.staged]
         self.run.in_flight -= dropped

@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import structlog
 
-from spark_nodes.channels import ChannelMessage
-from spark_nodes.nodes._forwarding import Sends, StepFailed
+from spark_nodes.channels import BaseChannel, ChannelMessage
+from spark_nodes.channels.message import unchecked_message
+from spark_nodes.nodes._forwarding import Sends, StepFailed, steps_of
 from spark_nodes.nodes._settling import Settling
+from spark_nodes.nodes._watch import REPLY_PREFIX
 from spark_nodes.nodes.config import OnError
 from spark_nodes.nodes.context import Control, ExecutionContext
 from spark_nodes.nodes.message import NodeMessage
@@ -162,17 +164,48 @@ class Handling(Settling):
         self.received += 1
         if view is None:
             view = view_of(message)
+        watches = self.run.watches
+        watch = watches.get(view[1]) if watches else None
+        replies = (
+            self.run.reply_channel(view[1])
+            if message.raw_ack is not None and view[1].startswith(REPLY_PREFIX)
+            else None
+        )
         outputs_before = self.outputs_made
+        settled: dict[str, Any] = {"forwarded": 0}
         try:
             control, sends = await self._attempts(message, hand, view, first, failed)
             if control is not None and (control.cancel or control.stop):
                 await self._obey(control, message)
-                return
-            produced = self.outputs_made != outputs_before
-            await self.settle_handled(message, control, sends, produced=produced)
+                if control.cancel:
+                    return  # given back, not settled
+            else:
+                produced = self.outputs_made != outputs_before
+                if replies is not None and sends is not None:
+                    # Committed with the message: the invoker counts its trace down.
+                    settled["forwarded"] = sum(1 for target, _ in sends if target is not replies)
+                    sends.append((replies, unchecked_message(settled)))
+                    replies = None
+                await self.settle_handled(message, control, sends, produced=produced)
         except StepFailed as failure:
             self.failed_attempts += failure.phase == "forward"
             await self.give_up(message, failure.error, failure.attempts, failure.phase)
+            error = failure.error
+            record = (self.node.id, failure.phase, _type_name(error), str(error))
+            if watch is not None:
+                watch.failed(record)
+            settled["failure"] = list(record)
+        if watch is not None:
+            watch.settled()
+        if replies is not None:
+            await self._send_record(replies, settled)
+
+    async def _send_record(self, replies: BaseChannel, record: dict[str, Any]) -> None:
+        """Write an invoke's record that could not go in a commit; a failure is logged."""
+        try:
+            await replies.send(unchecked_message(record))
+        except Exception:  # noqa: BLE001 - the invoker times out; the message is settled
+            _log.exception("invoke record not written", node=self.node.id, channel=replies.name)
 
     async def _attempts(
         self,
@@ -226,6 +259,7 @@ class Handling(Settling):
         self.drop_staged(marks)
         if sends:
             self.run.in_flight -= len(sends)
+            self.unwatch([output for _, output in sends])
             sends.clear()
 
     async def _attempt(
@@ -272,7 +306,7 @@ class Handling(Settling):
             return control
         goto = control.goto if control is not None else None
         for output in outputs:
-            self.forward(output, view[1], view[2], goto, sends)
+            self.forward(output, view[1], view[2], goto, sends, steps=steps_of(view[0]))
         return control
 
     async def _generate(
@@ -298,7 +332,8 @@ class Handling(Settling):
         control = context.control
         if control is not None and (control.cancel or control.stop):
             return
-        self.forward(item, view[1], view[2], control.goto if control is not None else None, sends)
+        goto = control.goto if control is not None else None
+        self.forward(item, view[1], view[2], goto, sends, steps=steps_of(view[0]))
         forwarded = self.forwarded
         rest = self.deliver()
         if rest is not None or self.forwarded != forwarded:  # (in a commit: not shown yet)
@@ -375,5 +410,9 @@ class Handling(Settling):
         self.message_done()
         node = self.node
         if node.config.on_error is OnError.STOP_GRAPH:
-            error_type = f"{type(error).__module__}.{type(error).__qualname__}"
-            self.run.request_stop("error", f"{node.id}: {error_type}: {error}")
+            self.run.request_stop("error", f"{node.id}: {_type_name(error)}: {error}")
+
+
+def _type_name(error: BaseException) -> str:
+    """``module.QualifiedName`` of an error's type, as dead letters record it."""
+    return f"{type(error).__module__}.{type(error).__qualname__}"

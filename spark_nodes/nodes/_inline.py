@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 from spark_nodes.channels import ChannelMessage
 from spark_nodes.channels.message import unchecked_message
+from spark_nodes.nodes._forwarding import steps_of
 from spark_nodes.nodes._handling import Hand, Handling, Kind, View
+from spark_nodes.nodes._watch import REPLY_PREFIX
 from spark_nodes.nodes.context import ExecutionContext
 from spark_nodes.nodes.message import NodeMessage
 
@@ -58,8 +60,8 @@ class Inline(Handling):
     async def handle_inline(self, hand: Hand, start: int) -> int:
         """Handle what the fast path can of ``hand.taken[start:]``; return where it stopped."""
         kind = self.kind
-        if kind is not Kind.SYNC and kind is not Kind.ASYNC:
-            return start  # generators: the general path
+        if (kind is not Kind.SYNC and kind is not Kind.ASYNC) or self.run.watches:
+            return start  # generators, and traces being followed: the general path
         if self.durable is not None:
             return await self._inline_durable(hand, start)
         return await self._inline_memory(hand, start)
@@ -168,7 +170,7 @@ class Inline(Handling):
     ) -> bool:
         """Forward the general way (conditions, fan-out); False, with a bail, if it failed."""
         try:
-            self.forward(result, trace_id, correlation)
+            self.forward(result, trace_id, correlation, None, None, steps=steps_of(view[0]))
         except Exception as error:  # noqa: BLE001 - a StepFailed: dead-lettered
             self.bail = (view, None, error)
             return False
@@ -196,7 +198,11 @@ class Inline(Handling):
         route, commit, durable = routes.fixed, self.commit, self.durable
         assert durable is not None
         assert commit is not None
-        single = route[0] if route is not None and len(route) == 1 and route[0].commits else None
+        single = (
+            route[0]
+            if route is not None and len(route) == 1 and route[0].commits and not route[0].steps
+            else None
+        )
         per_message = self.run.watch_each_message
         opened = monotonic()
         handled = 0
@@ -211,6 +217,8 @@ class Inline(Handling):
             inputs: NodeMessage = _new_object(NodeMessage)
             inputs.content, inputs.raw_metadata, inputs.raw_id = message.payload, metadata, message
             view = _view(inputs, message, metadata)
+            if view[1].startswith(REPLY_PREFIX):
+                break  # an invoke's: its records go in the commit (the general path)
             context = _new_context(node)
             context.inputs, context.message = inputs, message
             context.started_at = monotonic()
@@ -238,7 +246,7 @@ class Inline(Handling):
                         else (result, None)
                     )
                     if single is None or view[2] or (extra and "correlation" in extra):
-                        self.forward(result, view[1], view[2], None, sends)
+                        self.forward(result, view[1], view[2], None, sends, steps=steps_of(view[0]))
                     else:  # forward(), inlined for the pipeline case: one route, no join
                         node.last_output = content
                         self.outputs_made += 1

@@ -22,7 +22,7 @@ from spark_nodes.nodes._handling import Hand
 from spark_nodes.nodes._inline import SETTLE_FIRST, Bail, Inline
 from spark_nodes.nodes.node import stop_flag
 
-__all__ = ["BATCH", "SHUTDOWN_EXTERNAL", "WAKE", "WorkerLoop"]
+__all__ = ["BATCH", "CYCLE_QUIET", "SHUTDOWN_EXTERNAL", "WAKE", "WorkerLoop"]
 
 BATCH: Final = 128
 """The most messages a loop takes at once from an in-memory mailbox."""
@@ -35,6 +35,10 @@ _log = structlog.get_logger("spark_nodes")
 
 SHUTDOWN_EXTERNAL: Final = "<external>"
 """The source a shutdown counts as when it does not name one (``metadata["source_node"]``)."""
+
+CYCLE_QUIET: Final = "<cycle quiet>"
+"""The source of the shutdown every node on a cycle gets once the cycle is quiet: each has
+its shutdowns from outside the cycle, and no message is left on it (see the run)."""
 
 WAKE: Final = "<wake>"
 """The source of a local wake-up: a shutdown message that only makes a loop look again."""
@@ -91,6 +95,7 @@ class WorkerLoop(Inline):
                 taken = mailbox.take_nowait(limit)
                 if not taken:
                     await self.before_waiting()
+                    self.run.loop_idle(self)  # type: ignore[arg-type]  # (a NodeRuntime)
                     if self.should_stop():
                         break  # asked while settling: a stop wakes only idle loops
                     if exit_when_idle and mailbox.empty():
@@ -270,6 +275,8 @@ class WorkerLoop(Inline):
             return False
         pending.discard(source)
         if pending:
+            if len(pending) == 1 and CYCLE_QUIET in pending:
+                self.run.closed_to_input(self)  # type: ignore[arg-type]  # the cycle drains when quiet
             return False
         self.draining = True
         if self.idle:

@@ -9,6 +9,7 @@ itself is in :mod:`spark_nodes.nodes._loop` (take, handle, settle) and
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, Protocol
 
@@ -17,14 +18,16 @@ import structlog
 from spark_nodes.channels import BaseChannel, ChannelMessage
 from spark_nodes.channels.mailbox import Commit, DurableMailbox, is_durable, is_mailbox, mailbox_of
 from spark_nodes.channels.memory import InMemoryChannel
+from spark_nodes.channels.message import new_message_id
 from spark_nodes.nodes._forwarding import Routes
 from spark_nodes.nodes._handling import Hand, kind_of
-from spark_nodes.nodes._loop import SHUTDOWN_EXTERNAL, WorkerLoop
+from spark_nodes.nodes._loop import CYCLE_QUIET, SHUTDOWN_EXTERNAL, WorkerLoop
+from spark_nodes.nodes._watch import TraceWatch
 from spark_nodes.nodes.message import NodeMessage
 from spark_nodes.nodes.node import Node, set_stop_flag
 from spark_nodes.nodes.statistics import NodeStatistics
 
-__all__ = ["SHUTDOWN_EXTERNAL", "NodeRuntime", "RunContext"]
+__all__ = ["CYCLE_QUIET", "SHUTDOWN_EXTERNAL", "NodeRuntime", "RunContext"]
 
 _log = structlog.get_logger("spark_nodes")
 
@@ -44,9 +47,19 @@ class RunContext(Protocol):
     """Whether :meth:`message_done` must be called after each handled message."""
     distributed: bool
     """Whether the nodes' mailboxes are shared with other processes (a Redis graph)."""
+    max_steps: int
+    """Steps (hops round a cycle, gotos) a message may take; more is dead-lettered."""
+    watches: dict[str, TraceWatch]
+    """Traces followed by ``invoke``/``ask``, by trace id (see :mod:`._watch`)."""
 
     def message_done(self) -> None:
         """A message was handled (processed, or dead-lettered): check limits."""
+
+    def loop_idle(self, runtime: NodeRuntime) -> None:
+        """A loop of ``runtime`` found its mailbox empty, with everything it handled settled."""
+
+    def closed_to_input(self, runtime: NodeRuntime) -> None:
+        """A node on a cycle got every shutdown from outside it: only the cycle feeds it now."""
 
     def terminal_output(self, node: Node, output: NodeMessage) -> None:
         """An output took no edge: it is a result of the run."""
@@ -72,6 +85,9 @@ class RunContext(Protocol):
     async def shutdown_received(self, node_id: str, message: ChannelMessage) -> None:
         """A distributed graph's shutdown entry reached a loop of node ``node_id``."""
 
+    def reply_channel(self, trace_id: str) -> BaseChannel | None:
+        """Where the records of an invoke's trace go (a Redis graph's reply stream), if any."""
+
 
 class NodeRuntime(WorkerLoop):
     """One node's state in one run: its loops' counts, its routes, its shutdown.
@@ -81,6 +97,7 @@ class NodeRuntime(WorkerLoop):
         run: The run's services.
         shutdown_sources: Whom the node waits for before it drains: the ids of its
             predecessors (back edges of cycles excluded), or :data:`SHUTDOWN_EXTERNAL`.
+        cycle: The ids of the nodes on the node's cycle, if it is on one.
     """
 
     __slots__ = (
@@ -90,7 +107,13 @@ class NodeRuntime(WorkerLoop):
         "restarts",
     )
 
-    def __init__(self, node: Node, run: RunContext, shutdown_sources: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        node: Node,
+        run: RunContext,
+        shutdown_sources: tuple[str, ...],
+        cycle: frozenset[str] = frozenset(),
+    ) -> None:
         self.node = node
         self.run = run
         self.shutdown_sources = shutdown_sources
@@ -105,7 +128,7 @@ class NodeRuntime(WorkerLoop):
         # reports them (a subclass might override send without calling ours).
         self.on_demand = not self.custom_loop and type(channel) is InMemoryChannel
         self.kind = kind_of(node.process)
-        self.routes = Routes(node, self.durable)
+        self.routes = Routes(node, self.durable, cycle)
         self.commit: Commit | None = Commit() if self.durable is not None else None
         self.commit_handled: list[bool] = [] if self.durable is not None else _NO_FLAGS
         self.result_index: int | None = None
@@ -160,6 +183,32 @@ class NodeRuntime(WorkerLoop):
         """The run stops every node: flag this one, without telling the run again."""
         set_stop_flag(self.node)
         self.stopping = True
+
+    async def drained(self) -> None:
+        """Call ``node.on_drained()`` and forward what it returns (or yields), then deliver.
+
+        Raises:
+            Exception: What ``on_drained`` raised (what it produced before is forwarded),
+                or :class:`StepFailed` if an edge condition raised on its output.
+        """
+        node = self.node
+        trace_id = new_message_id()  # a chain of its own: no message caused it
+        try:
+            if inspect.isasyncgenfunction(node.on_drained):
+                async for item in node.on_drained():
+                    self.forward(item, trace_id, None)
+            else:
+                output = await node.on_drained()
+                if output is not None:
+                    self.forward(output, trace_id, None)
+        finally:
+            await self.before_waiting()
+
+    def quiet(self) -> bool:
+        """Whether the node has nothing to do: mailbox empty, nothing in hand or staged."""
+        if self.routes.pending or not self.mailbox.empty():
+            return False
+        return all(hand.index >= len(hand.taken) for hand in self.hands)
 
     def held_messages(self) -> list[ChannelMessage]:
         """Messages the loops took and have not handled: what a checkpoint must keep.

@@ -22,7 +22,7 @@ from spark_nodes.channels.codec import pack
 from spark_nodes.channels.mailbox import Commit, is_durable
 from spark_nodes.errors import BackendUnavailable, LeaseLost, MessageEncodeError, MessageTooLarge
 from spark_nodes.nodes._forwarding import Forwarding, Route, Sends, StepFailed
-from spark_nodes.state.base import RESULT_SUFFIX
+from spark_nodes.state.base import RESULT_SUFFIX, unencodable_result
 
 if TYPE_CHECKING:
     from spark_nodes.channels.mailbox import DurableMailbox
@@ -111,8 +111,12 @@ class Settling(Forwarding):
                     if owner:
                         unsent = len(messages) - index + sum(len(m) for _, m in late[number + 1 :])
                         self.run.in_flight -= unsent  # this one and the rest never arrive
+                        self.unwatch(messages[index:])
+                        for _, rest in late[number + 1 :]:
+                            self.unwatch(rest)
                         raise StepFailed("forward", error) from error
                     self.run.in_flight -= 1
+                    self.unwatch([message])
                     await self.dead_letter(message, error, "forward")
                 except BaseException:
                     self._keep_unsent([(route, messages[index:]), *late[number + 1 :]])
@@ -127,6 +131,7 @@ class Settling(Forwarding):
                 continue
             # A durable mailbox holds only what its store holds: these never got there.
             self.run.in_flight -= len(messages)
+            self.unwatch(messages)
             _log.error("outputs lost: cancelled while sending them", node=self.node.id,
                        target=route.channel.name, count=len(messages))  # fmt: skip
 
@@ -179,6 +184,7 @@ class Settling(Forwarding):
             else:
                 lost += 1
                 self.run.in_flight -= len(sends)
+                self.unwatch([output for _, output in sends])
                 if was_handled:
                     self.processed -= 1
         if lost:
@@ -198,10 +204,11 @@ class Settling(Forwarding):
         try:
             return index, pack(node.last_output, where=f"{node.id}{RESULT_SUFFIX}")
         except MessageEncodeError as error:
-            # Kept in this process only (node.last_output); other processes see the older one.
-            _log.warning("node result not stored", node=node.id, reason="not plain data",
+            # Stored as the error: every process reads it as this process does (it raises),
+            # not as absent or as the node's older output.
+            _log.warning("node result is not plain data; reading it raises", node=node.id,
                          error=str(error))  # fmt: skip
-            return None
+            return index, unencodable_result(error)
 
     async def _commit_until_reachable(self, batch: Commit, *, alone: bool = False) -> list[bool]:
         """Commit; while the store is unreachable, keep trying rather than redo the work.
@@ -243,6 +250,7 @@ class Settling(Forwarding):
                 committed += await self._commit_until_reachable(single, alone=True)
             except (MessageEncodeError, MessageTooLarge) as error:
                 self.run.in_flight -= len(sends)
+                self.unwatch([output for _, output in sends])
                 sends.clear()  # not forwarded: counted as delivered by nobody
                 await self.dead_letter(message, error, "forward")
                 committed.append(True)  # settled, as a dead letter

@@ -179,21 +179,35 @@ def targets_of(right: object, left: object) -> list[Node]:
     Raises:
         WiringError: ``right`` is not a node nor a non-empty list/tuple of nodes.
     """
+    return _nodes_of(right, left, right, "right", "targets")
+
+
+def sources_of(left: object, right: object) -> list[Node]:
+    """The nodes on the left of ``left >> right`` (``[a, b] >> c``).
+
+    Raises:
+        WiringError: ``left`` is not a node nor a non-empty list/tuple of nodes.
+    """
+    return _nodes_of(left, left, right, "left", "sources")
+
+
+def _nodes_of(side: object, left: object, right: object, which: str, role: str) -> list[Node]:
+    """The nodes ``side`` (one side of ``left >> right``) stands for; errors name the expression."""
     from spark_nodes.nodes.node import Node  # noqa: PLC0415 - edges and nodes refer to each other
 
-    if isinstance(right, Node):
-        return [right]
-    if isinstance(right, list | tuple):
-        if not right:
-            raise WiringError(f"{left!r} >> []: the list of targets is empty")
-        bad = [item for item in right if not isinstance(item, Node)]
+    if isinstance(side, Node):
+        return [side]
+    if isinstance(side, list | tuple):
+        if not side:
+            raise WiringError(f"{left!r} >> {right!r}: the list of {role} is empty")
+        bad = [item for item in side if not isinstance(item, Node)]
         if bad:
             raise WiringError(
                 f"{left!r} >> {right!r}: {bad[0]!r} is not a Node; only nodes can be wired"
             )
-        return list(right)
+        return list(side)
     raise WiringError(
-        f"cannot wire {left!r} >> {right!r}: the right side must be a Node or a list of Nodes"
+        f"cannot wire {left!r} >> {right!r}: the {which} side must be a Node or a list of Nodes"
     )
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dis
+import inspect
 import itertools
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final
 
 from spark_nodes.channels import BaseChannel, ChannelMessage, InMemoryChannel
 from spark_nodes.errors import WiringError
@@ -19,6 +22,7 @@ from spark_nodes.nodes.edges import (
     connect_all,
     select_edges,
     sorted_edges,
+    sources_of,
     targets_of,
 )
 
@@ -34,6 +38,9 @@ _wiring = 0  # bumped by every new edge: a graph's topology is computed again af
 NO_OUTPUT: Any = object()
 """``node.last_output`` until the node has produced an output."""
 _DEFAULT_CONFIG = NodeConfig()  # frozen, so every node without a config can share it
+# How CPython loads the attribute of super(): LOAD_METHOD/LOAD_ATTR up to 3.11, then
+# LOAD_SUPER_ATTR (LOAD_ATTR again when the compiler cannot specialise the call).
+_ATTRIBUTE_LOADS: Final = frozenset({"LOAD_ATTR", "LOAD_METHOD", "LOAD_SUPER_ATTR"})
 
 
 class Node:
@@ -129,7 +136,9 @@ class Node:
         a node without predecessors) and its in-flight work is done, or when the graph
         stops it. Override it for a loop of your own: the graph restarts it if it raises
         (``config.restart``) and, once it returns, passes a shutdown on to the node's
-        successors for it.
+        successors for it. An override that only wraps this loop (``await super().go()``
+        with logging around it, say) is still the default loop: it runs in one-pass runs
+        too (see :func:`runs_default_loop`).
 
         Raises:
             RuntimeError: Called outside a running graph.
@@ -154,13 +163,46 @@ class Node:
         """Forget the held messages (a resumed checkpoint delivers them again)."""
         return
 
-    async def on_drained(self) -> None:
+    async def on_start(self) -> None:
+        """Called once per run (or actor), before the node handles its first message.
+
+        Runs in the task that starts the run (``graph.run``, before ``open_run`` enters
+        or ``task_group.start`` returns), for every node, in discovery order. If it
+        raises, nothing is started: the nodes started so far get :meth:`on_stop` and the
+        run raises that error. The default does nothing.
+        """
+        return
+
+    async def on_drained(self) -> Any:
         """Called once the node has drained: every predecessor shut down, all work done.
 
-        Runs in the graph's task, before the shutdown is passed on to the successors; an
-        error it raises is logged. Override it to flush what the node holds (a
-        :class:`JoinNode` dead-letters its incomplete groups). The default has nothing to
-        flush.
+        Runs in the task of the node's last worker loop, before the shutdown is passed on
+        to the successors. What it returns (not ``None``) is forwarded along the node's
+        edges like an output of ``process``, before the shutdown; make it an async
+        generator to forward several. So a node that keeps a partial window or batch
+        flushes it here. An error it raises is logged (what it yielded before is
+        forwarded) and the shutdown goes on. A :class:`JoinNode` dead-letters its
+        incomplete groups here. The default has nothing to flush.
+        """
+        return None
+
+    async def on_stop(self) -> None:
+        """Called once the node will handle no more messages in this run (or actor).
+
+        Runs in the task that runs the graph, once every loop of the run has ended (after
+        :meth:`on_drained`), whatever ended the run, also when it failed or was cancelled:
+        shielded from cancellation, the ``on_stop`` hooks of all nodes get 5 s together.
+        An error it raises is logged. The default does nothing.
+        """
+        return
+
+    async def on_failure(self, error: BaseException) -> None:
+        """Called when one of the node's worker loops crashed with ``error``.
+
+        Runs in that loop's task, before the graph restarts the loop or, past the
+        node's restart policy, fails the run. A failing ``process`` is not a crash (it is
+        retried, then dead-lettered): only errors that escape the loop (from ``go()``,
+        a mailbox, a commit) are. An error it raises is logged. The default does nothing.
         """
         return
 
@@ -228,13 +270,13 @@ class Node:
         """
         return EdgeBuilder(self, Otherwise(), OTHERWISE_PRIORITY)
 
-    def __rshift__(self, right: Node | list[Node] | tuple[Node, ...]) -> Any:
+    def __rshift__(self, right: Node | Sequence[Node]) -> Any:
         for target in targets_of(right, self):
             self.connect(target)
         return right
 
-    def __rrshift__(self, left: list[Node] | tuple[Node, ...]) -> Node:
-        connect_all(targets_of(left, self), self)
+    def __rrshift__(self, left: Sequence[Node]) -> Node:
+        connect_all(sources_of(left, self), self)
         return self
 
     def get_next_nodes(self, output: Any = NO_OUTPUT) -> list[Node]:
@@ -296,6 +338,51 @@ def stop_flag(node: Node) -> bool:
 def set_stop_flag(node: Node) -> None:
     """Ask ``node`` to stop without telling its run (the run is telling its nodes)."""
     node._stop_flag = True
+
+
+def runs_default_loop(node: Node) -> bool:
+    """Whether ``node`` runs the default worker loop: its ``go()`` is ``Node.go``, or wraps it.
+
+    A ``go()`` *wraps* the default loop when it awaits ``super().go()`` (or
+    ``super(Cls, self).go()``), to log entry and exit around it, say, and the ``go`` that
+    call reaches runs the default loop in turn; a ``go`` decorated with a
+    ``functools.wraps`` decorator is judged by the function it wraps. Such a node is still
+    a ``process`` node: it may run in a one-pass (``STANDARD``) run. The test reads the
+    function's bytecode, so it does not see a loop that receives from the mailbox itself
+    *and* calls ``super().go()``: don't write one.
+    """
+    go = type(node).go
+    if go is Node.go:
+        return True  # the common case, without looking at any bytecode
+    return _default_go_after(type(node).__mro__, 0)
+
+
+def _default_go_after(mro: tuple[type, ...], start: int) -> bool:
+    """Whether the ``go`` that ``mro[start:]`` resolves runs the default loop."""
+    for index in range(start, len(mro)):
+        go = mro[index].__dict__.get("go")
+        if go is None:
+            continue
+        function = inspect.unwrap(go) if callable(go) else go
+        if function is Node.go:
+            return True
+        return _awaits_super_go(function) and _default_go_after(mro, index + 1)
+    return False
+
+
+def _awaits_super_go(function: object) -> bool:
+    """Whether the coroutine function loads ``go`` from ``super(...)``."""
+    if not inspect.iscoroutinefunction(function):
+        return False
+    after_super = False
+    for instruction in dis.get_instructions(function):
+        if instruction.opname == "LOAD_GLOBAL" and instruction.argval == "super":
+            after_super = True
+        elif after_super and instruction.opname in _ATTRIBUTE_LOADS:
+            if instruction.argval == "go":
+                return True
+            after_super = False  # super().other: not the loop
+    return False
 
 
 def _wired() -> None:

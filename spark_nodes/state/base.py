@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
+
+import msgpack
+
+from spark_nodes.channels.codec import unpack
+from spark_nodes.errors import MessageDecodeError, MessageEncodeError
 
 if TYPE_CHECKING:
     from spark_nodes.state.typed import TypedState
@@ -13,6 +18,10 @@ __all__ = ["RESULT_SUFFIX", "GraphState", "ResultSource", "StateTransaction"]
 
 RESULT_SUFFIX = ".__result__"
 """A node's latest output is readable as ``f"{node_id}{RESULT_SUFFIX}"``."""
+
+# The msgpack extension type of a stored result that was not plain data. Plain data never
+# holds an extension (pack refuses them), so no output can be mistaken for one.
+_UNENCODABLE_RESULT: Final = 1
 
 T = TypeVar("T")
 Schema = TypeVar("Schema")
@@ -81,6 +90,8 @@ class GraphState(abc.ABC):
 
         Raises:
             TypeError: ``key`` is not a non-empty str.
+            MessageEncodeError: ``key`` is a node's result (``{node_id}.__result__``) and
+                that output is not plain data; in every backend and every process.
         """
 
     @abc.abstractmethod
@@ -223,3 +234,33 @@ def check_ttl(ttl: float | None) -> float | None:
     ):
         raise ValueError(f"ttl is a positive number of seconds (or None), not {ttl!r}")
     return ttl
+
+
+def unencodable_result(error: MessageEncodeError) -> bytes:
+    """What a store keeps for a node output that is not plain data: the error, to raise again.
+
+    Reading the result back with :func:`unpack_result`, in any process, raises the same
+    :class:`MessageEncodeError` as reading it where it was produced (or in memory): the
+    output is neither absent nor an older one.
+    """
+    data: bytes = msgpack.packb(msgpack.ExtType(_UNENCODABLE_RESULT, str(error).encode()))
+    return data
+
+
+def unpack_result(data: bytes) -> Any:
+    """Read a node result a store keeps (msgpack, or :func:`unencodable_result`'s mark).
+
+    Raises:
+        MessageEncodeError: The node's output was not plain data (the message says where).
+        MessageDecodeError: The bytes are neither.
+    """
+    try:
+        return unpack(data)
+    except MessageDecodeError:
+        try:
+            mark = msgpack.unpackb(data)
+        except Exception:  # noqa: BLE001 - garbage: the decode error says what is wrong
+            mark = None
+        if isinstance(mark, msgpack.ExtType) and mark.code == _UNENCODABLE_RESULT:
+            raise MessageEncodeError(mark.data.decode(errors="replace")) from None
+        raise

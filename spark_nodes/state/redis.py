@@ -5,7 +5,9 @@ its scripts and transactions may touch several of them)::
 
     <namespace>:{<graph>}#state:<key>       a value: msgpack bytes; or a list: a Redis list
                                              of msgpack items
-    <namespace>:{<graph>}#result:<node_id>  a node's latest output, msgpack (workers write it)
+    <namespace>:{<graph>}#result:<node_id>  a node's latest output, msgpack (workers write it;
+                                             an output that is not plain data is kept as
+                                             its MessageEncodeError, raised to readers)
     <namespace>:{<graph>}#applied:<token>   a short-lived mark that one call was applied, so
                                              its retry does not apply it twice
 
@@ -42,6 +44,7 @@ from spark_nodes.state.base import (
     StateTransaction,
     check_key,
     check_ttl,
+    unpack_result,
 )
 
 __all__ = ["RedisState"]
@@ -378,6 +381,8 @@ class RedisState(GraphState):
             TypeError: ``key`` is not a non-empty str, or holds a Redis type that
                 RedisState does not write.
             MessageDecodeError: The bytes under ``key`` are not msgpack plain data.
+            MessageEncodeError: ``key`` is a node's result, and that output is not plain
+                data (its worker logged it when it stored it).
             BackendUnavailable: Redis could not be reached.
         """
         check_key(key)
@@ -673,7 +678,7 @@ class RedisState(GraphState):
             node_id = key[: -len(RESULT_SUFFIX)]
             data: Any = await conn.get(self._result_prefix + node_id)  # bytes: no decoding
             if data is not None:
-                return (True, unpack(data))
+                return (True, unpack_result(data))  # raises for an output not plain data
             if self._results is None:
                 return (False, None)
             found, output = self._results.result_of(node_id)

@@ -170,6 +170,44 @@ async def test_periodic_checkpoints_and_a_final_one(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
+async def test_resuming_the_final_checkpoint_of_a_finished_run_completes(tmp_path: Path) -> None:
+    graph, _, sink = pipeline()
+    path = tmp_path / "pipe.checkpoint"
+    with anyio.fail_after(10):
+        await graph.run(Task(inputs="x", checkpoint_path=path, checkpoint_every=60))
+    assert sink.items == ["x"]
+
+    fresh, _, fresh_sink = pipeline()
+    with anyio.fail_after(10):  # it used to wait forever for a message that never came
+        result = await fresh.resume(path)
+    assert result.stop_reason is StopReason.COMPLETED
+    assert fresh_sink.items == []
+    assert all(stats.processed == 0 for stats in result.node_stats.values())
+
+
+@pytest.mark.anyio
+async def test_resuming_a_checkpoint_taken_before_any_run_completes(tmp_path: Path) -> None:
+    graph, _, _ = pipeline()
+    await graph.state.set("config", {"batch": 3})
+    path = tmp_path / "pipe.checkpoint"
+    await graph.checkpoint(path)
+
+    fresh, _, sink = pipeline()
+    with anyio.fail_after(10):
+        result = await fresh.resume(path)
+    assert result.stop_reason is StopReason.COMPLETED
+    assert await fresh.state.get("config") == {"batch": 3}
+
+    assert sink.items == []
+
+    again, _, again_sink = pipeline()
+    with anyio.fail_after(10):  # with an input, the resumed run handles it as usual
+        result = await again.run(Task(inputs="y"), resume_from=path)
+    assert result.stop_reason is StopReason.COMPLETED
+    assert again_sink.items == ["y"]
+
+
+@pytest.mark.anyio
 async def test_unusable_checkpoints_are_clear_errors(tmp_path: Path) -> None:
     graph, _, _ = pipeline()
     garbage = tmp_path / "garbage"

@@ -62,6 +62,24 @@ async def test_goto_sends_only_to_the_target_skipping_the_edges() -> None:
     assert (left.items, right.items) == ([], [])
     assert elsewhere.items == [{"from": "steer"}]
     assert elsewhere.received[0].metadata["source_node"] == "steer"
+    assert elsewhere.received[0].metadata["edge"] == "steer~>elsewhere"
+
+
+async def test_a_goto_along_a_wired_edge_is_marked_as_a_goto_not_as_the_edge() -> None:
+    class Stream(Node):
+        def process(self, context: ExecutionContext) -> Iterator[int]:
+            yield 1  # along the edge
+            context.goto("left")  # the same target, by goto
+            yield 2
+
+    stream, left = Stream(id="stream"), Probe(id="left")
+    stream >> left
+    with anyio.fail_after(10):
+        await Graph(start=stream).run(Task(inputs="go"))
+    assert [(m.content, m.metadata["edge"]) for m in left.received] == [
+        (1, "stream->left"),
+        (2, "stream~>left"),
+    ]
 
 
 async def test_goto_takes_nodes_or_ids_and_several_targets() -> None:
@@ -86,7 +104,7 @@ async def test_goto_to_a_node_outside_the_graph_fails_the_message() -> None:
     graph = Graph(steer, elsewhere)
     with anyio.fail_after(10):
         result = await graph.run(Task(inputs={"goto": [stranger]}))
-    assert result.dead_letters == 1
+    assert result.dead_lettered == 1
     letter = await graph.dead_letters.receive()
     assert letter.metadata["dead_letter"]["error_type"] == "spark_nodes.errors.WiringError"
     assert "is not a node of the running graph" in letter.metadata["dead_letter"]["error"]

@@ -12,6 +12,7 @@ from spark_nodes import (
     ExecutionContext,
     Graph,
     GraphFailed,
+    MessagesDeadLettered,
     Node,
     NodeConfig,
     OnError,
@@ -101,7 +102,7 @@ async def test_after_the_last_attempt_the_message_is_dead_lettered_and_the_loop_
     assert sink.items == ["healthy"]
     stats = result.node_stats["worker"]
     assert (stats.dead_lettered, stats.failed_attempts, stats.processed) == (1, 3, 1)
-    assert result.dead_letters == 1
+    assert result.dead_lettered == 1
     letter = await graph.dead_letters.receive()
     assert letter.payload == "poison"
     assert letter.id == "m-1"
@@ -125,7 +126,37 @@ async def test_errors_not_worth_retrying_are_dead_lettered_at_once() -> None:
     flaky = Flaky(1, ValueError, id="flaky", config=NodeConfig(retry=policy))
     result = await one_pass(Graph(start=flaky), "x")
     assert flaky.attempts == [1]
-    assert result.dead_letters == 1
+    assert result.dead_lettered == 1
+
+
+async def test_a_completed_run_with_a_dead_letter_says_it_failed_and_can_raise() -> None:
+    flaky, sink = Flaky(9, id="flaky", config=NodeConfig(retry=RetryPolicy(1))), Collect()
+    flaky >> sink
+    result = await one_pass(Graph(start=flaky), "x")
+    assert result.stop_reason is StopReason.COMPLETED  # the run did end as planned ...
+    assert not result.ok  # ... but it cannot be mistaken for success
+    assert str(result).startswith("FAILED: completed with 1 message dead-lettered; 0 outputs")
+    with pytest.raises(MessagesDeadLettered, match="FAILED: completed with 1 message") as caught:
+        result.raise_for_dead_letters()
+    assert caught.value.count == 1
+    assert caught.value.result is result
+
+
+async def test_a_run_without_failures_is_ok_and_raises_nothing() -> None:
+    result = await one_pass(Graph(start=Flaky(0, id="fine")), "x")
+    assert result.ok
+    assert result.raise_for_dead_letters() is result
+    assert str(result).startswith("completed; 1 output in ")
+
+
+async def test_a_run_stopped_on_an_error_is_not_ok() -> None:
+    flaky = Flaky(9, id="flaky", config=NodeConfig(on_error=OnError.STOP_GRAPH))
+    with anyio.fail_after(10):
+        result = await Graph(start=flaky).run(Task(inputs="x", type=LONG))
+    assert not result.ok
+    assert str(result).startswith("FAILED: error (flaky: builtins.RuntimeError: attempt 1")
+    with pytest.raises(MessagesDeadLettered):
+        result.raise_for_dead_letters()
 
 
 async def test_on_error_stop_graph_ends_the_run() -> None:
@@ -134,7 +165,7 @@ async def test_on_error_stop_graph_ends_the_run() -> None:
         result = await Graph(start=flaky).run(Task(inputs="x", type=LONG))
     assert result.stop_reason is StopReason.ERROR
     assert "flaky: builtins.RuntimeError: attempt 1 failed" in result.detail
-    assert result.dead_letters == 1
+    assert result.dead_lettered == 1
 
 
 async def test_ack_comes_only_after_the_outputs_were_forwarded() -> None:

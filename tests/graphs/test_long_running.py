@@ -19,6 +19,7 @@ from spark_nodes import (
     StopReason,
     Task,
     TaskType,
+    WiringError,
 )
 from spark_nodes.channels import ChannelMessage, InMemoryChannel
 from spark_nodes.testing import Probe
@@ -258,14 +259,84 @@ async def test_send_and_shutdown_need_a_running_graph() -> None:
         graph.stop()
 
     async def drive(graph: Graph) -> None:
-        with pytest.raises(KeyError):
-            await graph.send("missing", 1)
         await graph.shutdown()
         await graph.shutdown()  # harmless
         with pytest.raises(GraphNotRunning, match="takes no messages"):
             await graph.send("a", 1)
 
     await run_with(graph, Task(type=LONG), drive)
+    with pytest.raises(GraphNotRunning, match=r"'.*' is not running: it takes no messages"):
+        await graph.send("a", 1)
+
+
+async def test_send_to_an_unknown_node_names_the_nodes_of_the_graph() -> None:
+    a, b = Node(id="a"), Node(id="b")
+    a >> b
+    graph = Graph(start=a, name="g")
+
+    async def drive(graph: Graph) -> None:
+        with pytest.raises(WiringError) as caught:
+            await graph.send("nosuch", 1)
+        assert str(caught.value) == (
+            "graph 'g' has no node 'nosuch'; send to one of its nodes: 'a', 'b'"
+        )
+        with pytest.raises(WiringError, match="has no node 'stranger'"):
+            await graph.send(Node(id="stranger"), 1)
+        await graph.shutdown()
+
+    await run_with(graph, Task(type=LONG), drive)
+
+
+async def test_send_while_the_graph_drains_after_shutdown_says_it_is_shutting_down() -> None:
+    started, release = anyio.Event(), anyio.Event()
+
+    class Busy(Node):
+        async def process(self, context: ExecutionContext) -> None:
+            started.set()
+            await release.wait()
+
+    busy = Busy(id="busy")
+    probe = Probe(id="probe")
+    busy >> probe
+
+    async def drive(graph: Graph) -> None:
+        await graph.send("busy", 1)
+        await started.wait()  # busy holds the message: the drain must wait for it
+        await graph.shutdown()
+        assert graph.running
+        with pytest.raises(GraphNotRunning) as caught:
+            await graph.send("busy", 2)
+        assert str(caught.value) == ("graph 'g' is shutting down (shutdown): it takes no messages")
+        release.set()
+
+    result = await run_with(Graph(start=busy, name="g"), Task(type=LONG), drive)
+    assert result.stop_reason is StopReason.SHUTDOWN
+    assert result.node_stats["busy"].processed == 1
+
+
+async def test_send_while_the_graph_stops_says_it_is_stopping() -> None:
+    started, release = anyio.Event(), anyio.Event()
+
+    class Busy(Node):
+        async def process(self, context: ExecutionContext) -> None:
+            started.set()
+            await release.wait()
+
+    busy = Busy(id="busy")
+
+    async def drive(graph: Graph) -> None:
+        await graph.send("busy", 1)
+        await started.wait()
+        graph.stop("enough")
+        with pytest.raises(GraphNotRunning) as caught:
+            await graph.send("busy", 2)
+        assert str(caught.value) == (
+            "graph 'g' is stopping (stopped: enough): it takes no messages"
+        )
+        release.set()
+
+    result = await run_with(Graph(start=busy, name="g"), Task(type=LONG), drive)
+    assert result.stop_reason is StopReason.STOPPED
 
 
 async def test_nothing_is_left_running_after_run_returns() -> None:

@@ -7,7 +7,7 @@ share nothing but the Redis server. Real multi-process runs (kills, stalls) are 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -28,11 +28,11 @@ from spark_nodes import (
     TaskType,
 )
 from spark_nodes.channels import ChannelMessage, InMemoryChannel, RedisChannel
-from spark_nodes.errors import WiringError
+from spark_nodes.errors import MessageEncodeError, WiringError
 from spark_nodes.graphs import GraphResult
 from spark_nodes.nodes import NO_OUTPUT
 from spark_nodes.testing import RecordingObserver
-from tests.redis_support import new_namespace, purge
+from tests.redis_support import Cluster
 
 pytestmark = pytest.mark.anyio
 
@@ -40,33 +40,6 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"  # redis-py is asyncio only
-
-
-class Cluster:
-    """Graph objects of one Redis graph, one per simulated process; closed at the end."""
-
-    def __init__(self, url: str, namespace: str) -> None:
-        self.url = url
-        self.namespace = namespace
-        self.graphs: list[Graph] = []
-
-    def process(self, build: Callable[[], Graph], **options: Any) -> Graph:
-        graph = build()
-        graph.use_redis(self.url, namespace=self.namespace, mailbox_options=options or None)
-        self.graphs.append(graph)
-        return graph
-
-    async def aclose(self) -> None:
-        for graph in self.graphs:
-            await graph.aclose()
-
-
-@pytest.fixture
-async def cluster(redis_url: str, raw: Redis) -> AsyncIterator[Cluster]:
-    made = Cluster(redis_url, new_namespace())
-    yield made
-    await made.aclose()
-    await purge(raw, made.namespace)
 
 
 class Double(Node):
@@ -493,10 +466,10 @@ class Label(Node):
 
 
 class Opaque(Node):
-    """A sink whose output is not plain data: it can be kept in this process only."""
+    """A sink whose output is plain data, except for the input 2: an object."""
 
     def process(self, context: ExecutionContext) -> Any:
-        return object()
+        return object() if context.inputs.content == 2 else context.inputs.content
 
 
 async def test_node_results_are_shared_by_every_process(cluster: Cluster) -> None:
@@ -517,23 +490,49 @@ async def test_node_results_are_shared_by_every_process(cluster: Cluster) -> Non
     assert await client.state.get("label.__result__") == "got 6"
 
 
-async def test_a_result_that_is_not_plain_data_stays_in_its_process(
+async def test_send_to_an_unknown_node_of_a_redis_graph_names_its_nodes(cluster: Cluster) -> None:
+    client = cluster.process(pipeline)
+    with pytest.raises(WiringError) as caught:
+        await client.send("nosuch", 1)
+    assert str(caught.value) == (
+        "graph 'pipeline' has no node 'nosuch'; send to one of its nodes: 'first', 'second', 'sink'"
+    )
+
+
+async def test_a_result_that_is_not_plain_data_reads_the_same_in_every_process(
     cluster: Cluster, raw: Redis
 ) -> None:
     def build() -> Graph:
         return Graph(Opaque(id="opaque"), name="opaque")
 
     worker, client = cluster.process(build), cluster.process(build)
-    await client.send("opaque", 1)
+    for number in (1, 2):  # 1 is stored; 2's output is not plain data
+        await client.send("opaque", number)
     await client.shutdown()
     with anyio.fail_after(30), capture_logs() as logs:
         result = await worker.serve()
-    assert result.node_stats["opaque"].processed == 1  # acked, not dead-lettered
+    assert result.node_stats["opaque"].processed == 2  # acked, not dead-lettered
     assert await dead_letters_of(raw, client, "opaque") == []
-    assert not await client.state.exists("opaque.__result__")
-    (warning,) = [entry for entry in logs if entry["event"] == "node result not stored"]
-    assert warning["node"] == "opaque"
-    assert "cannot be encoded" in warning["error"]
+    errors = []
+    for graph in (worker, client):  # the serving process and another: one answer
+        assert await graph.state.exists("opaque.__result__")
+        assert "opaque.__result__" in await graph.state.keys()
+        with pytest.raises(MessageEncodeError) as caught:
+            await graph.state.get("opaque.__result__")  # never the older output, 1
+        errors.append(str(caught.value))
+    assert errors[0] == errors[1]
+    assert errors[0].startswith("opaque.__result__: object cannot be encoded with msgpack")
+    event = "node result is not plain data; reading it raises"
+    (warning,) = [entry for entry in logs if entry["event"] == event]
+    assert (warning["node"], warning["log_level"]) == ("opaque", "warning")
+    assert warning["error"] == errors[0]
+
+    in_memory = Graph(Opaque(id="opaque"))  # and as an in-memory graph answers
+    with anyio.fail_after(10):
+        await in_memory.run(Task(inputs=2))
+    with pytest.raises(MessageEncodeError) as caught:
+        await in_memory.state.get("opaque.__result__")
+    assert str(caught.value) == errors[0]
 
 
 async def test_closing_a_graph_writes_what_was_queued_on_its_mailboxes(

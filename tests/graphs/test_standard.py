@@ -217,6 +217,49 @@ async def test_a_one_pass_run_refuses_custom_loops_and_live_nodes() -> None:
         await run(Graph(start=Node(id="live", config=NodeConfig(live=True))), 1)
 
 
+class Logged(Add):
+    """A go() that only wraps the default loop, logging entry and exit (issue 10, 6b)."""
+
+    def __init__(self, amount: int, **kwargs: Any) -> None:
+        super().__init__(amount, **kwargs)
+        self.log: list[str] = []
+
+    async def go(self) -> None:
+        self.log.append("enter")
+        try:
+            await super().go()
+        finally:
+            self.log.append("exit")
+
+
+async def test_a_go_that_wraps_super_go_runs_in_a_one_pass_run() -> None:
+    first, middle, last = Logged(1, id="first"), Logged(10, id="middle"), Add(100, id="last")
+    first >> middle >> last
+    result = await run(Graph(start=first), {"n": 0})
+    assert result.stop_reason is StopReason.COMPLETED
+    assert result.content == {"n": 111}
+    assert {i: s.processed for i, s in result.node_stats.items()} == {
+        "first": 1,
+        "middle": 1,
+        "last": 1,
+    }
+    assert first.log == middle.log == ["enter", "exit"]  # its go() ran, and ended with the run
+
+
+async def test_a_wrapping_go_in_a_cycle_ends_when_the_one_pass_run_completes() -> None:
+    class Countdown(Logged):
+        def process(self, context: ExecutionContext) -> Any:
+            n = context.inputs.content["n"]
+            return {"n": n - 1} if n > 0 else None
+
+    loop = Countdown(0, id="loop")
+    loop >> loop
+    result = await run(Graph(start=loop), {"n": 5})
+    assert result.stop_reason is StopReason.COMPLETED
+    assert result.node_stats["loop"].processed == 6
+    assert loop.log == ["enter", "exit"]
+
+
 async def test_concurrency_processes_messages_in_parallel() -> None:
     class Slow(Node):
         def __init__(self, **kwargs: Any) -> None:

@@ -1,11 +1,17 @@
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
+import anyio
 import pytest
 
 from spark_nodes import ExecutionContext, Node, NodeConfig, NodeMessage
 from spark_nodes.channels import BaseChannel, InMemoryChannel
+from spark_nodes.nodes.node import runs_default_loop
+
+N = TypeVar("N", bound=Node)
 
 
 class Worker(Node):
@@ -97,3 +103,61 @@ def test_every_node_gets_a_fresh_state_dict() -> None:
 
 def test_mailbox_attribute_is_a_channel() -> None:
     assert isinstance(Node().mailbox, BaseChannel)
+
+
+class LoggedGo(Node):
+    async def go(self) -> None:
+        try:
+            await super().go()
+        finally:
+            pass
+
+
+class ExplicitSuperGo(LoggedGo):
+    async def go(self) -> None:
+        await super(ExplicitSuperGo, self).go()  # noqa: UP008 - the form under test
+
+
+class WrapsACustomLoop(Worker):
+    async def go(self) -> None:
+        await super().go()  # reaches Worker.go: a loop of its own
+
+
+class CallsAnotherSuperMethod(Node):
+    async def go(self) -> None:
+        super().on_drained  # noqa: B018 - loads an attribute of super(), not go
+        await anyio.lowlevel.checkpoint()
+
+
+def _logged(
+    function: Callable[[N], Coroutine[Any, Any, None]],
+) -> Callable[[N], Coroutine[Any, Any, None]]:
+    @functools.wraps(function)
+    async def wrapper(node: N) -> None:
+        await function(node)
+
+    return wrapper
+
+
+class DecoratedGo(Node):
+    @_logged  # judged by the function it wraps (functools.wraps)
+    async def go(self) -> None:
+        await super().go()
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        (Node, True),
+        (LoggedGo, True),
+        (ExplicitSuperGo, True),
+        (DecoratedGo, True),
+        (Worker, False),
+        (WrapsACustomLoop, False),
+        (CallsAnotherSuperMethod, False),
+    ],
+)
+def test_runs_default_loop_sees_a_go_that_only_wraps_super_go(
+    kind: type[Node], expected: bool
+) -> None:
+    assert runs_default_loop(kind()) is expected

@@ -131,6 +131,31 @@ def test_wiring_mistakes_are_clear_errors(wire: Any, text: str) -> None:
         wire(a, b)
 
 
+@pytest.mark.parametrize(
+    ("wire", "message"),
+    [
+        (
+            lambda a, b: 5 >> a,
+            "cannot wire 5 >> <Node id='a'>: the left side must be a Node or a list of Nodes",
+        ),
+        (
+            lambda a, b: a >> 5,
+            "cannot wire <Node id='a'> >> 5: the right side must be a Node or a list of Nodes",
+        ),
+        (lambda a, b: [] >> a, "[] >> <Node id='a'>: the list of sources is empty"),
+        (
+            lambda a, b: ["x", b] >> a,
+            "['x', <Node id='b'>] >> <Node id='a'>: 'x' is not a Node; only nodes can be wired",
+        ),
+    ],
+)
+def test_a_wiring_error_names_the_expression_as_written(wire: Any, message: str) -> None:
+    a, b = Node(id="a"), Node(id="b")
+    with pytest.raises(WiringError) as caught:
+        wire(a, b)
+    assert str(caught.value) == message
+
+
 def test_graph_wiring_mistakes_are_found_when_the_graph_is_built() -> None:
     with pytest.raises(WiringError, match="a Graph needs nodes"):
         Graph()

@@ -1,0 +1,217 @@
+"""Graphs with cycles: a shutdown drains the cycle until it is quiet; max_steps ends loops."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+from spark_nodes import (
+    ExecutionContext,
+    Graph,
+    Node,
+    StepLimitExceeded,
+    StopReason,
+    Task,
+    TaskType,
+)
+from spark_nodes.channels import ChannelMessage, InMemoryChannel
+
+pytestmark = pytest.mark.anyio
+
+LONG = TaskType.LONG_RUNNING
+
+
+class Collect(Node):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.items: list[Any] = []
+
+    def process(self, context: ExecutionContext) -> None:
+        self.items.append(context.inputs.content)
+
+
+class CountDown(Node):
+    """A tool: takes one off, after a pause, so that work is on the cycle at shutdown."""
+
+    async def process(self, context: ExecutionContext) -> Any:
+        await anyio.sleep(0.001)
+        return context.inputs.content - 1
+
+
+def agent_loop() -> tuple[Node, Collect]:
+    """router -> tool -> router, until the count is 0; then router -> done."""
+    router, tool, done = Node(id="router"), CountDown(id="tool"), Collect(id="done")
+    router.on(lambda count: count > 0) >> tool
+    router.otherwise() >> done
+    tool >> router
+    return router, done
+
+
+async def test_shutdown_drains_a_cycle_until_it_is_quiet() -> None:
+    router, done = agent_loop()
+    graph = Graph(start=router)
+    with anyio.fail_after(20):
+        async with graph.open_run(Task(type=LONG)) as run:
+            for count in range(5, 10):
+                await run.send("router", count)
+            # shut down at once: every count is still going round the cycle
+    assert run.result is not None
+    assert run.result.stop_reason is StopReason.SHUTDOWN
+    assert done.items == [0] * 5  # each one went all the way round, none was left
+    assert graph.nodes["router"].mailbox.qsize() == 0
+    assert graph.nodes["tool"].mailbox.qsize() == 0
+
+
+async def test_a_one_pass_run_of_a_cycle_completes() -> None:
+    router, done = agent_loop()
+    with anyio.fail_after(20):
+        result = await Graph(start=router).run(Task(inputs=20))
+    assert result.stop_reason is StopReason.COMPLETED
+    assert done.items == [0]
+
+
+async def test_a_cycle_fed_from_outside_drains_after_its_feeder() -> None:
+    feeder = Node(id="feeder")
+    router, done = agent_loop()
+    feeder >> router
+    graph = Graph(start=feeder)
+    with anyio.fail_after(20):
+        async with graph.open_run(Task(type=LONG)) as run:
+            for count in range(3):
+                await run.send("feeder", 10 + count)
+    assert done.items == [0, 0, 0]
+
+
+async def test_a_self_loop_drains_at_shutdown() -> None:
+    class Halve(Node):
+        def process(self, context: ExecutionContext) -> Any:
+            return context.inputs.content // 2
+
+    halve, done = Halve(id="halve"), Collect(id="done")
+    halve.on(lambda n: n > 0) >> halve
+    halve.otherwise() >> done
+    with anyio.fail_after(20):
+        async with Graph(start=halve).open_run(Task(type=LONG)) as run:
+            await run.send("halve", 1 << 40)
+    assert done.items == [0]
+
+
+async def test_two_cycles_in_a_row_drain_one_after_the_other() -> None:
+    first_router, first_done = agent_loop()
+    second_router, tool, second_done = Node(id="r2"), CountDown(id="t2"), Collect(id="d2")
+    second_router.on(lambda count: count > 0) >> tool
+    second_router.otherwise() >> second_done
+    tool >> second_router
+    first_done.process = lambda context: context.inputs.content + 3  # type: ignore[method-assign]
+    first_done >> second_router
+    with anyio.fail_after(20):
+        async with Graph(start=first_router).open_run(Task(type=LONG)) as run:
+            await run.send("router", 4)
+    assert second_done.items == [0]
+
+
+async def test_a_stop_cuts_a_cycle_short_and_what_is_left_stays_in_the_mailboxes() -> None:
+    router, done = agent_loop()
+    graph = Graph(start=router)
+    with anyio.fail_after(20):
+        async with graph.open_run(Task(type=LONG)) as run:
+            for count in range(100, 110):
+                await run.send("router", count)
+            run.stop("enough")
+    assert run.result is not None
+    assert run.result.stop_reason is StopReason.STOPPED
+    left = {
+        node_id: graph.nodes[node_id].mailbox.qsize()
+        for node_id in ("router", "tool")
+        if graph.nodes[node_id].mailbox.qsize()
+    }
+    assert run.result.left == left  # the result says what was left where
+    assert sum(left.values()) == 10 - len(done.items)  # and nothing was lost
+    assert "messages left in mailboxes" in str(run.result)
+
+
+# -- max_steps --------------------------------------------------------------------------------
+
+
+class Forever(Node):
+    def process(self, context: ExecutionContext) -> Any:
+        return context.inputs.content + 1
+
+
+async def test_a_one_pass_run_of_a_self_feeding_node_ends_at_max_steps() -> None:
+    forever = Forever(id="forever")
+    forever >> forever
+    graph = Graph(start=forever)
+    with anyio.fail_after(20):
+        result = await graph.run(Task(inputs=0, max_steps=50))
+    assert result.stop_reason is StopReason.COMPLETED
+    assert result.node_stats["forever"].processed == 50
+    assert isinstance(graph.dead_letters, InMemoryChannel)
+    (letter,) = graph.dead_letters.snapshot()
+    record = letter.metadata["dead_letter"]
+    assert record["phase"] == "max_steps"
+    assert record["error_type"] == "spark_nodes.errors.StepLimitExceeded"
+    assert "max_steps=50" in record["error"]
+    assert letter.payload == 50
+
+
+async def test_max_steps_has_a_finite_default() -> None:
+    forever = Forever(id="forever")
+    forever >> forever
+    with anyio.fail_after(60):
+        result = await Graph(start=forever).run(Task(inputs=0))
+    assert result.node_stats["forever"].dead_lettered == 1
+    assert Task().max_steps == 1000
+
+
+async def test_steps_are_counted_per_input_round_the_cycle_and_carried_in_metadata() -> None:
+    seen: list[int] = []
+
+    class Watch(Node):
+        def process(self, context: ExecutionContext) -> Any:
+            seen.append(context.inputs.metadata.get("steps", 0))
+            return context.inputs.content
+
+    router, done = agent_loop()
+    watch = Watch(id="watch")
+    watch >> router
+    with anyio.fail_after(20):
+        async with Graph(start=watch).open_run(Task(type=LONG)) as run:
+            await run.send("watch", 3)
+            await run.send("watch", 2)
+    assert seen == [0, 0]  # entering the cycle is no step
+    assert done.items == [0, 0]
+
+
+async def test_a_goto_loop_counts_steps_too() -> None:
+    class Again(Node):
+        def process(self, context: ExecutionContext) -> Any:
+            context.goto("again")
+            return context.inputs.content
+
+    again = Again(id="again")
+    graph = Graph(start=again)
+    with anyio.fail_after(20):
+        result = await graph.run(Task(inputs="x", max_steps=10))
+    assert result.node_stats["again"].dead_lettered == 1
+
+
+async def test_max_steps_none_lifts_the_limit_and_bad_values_are_refused() -> None:
+    assert Task(max_steps=None).max_steps is None
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="max_steps"):
+            Task(max_steps=bad)  # type: ignore[arg-type]
+
+
+async def test_a_step_limit_error_names_the_cycle_edge() -> None:
+    error = StepLimitExceeded("x")
+    assert isinstance(error, Exception)
+    forever = Forever(id="forever")
+    forever >> forever
+    dead = InMemoryChannel()
+    with anyio.fail_after(20):
+        await Graph(start=forever, dead_letters=dead).run(Task(inputs=0, max_steps=3))
+    letters: list[ChannelMessage] = dead.snapshot()
+    assert "forever->forever" in letters[0].metadata["dead_letter"]["error"]
