@@ -36,8 +36,18 @@ from spark_nodes.errors import (
     StepLimitExceeded,
     WiringError,
 )
-from spark_nodes.graphs import Budget, Graph, GraphResult, StopReason, Task, TaskType
+from spark_nodes.graphs import (
+    Budget,
+    Graph,
+    GraphResult,
+    InvokeResult,
+    RunningGraph,
+    StopReason,
+    Task,
+    TaskType,
+)
 from spark_nodes.nodes import (
+    Actor,
     ExecutionContext,
     JoinNode,
     Node,
@@ -50,6 +60,7 @@ from spark_nodes.nodes import (
 from spark_nodes.state import GraphState, MemoryState, RedisState, TypedState
 
 __all__ = [
+    "Actor",
     "BackendUnavailable",
     "Backoff",
     "BaseChannel",
@@ -70,6 +81,7 @@ __all__ = [
     "GraphState",
     "InMemoryChannel",
     "InvokeFailed",
+    "InvokeResult",
     "InvokeTimeout",
     "JoinNode",
     "LeaseLost",
@@ -87,6 +99,7 @@ __all__ = [
     "RedisState",
     "RestartPolicy",
     "RetryPolicy",
+    "RunningGraph",
     "SparkNodesError",
     "StepLimitExceeded",
     "StopReason",

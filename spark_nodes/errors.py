@@ -12,8 +12,8 @@ import asyncio
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # type only: errors sit below every layer and import none of them
-    from spark_nodes.graphs.invoke import InvokeResult
     from spark_nodes.graphs.result import GraphResult
+    from spark_nodes.nodes._watch import InvokeResult
 
 __all__ = [
     "BackendUnavailable",
@@ -85,8 +85,8 @@ class WiringError(SparkNodesError, ValueError):
     """A graph is wired wrongly; raised when it is built, before anything runs.
 
     For example an edge to something that is not a node, two nodes with one id, a node
-    already running in another graph, or a custom ``go()`` loop in a one-pass run. Also
-    raised when a node is named that the graph does not have (``graph.send``,
+    already running elsewhere (a graph, an actor), or a custom ``go()`` loop in a one-pass
+    run. Also raised when a node is named that the graph does not have (``graph.send``,
     ``graph.serve``, ``context.goto``).
     """
 

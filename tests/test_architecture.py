@@ -32,7 +32,7 @@ LAYERS = {
 
 TYPE_ONLY_EXCEPTIONS = {
     ("spark_nodes.errors", "spark_nodes.graphs.result"),
-    ("spark_nodes.errors", "spark_nodes.graphs.invoke"),
+    ("spark_nodes.errors", "spark_nodes.nodes._watch"),
 }
 """Imports up the layers made only for type hints (under ``TYPE_CHECKING``), each with its
 reason. errors: ``GraphFailed.result`` is a ``GraphResult`` and ``InvokeFailed.result`` an

@@ -3,7 +3,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from examples import channels, custom_channel, hello, redis_orders
+from examples import actors, channels, custom_channel, hello, redis_orders
 from spark_nodes import StopReason
 from spark_nodes.channels.mailbox import is_mailbox
 
@@ -24,6 +24,15 @@ async def test_the_hello_graph_routes_audits_and_dead_letters() -> None:
     assert result.node_stats["review"].processed == 1
     assert dead == ["dead letter: order 4: could not convert string to float: 'not a number'"]
     assert result.node_stats["parse"].failed_attempts == 2
+
+
+async def test_the_actors_example_tells_asks_and_counts_every_word() -> None:
+    with anyio.fail_after(10):
+        answer, failure, counts = await actors.main()
+    assert answer == ["the", "end"]
+    assert "ValueError: an empty line has no words" in failure
+    assert counts["the"] == 4  # three told lines and the asked one, all counted
+    assert counts.total() == 14
 
 
 async def test_the_channels_demo_delivers_every_order_in_order() -> None:

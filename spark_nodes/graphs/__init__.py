@@ -1,7 +1,7 @@
 """Graphs: run wired nodes together, in one pass or as long-running workers."""
 
 from spark_nodes.graphs.graph import Graph
-from spark_nodes.graphs.invoke import InvokeResult
+from spark_nodes.graphs.invoke import InvokeFailure, InvokeResult
 from spark_nodes.graphs.result import GraphResult, StopReason
 from spark_nodes.graphs.running import RunningGraph
 from spark_nodes.graphs.task import Budget, Task, TaskType
@@ -11,6 +11,7 @@ __all__ = [
     "Budget",
     "Graph",
     "GraphResult",
+    "InvokeFailure",
     "InvokeResult",
     "NodeStatistics",
     "RunningGraph",

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -25,66 +24,17 @@ import anyio
 from spark_nodes.channels import ChannelMessage
 from spark_nodes.errors import InvokeFailed, InvokeTimeout
 from spark_nodes.nodes import NodeMessage
-from spark_nodes.nodes._watch import REPLY_PREFIX, TraceWatch
+from spark_nodes.nodes._watch import REPLY_PREFIX, InvokeFailure, InvokeResult, TraceWatch
 
 if TYPE_CHECKING:
     from spark_nodes.graphs._redis_backend import RedisBackend
     from spark_nodes.graphs._run import Run
     from spark_nodes.nodes import Node
 
-__all__ = ["REPLY_PREFIX", "InvokeFailure", "InvokeResult", "invoke_in_memory", "invoke_on_redis"]
+__all__ = ["InvokeFailure", "InvokeResult", "invoke_in_memory", "invoke_on_redis"]
 
 REPLY_RETENTION: Final = 3600
 """Seconds a reply stream is kept after its invoke timed out (late records land there)."""
-
-
-@dataclass(frozen=True, slots=True)
-class InvokeFailure:
-    """A message caused by an invoked input that was dead-lettered.
-
-    Attributes:
-        node: The node that gave up on it.
-        phase: Where it failed (``"process"``, ``"forward"``, ``"max_steps"`` ...).
-        error_type: The error's ``module.QualifiedName``.
-        error: The error's text.
-    """
-
-    node: str
-    phase: str
-    error_type: str
-    error: str
-
-
-@dataclass(frozen=True, slots=True)
-class InvokeResult:
-    """What one input caused: its terminal outputs, once none of its messages is in flight.
-
-    Attributes:
-        outputs: The outputs that took no edge, in the order they were produced (several
-            after a fan-out to several ends; none if every branch ended without output).
-        failures: Messages of the input that were dead-lettered (empty on success).
-        duration: Seconds from the send to the answer.
-    """
-
-    outputs: tuple[NodeMessage, ...]
-    failures: tuple[InvokeFailure, ...]
-    duration: float
-
-    @property
-    def output(self) -> NodeMessage | None:
-        """The last output, or ``None``."""
-        return self.outputs[-1] if self.outputs else None
-
-    @property
-    def content(self) -> Any:
-        """The last output's content, or ``None``: the answer, for a graph with one end."""
-        output = self.output
-        return None if output is None else output.content
-
-    @property
-    def contents(self) -> list[Any]:
-        """Every output's content, in order."""
-        return [output.content for output in self.outputs]
 
 
 async def invoke_in_memory(

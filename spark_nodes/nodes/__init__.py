@@ -1,5 +1,6 @@
-"""Nodes: long-running actors with mailboxes, wired into graphs with ``>>``."""
+"""Nodes: long-running actors with mailboxes, wired into graphs with ``>>`` or run alone."""
 
+from spark_nodes.nodes.actor import Actor
 from spark_nodes.nodes.config import NodeConfig, OnError, RestartPolicy, RetryPolicy
 from spark_nodes.nodes.context import ExecutionContext, ExecutionMetadata
 from spark_nodes.nodes.edges import Condition, Edge, EdgeBuilder, Equals, Otherwise
@@ -10,6 +11,7 @@ from spark_nodes.nodes.statistics import NodeStatistics
 
 __all__ = [
     "NO_OUTPUT",
+    "Actor",
     "Condition",
     "Edge",
     "EdgeBuilder",

@@ -222,8 +222,11 @@ class Handling(Settling):
                 attempt count); the attempt's staged outputs are dropped.
         """
         attempt = 1
+        watches = self.run.watches
+        watch = watches.get(view[1]) if watches else None
         while True:
             marks = [len(route.staged) for route in self.routes.targets]
+            watched = watch.mark() if watch is not None else None
             shown_before = hand.shown
             sends: Sends | None = (
                 [] if self.durable is not None and message.raw_ack is not None else None
@@ -235,12 +238,16 @@ class Handling(Settling):
             except StepFailed as failure:
                 self.failed_attempts += 1
                 self._drop_attempt(marks, sends)
+                if watch is not None and watched is not None and hand.shown == shown_before:
+                    watch.rewind(watched, self.node.id)
                 failure.attempts = attempt
                 raise
             except Exception as error:  # process failing is expected: retried, dead-lettered
                 first = failed = None
                 self.failed_attempts += 1
                 self._drop_attempt(marks, sends)
+                if watch is not None and watched is not None and hand.shown == shown_before:
+                    watch.rewind(watched, self.node.id)
                 policy = self.node.config.retry
                 if not (
                     hand.shown == shown_before  # a retry would repeat outputs others saw

@@ -179,6 +179,9 @@ class WorkerLoop(Inline):
         index = await self.handle_inline(hand, 0)
         while index < len(taken):
             bail, self.bail = self.bail, None
+            if bail is None and self.should_stop():
+                self.mailbox.give_back(taken[index:])  # stopped: not started, not ours
+                return False
             hand.index = index
             hand.shown_before = hand.shown
             message = taken[index]

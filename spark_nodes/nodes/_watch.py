@@ -14,13 +14,14 @@ run nobody watches pays nothing for this.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Final
 
 import anyio
 
 from spark_nodes.nodes.message import NodeMessage
 
-__all__ = ["REPLY_PREFIX", "Failure", "TraceWatch"]
+__all__ = ["REPLY_PREFIX", "Failure", "InvokeFailure", "InvokeResult", "TraceWatch"]
 
 REPLY_PREFIX: Final = "invoke:"
 """Trace ids of invokes answered through a reply stream (on Redis) start with it."""
@@ -64,6 +65,23 @@ class TraceWatch:
         """``count`` outputs counted by :meth:`emitted` were not sent after all."""
         self.in_flight -= count
 
+    def mark(self) -> tuple[int, int]:
+        """Where the outputs stand, before an attempt (see :meth:`rewind`)."""
+        return len(self.outputs), len(self.produced)
+
+    def rewind(self, mark: tuple[int, int], node_id: str) -> None:
+        """Forget what ``node_id`` produced since ``mark``: its attempt failed, unseen.
+
+        Other nodes of the trace may have produced meanwhile: only this node's go.
+        """
+        outputs, produced = mark
+        self.outputs[outputs:] = [
+            output
+            for output in self.outputs[outputs:]
+            if output.metadata.get("source_node") != node_id
+        ]
+        self.produced[produced:] = [item for item in self.produced[produced:] if item[0] != node_id]
+
     def failed(self, failure: Failure) -> None:
         """A message of the trace was dead-lettered (it is settled too: see :meth:`settled`)."""
         self.failures.append(failure)
@@ -79,3 +97,52 @@ class TraceWatch:
         if not self.done.is_set():
             self.ended = why
             self.done.set()
+
+
+@dataclass(frozen=True, slots=True)
+class InvokeFailure:
+    """A message caused by an invoked input that was dead-lettered.
+
+    Attributes:
+        node: The node that gave up on it.
+        phase: Where it failed (``"process"``, ``"forward"``, ``"max_steps"`` ...).
+        error_type: The error's ``module.QualifiedName``.
+        error: The error's text.
+    """
+
+    node: str
+    phase: str
+    error_type: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class InvokeResult:
+    """What one input caused: its terminal outputs, once none of its messages is in flight.
+
+    Attributes:
+        outputs: The outputs that took no edge, in the order they were produced (several
+            after a fan-out to several ends; none if every branch ended without output).
+        failures: Messages of the input that were dead-lettered (empty on success).
+        duration: Seconds from the send to the answer.
+    """
+
+    outputs: tuple[NodeMessage, ...]
+    failures: tuple[InvokeFailure, ...]
+    duration: float
+
+    @property
+    def output(self) -> NodeMessage | None:
+        """The last output, or ``None``."""
+        return self.outputs[-1] if self.outputs else None
+
+    @property
+    def content(self) -> Any:
+        """The last output's content, or ``None``: the answer, for a graph with one end."""
+        output = self.output
+        return None if output is None else output.content
+
+    @property
+    def contents(self) -> list[Any]:
+        """Every output's content, in order."""
+        return [output.content for output in self.outputs]

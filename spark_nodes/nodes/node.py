@@ -27,7 +27,10 @@ from spark_nodes.nodes.edges import (
 )
 
 if TYPE_CHECKING:
+    from contextlib import AbstractAsyncContextManager
+
     from spark_nodes.nodes._runtime import NodeRuntime
+    from spark_nodes.nodes.actor import Actor
     from spark_nodes.nodes.context import ExecutionContext
 
 __all__ = ["NO_OUTPUT", "Node"]
@@ -49,7 +52,8 @@ class Node:
     Override :meth:`process` (sync or async; return the output, ``None`` for none, or be a
     generator to emit several) and let the default :meth:`go` loop do the rest, or
     override :meth:`go` for a loop of your own. Wire nodes with ``>>`` and run them in a
-    :class:`~spark_nodes.graphs.Graph`.
+    :class:`~spark_nodes.graphs.Graph`, or run a node on its own as an actor
+    (:meth:`open_actor`) and talk to it with :meth:`tell` and :meth:`ask`.
 
     Attributes a subclass must not reuse for something else: ``id``, ``mailbox``,
     ``config``, ``edges``, ``state``, ``last_output``, ``_stop_flag`` and ``_runtime``.
@@ -140,16 +144,101 @@ class Node:
         with logging around it, say) is still the default loop: it runs in one-pass runs
         too (see :func:`runs_default_loop`).
 
+        Called outside a graph (``task_group.start_soon(node.go)``), the default loop
+        runs the node as an actor on its own mailbox until a shutdown or a stop ends it:
+        see :meth:`open_actor`, which does the same for the length of a block.
+
         Raises:
-            RuntimeError: Called outside a running graph.
+            WiringError: Outside a graph: the node is running already (as an actor).
+            GraphFailed: Outside a graph: a worker loop crashed more often than
+                ``config.restart`` allows.
+            GraphCancelled: Outside a graph: ``process`` called ``context.cancel_graph``.
         """
         runtime = self._runtime
         if runtime is None:
-            raise RuntimeError(
-                f"{self!r}.go() runs inside a graph: "
-                f"await Graph(start=node).run(Task(inputs, type=TaskType.LONG_RUNNING))"
-            )
+            from spark_nodes.nodes.actor import run_actor  # noqa: PLC0415 - it imports us
+
+            await run_actor(self)
+            return
         await runtime.run_default_loop()
+
+    async def tell(self, message: Any) -> None:
+        """Put ``message`` in the node's mailbox and return: fire-and-forget (Pykka's tell).
+
+        For a node running as an actor (:meth:`open_actor`, or ``go()`` as a task). Allowed
+        before the actor starts and after it ended too: the mailbox holds the message for
+        the next start (so ``tell`` right after ``task_group.start_soon(node.go)`` is safe).
+        A bounded mailbox that is full makes ``tell`` wait for room (backpressure).
+
+        Args:
+            message: The content (or a :class:`NodeMessage`, to set its metadata).
+
+        Raises:
+            RuntimeError: The node runs in a graph: send with ``graph.send`` there.
+            ChannelClosed: The mailbox is closed.
+        """
+        from spark_nodes.nodes.actor import tell  # noqa: PLC0415 - it imports us
+
+        await tell(self, message)
+
+    async def ask(
+        self,
+        message: Any,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - Pykka's ask, as Graph.invoke
+    ) -> Any:
+        """Put ``message`` in the mailbox; return what ``process`` produced for it (Pykka's ask).
+
+        Returns once the actor has handled the message (its outputs are forwarded and it
+        is acked), with the output ``process`` produced: ``None`` if it produced none, and
+        for a generator ``process`` the list of its items (a ``process`` that also used
+        ``context.emit``: the list of its outputs). It does not wait for the nodes the
+        outputs went to.
+
+        Args:
+            message: The content (or a :class:`NodeMessage`, to set its metadata).
+            timeout: Seconds to wait for the answer (the wait for room in a full mailbox
+                included); ``None`` waits as long as it takes.
+
+        Raises:
+            InvokeTimeout: No answer within ``timeout``; the message stays in the mailbox
+                and is handled later, and nothing waits for it.
+            InvokeFailed: The message was dead-lettered (after its retries); the text names
+                the error, the dead letter is in the actor's ``dead_letters``.
+            RuntimeError: The node is not running as an actor (start it with
+                :meth:`open_actor`), or the actor ended before it handled the message.
+            ChannelClosed: The mailbox is closed.
+        """
+        from spark_nodes.nodes.actor import ask  # noqa: PLC0415 - it imports us
+
+        return await ask(self, message, timeout=timeout)
+
+    def open_actor(
+        self, *, dead_letters: BaseChannel | None = None
+    ) -> AbstractAsyncContextManager[Actor]:
+        """Run the node as an actor for the length of an ``async with`` block.
+
+        ``async with node.open_actor() as actor:`` enters once :meth:`on_start` has run
+        and the worker loops are started; leaving the block puts a shutdown in the mailbox
+        and waits until the actor has handled everything before it, called
+        :meth:`on_drained`, passed a shutdown on to the nodes it is wired to and called
+        :meth:`on_stop`. If the block raises, the actor is cancelled instead. See
+        :mod:`spark_nodes.nodes.actor`.
+
+        Args:
+            dead_letters: Where messages the actor gives up on go; an unbounded in-memory
+                channel of its own by default (``actor.dead_letters``).
+
+        Raises:
+            WiringError: The node is running already (as an actor or in a graph); a
+                node runs in one place at a time.
+            GraphFailed: A worker loop crashed more often than ``config.restart`` allows.
+            GraphCancelled: ``process`` called ``context.cancel_graph``.
+            TypeError: ``dead_letters`` is not a channel.
+        """
+        from spark_nodes.nodes.actor import open_actor  # noqa: PLC0415 - it imports us
+
+        return open_actor(self, dead_letters=dead_letters)
 
     @property
     def held(self) -> list[ChannelMessage]:
@@ -317,10 +406,13 @@ def attach_runtime(node: Node, runtime: NodeRuntime) -> None:
     """Make ``node`` part of a run: its stop flag is cleared, ``stop()`` reaches the run.
 
     Raises:
-        WiringError: The node is running in another graph.
+        WiringError: The node is running already, in a graph or as an actor.
     """
     if node._runtime is not None:
-        raise WiringError(f"node {node.id!r} is already running in another graph")
+        raise WiringError(
+            f"node {node.id!r} is already running (in another graph or as an actor); a node "
+            f"runs in one place at a time"
+        )
     node._stop_flag = False
     node._runtime = runtime
 

@@ -204,3 +204,25 @@ async def test_invoke_to_another_node_than_the_start() -> None:
         async with graph.open_run(LONG):
             answer = await graph.invoke(0, node=b, timeout=5)
     assert answer.contents == [10]
+
+
+async def test_a_failed_attempt_of_a_generator_leaves_nothing_in_the_answer() -> None:
+    failures = [ValueError("half way")]
+
+    class Items(Node):
+        def process(self, context: ExecutionContext) -> Any:
+            yield "first"
+            if failures:
+                raise failures.pop()
+            yield "second"
+
+    # A generator's items go out as they come; with no edge they go nowhere, so a retry
+    # is allowed, and the answer holds only the attempt that worked.
+    items = Items(
+        id="items", config=NodeConfig(retry=RetryPolicy(max_attempts=2, initial_delay=0.001))
+    )
+    graph = Graph(start=items)
+    with anyio.fail_after(10):
+        async with graph.open_run(LONG):
+            answer = await graph.invoke(None, timeout=5)
+    assert answer.contents == ["first", "second"]

@@ -437,3 +437,24 @@ async def test_a_busy_loop_still_lets_the_budget_timer_run() -> None:
         )
     assert result.stop_reason is StopReason.BUDGET
     assert result.node_stats["spin"].processed > 256
+
+
+async def test_a_node_stopped_mid_batch_takes_no_further_message_of_that_batch() -> None:
+    handled: list[int] = []
+
+    class StopAtTwo(Node):
+        def process(self, context: ExecutionContext) -> None:
+            handled.append(context.inputs.content)
+            if context.inputs.content == 2:
+                self.stop()
+
+    node = StopAtTwo(id="node")
+    graph = Graph(start=node)
+    with anyio.fail_after(10):
+        async with graph.open_run(Task(type=LONG)) as run:
+            for number in range(5):  # one batch: all are queued before the worker runs
+                await run.send("node", number)
+            await run.wait_idle()
+    assert handled == [0, 1, 2]
+    assert run.result is not None
+    assert run.result.left == {"node": 2}  # 3 and 4 wait for the next run

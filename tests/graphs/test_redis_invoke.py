@@ -118,3 +118,31 @@ async def test_invoke_on_redis_timeout_leaves_its_reply_stream_to_expire(
     assert keys
     for key in keys:
         assert 0 < await raw.ttl(key) <= 3600
+
+
+async def test_wait_idle_on_redis_returns_once_every_mailbox_is_settled(cluster: Cluster) -> None:
+    seen: list[Any] = []
+
+    def build_collecting(into: list[Any]) -> Graph:
+        graph = build()
+        graph.nodes["join"] >> Collector(into)
+        return Graph(*graph.nodes.values(), name="invoked")  # the same graph, one node more
+
+    worker = cluster.process(lambda: build_collecting(seen))
+    client = cluster.process(lambda: build_collecting([]))  # the same wiring, elsewhere
+    with anyio.fail_after(30):
+        async with worker.open_run(Task(type=TaskType.LONG_RUNNING)):
+            for number in range(20):
+                await client.send("a", number * 1000)
+            await client.wait_idle()  # from a process that does not run the graph
+            assert len(seen) == 20
+            await client.wait_idle()  # idle stays idle
+
+
+class Collector(Node):
+    def __init__(self, seen: list[Any]) -> None:
+        super().__init__(id="collector")
+        self.seen = seen
+
+    def process(self, context: ExecutionContext) -> None:
+        self.seen.append(context.inputs.content)

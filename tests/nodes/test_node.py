@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from spark_nodes import ExecutionContext, Node, NodeConfig, NodeMessage
-from spark_nodes.channels import BaseChannel, InMemoryChannel
+from spark_nodes.channels import BaseChannel, ChannelMessage, InMemoryChannel
 from spark_nodes.nodes.node import runs_default_loop
 
 N = TypeVar("N", bound=Node)
@@ -85,10 +85,13 @@ def test_plain_nodes_take_extra_attributes() -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
-async def test_the_default_loop_needs_a_graph() -> None:
-    with pytest.raises(RuntimeError, match=r"go\(\) runs inside a graph"):
-        await Node(id="alone").go()
+async def test_the_default_loop_outside_a_graph_runs_the_node_as_an_actor() -> None:
+    alone = Node(id="alone")  # more in tests/nodes/test_actor.py
+    await alone.tell("hello")
+    await alone.mailbox.send(ChannelMessage(None, is_shutdown=True))
+    with anyio.fail_after(5):
+        await alone.go()  # handles "hello", then ends on the shutdown
+    assert alone.last_output == "hello"
 
 
 def test_repr_names_class_and_id() -> None:
