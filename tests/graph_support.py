@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import anyio
 
-from spark_nodes import Graph, GraphResult, Task
+from spark_nodes import ExecutionContext, Graph, GraphResult, Node, Task
 from spark_nodes.graphs import RunningGraph
 
 Driver = Callable[[Graph], Awaitable[None]]
@@ -24,3 +25,14 @@ async def run_with(graph: Graph, task: Task, driver: Driver, *, within: float = 
             await driver(graph)
     assert run.result is not None
     return run.result
+
+
+class Collect(Node):
+    """A sink that keeps the content of every message it gets, in order."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.items: list[Any] = []
+
+    def process(self, context: ExecutionContext) -> None:
+        self.items.append(context.inputs.content)

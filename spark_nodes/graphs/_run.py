@@ -30,6 +30,7 @@ from spark_nodes.graphs._spawn import Spawner, open_spawner
 from spark_nodes.graphs.result import GraphResult, StopReason
 from spark_nodes.nodes import Node, NodeMessage
 from spark_nodes.nodes._runtime import CYCLE_QUIET, NodeRuntime
+from spark_nodes.nodes._supervision import supervise
 from spark_nodes.nodes._watch import TraceWatch
 
 if TYPE_CHECKING:
@@ -472,37 +473,28 @@ class Run:
 
     async def _supervise(self, runtime: NodeRuntime) -> None:
         """Run one worker of a node; restart it when it crashes; finish the node after."""
-        node = runtime.node
-        crashes: list[float] | None = None
+        if runtime.custom_loop:
+            loop = runtime.node.go
+        elif runtime.on_demand:
+            loop = runtime.drain
+        else:
+            loop = runtime.run_default_loop
         try:
-            while True:
-                try:
-                    if runtime.custom_loop:
-                        await node.go()
-                    elif runtime.on_demand:
-                        await runtime.drain()
-                    else:
-                        await runtime.run_default_loop()
-                except Exception as error:  # noqa: BLE001 - a crash, handled by supervision
-                    try:
-                        await node.on_failure(error)
-                    except Exception:  # noqa: BLE001 - logged; supervision goes on
-                        _log.exception("on_failure failed", node=node.id)
-                    if runtime.should_stop() or self.stop_reason is not None:
-                        _log.info("worker loop ended with an error while stopping",
-                                  node=node.id, error=repr(error))  # fmt: skip
-                        break
-                    crashes = self._count_crash(runtime, crashes, error)
-                    if crashes is None:
-                        break
-                    await anyio.sleep(node.config.restart.delay(len(crashes)))
-                    if runtime.should_stop():  # may have been asked while we slept
-                        break
-                    continue
-                break
+            await supervise(
+                runtime,
+                loop,
+                stopping=lambda: runtime.should_stop() or self.stop_reason is not None,
+                give_up=lambda error: self._crashed_too_often(runtime, error),
+            )
         finally:
             runtime.active -= 1
         await self._worker_ended(runtime)
+
+    def _crashed_too_often(self, runtime: NodeRuntime, error: Exception) -> None:
+        node_id = runtime.node.id
+        if self.failure is None:
+            self.failure = (node_id, error)
+        self.request_stop(StopReason.ERROR, f"{node_id} crashed: {error!r}")
 
     async def _worker_ended(self, runtime: NodeRuntime) -> None:
         """After one of a node's workers ended: maybe restart it, or finish the node."""
@@ -522,27 +514,6 @@ class Run:
                 _log.exception("on_drained failed", node=node.id)
         self._finish(runtime)
         await self._pass_shutdown_on(runtime)
-
-    def _count_crash(
-        self, runtime: NodeRuntime, crashes: list[float] | None, error: Exception
-    ) -> list[float] | None:
-        """Record a crash; return the crash times in the window, or None past the limit."""
-        node = runtime.node
-        policy = node.config.restart
-        now = time.monotonic()
-        recent = [t for t in crashes or () if now - t <= policy.within_seconds]
-        if len(recent) >= policy.max_restarts:
-            _log.error("worker loop crashed too often", node=node.id,
-                       restarts=len(recent), exc_info=error)  # fmt: skip
-            if self.failure is None:
-                self.failure = (node.id, error)
-            self.request_stop(StopReason.ERROR, f"{node.id} crashed: {error!r}")
-            return None
-        recent.append(now)
-        runtime.restarts += 1
-        _log.warning("worker loop crashed; restarting", node=node.id,
-                     restart=len(recent), exc_info=error)  # fmt: skip
-        return recent
 
     async def _stop_after(self, seconds: float) -> None:
         await anyio.sleep(seconds)

@@ -44,6 +44,7 @@ from spark_nodes.errors import GraphCancelled, GraphFailed, InvokeFailed, Invoke
 from spark_nodes.nodes._handling import Kind
 from spark_nodes.nodes._loop import WAKE
 from spark_nodes.nodes._runtime import SHUTDOWN_EXTERNAL, NodeRuntime
+from spark_nodes.nodes._supervision import supervise
 from spark_nodes.nodes._watch import Failure, InvokeFailure, InvokeResult, TraceWatch
 from spark_nodes.nodes.message import NodeMessage
 from spark_nodes.nodes.node import Node, attach_runtime, detach_runtime, runtime_of
@@ -372,44 +373,16 @@ class _ActorRun:
     async def _supervise(self, via_go: bool) -> None:
         """Run one worker loop; restart it when it crashes, per ``config.restart``."""
         node, runtime = self.actor_node, self.runtime
-        policy = node.config.restart
-        crashes: list[float] = []
+        loop = node.go if runtime.custom_loop and not via_go else runtime.run_default_loop
         try:
-            while True:
-                try:
-                    if runtime.custom_loop and not via_go:
-                        await node.go()
-                    else:
-                        await runtime.run_default_loop()
-                except Exception as error:  # noqa: BLE001 - a crash, handled by supervision
-                    try:
-                        await node.on_failure(error)
-                    except Exception:  # noqa: BLE001 - logged; supervision goes on
-                        _log.exception("on_failure failed", node=node.id)
-                    if runtime.should_stop():
-                        _log.info("worker loop ended with an error while stopping",
-                                  node=node.id, error=repr(error))  # fmt: skip
-                        break
-                    now = time.monotonic()
-                    crashes = [t for t in crashes if now - t <= policy.within_seconds]
-                    if len(crashes) >= policy.max_restarts:
-                        _log.error("worker loop crashed too often", node=node.id,
-                                   restarts=len(crashes), exc_info=error)  # fmt: skip
-                        if self.failure is None:
-                            self.failure = error
-                        self.request_stop("error", f"{node.id} crashed: {error!r}")
-                        break
-                    crashes.append(now)
-                    runtime.restarts += 1
-                    _log.warning("worker loop crashed; restarting", node=node.id,
-                                 restart=len(crashes), exc_info=error)  # fmt: skip
-                    await anyio.sleep(policy.delay(len(crashes)))
-                    if runtime.should_stop():  # may have been asked while we slept
-                        break
-                    continue
-                break
+            await supervise(runtime, loop, stopping=runtime.should_stop, give_up=self._give_up)
         finally:
             runtime.active -= 1
+
+    def _give_up(self, error: Exception) -> None:
+        if self.failure is None:
+            self.failure = error
+        self.request_stop("error", f"{self.actor_node.id} crashed: {error!r}")
 
     async def _pass_shutdown_on(self) -> None:
         """Send a shutdown to each node the actor is wired to (each once, never itself)."""

@@ -17,19 +17,11 @@ from spark_nodes import (
     TaskType,
 )
 from spark_nodes.channels import ChannelMessage, InMemoryChannel
+from tests.graph_support import Collect
 
 pytestmark = pytest.mark.anyio
 
 LONG = TaskType.LONG_RUNNING
-
-
-class Collect(Node):
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.items: list[Any] = []
-
-    def process(self, context: ExecutionContext) -> None:
-        self.items.append(context.inputs.content)
 
 
 class CountDown(Node):

@@ -23,19 +23,11 @@ from spark_nodes import (
 )
 from spark_nodes.channels import ChannelMessage, InMemoryChannel
 from spark_nodes.graphs import RunningGraph
+from tests.graph_support import Collect
 
 pytestmark = pytest.mark.anyio
 
 LONG = Task(type=TaskType.LONG_RUNNING)
-
-
-class Collect(Node):
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.items: list[Any] = []
-
-    def process(self, context: ExecutionContext) -> None:
-        self.items.append(context.inputs.content)
 
 
 class Slow(Node):
@@ -197,14 +189,16 @@ async def test_wait_idle_returns_when_the_run_ends_meanwhile() -> None:
         async def process(self, context: ExecutionContext) -> Any:
             await release.wait()
 
+    async def release_it() -> None:
+        release.set()
+
     graph = Graph(start=Stuck(id="stuck"))
     with anyio.fail_after(10):
         async with graph.open_run(Task(type=TaskType.LONG_RUNNING)) as run:
             await run.send("stuck", 1)
             async with anyio.create_task_group() as group:
-                group.start_soon(run.wait_idle)
-                await anyio.wait_all_tasks_blocked()
-                release.set()
+                group.start_soon(release_it)  # runs only once wait_idle below waits
+                await run.wait_idle()
 
 
 # -- lifecycle hooks --------------------------------------------------------------------------

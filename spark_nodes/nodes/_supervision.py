@@ -1,0 +1,68 @@
+"""Supervision: restart a node's crashed worker loop per its ``RestartPolicy``, or give up.
+
+Shared by graph runs and actors. A crash is an error escaping the loop (from a ``go()`` of
+the node's own, a mailbox, a commit), not a failing ``process`` (retried, dead-lettered).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import anyio
+import structlog
+
+if TYPE_CHECKING:
+    from spark_nodes.nodes._runtime import NodeRuntime
+
+__all__ = ["supervise"]
+
+_log = structlog.get_logger("spark_nodes")
+
+
+async def supervise(
+    runtime: NodeRuntime,
+    loop: Callable[[], Awaitable[None]],
+    *,
+    stopping: Callable[[], bool],
+    give_up: Callable[[Exception], None],
+) -> None:
+    """Await ``loop()`` until it returns; after each crash, restart it or give up.
+
+    Each crash is told to ``node.on_failure`` first (an error it raises is logged). A crash
+    while ``stopping()`` ends the loop quietly. More than ``max_restarts`` crashes within
+    ``within_seconds`` calls ``give_up(error)`` and returns; otherwise the loop is started
+    again after ``RestartPolicy.delay(n)`` (unless the node was stopped meanwhile).
+    """
+    node = runtime.node
+    policy = node.config.restart
+    crashes: list[float] = []
+    while True:
+        try:
+            await loop()
+        except Exception as error:  # noqa: BLE001 - a crash: this is where it is handled
+            try:
+                await node.on_failure(error)
+            except Exception:  # noqa: BLE001 - logged; supervision goes on
+                _log.exception("on_failure failed", node=node.id)
+            if stopping():
+                _log.info("worker loop ended with an error while stopping", node=node.id,
+                          error=repr(error))  # fmt: skip
+                return
+            now = time.monotonic()
+            crashes = [t for t in crashes if now - t <= policy.within_seconds]
+            if len(crashes) >= policy.max_restarts:
+                _log.error("worker loop crashed too often", node=node.id,
+                           restarts=len(crashes), exc_info=error)  # fmt: skip
+                give_up(error)
+                return
+            crashes.append(now)
+            runtime.restarts += 1
+            _log.warning("worker loop crashed; restarting", node=node.id,
+                         restart=len(crashes), exc_info=error)  # fmt: skip
+        else:
+            return
+        await anyio.sleep(policy.delay(len(crashes)))
+        if runtime.should_stop():  # may have been asked while we slept
+            return
