@@ -141,10 +141,9 @@ async def work_through_backlog(mailbox: PriorityChannel) -> list[str]:
         await mailbox.send(ChannelMessage(ticket, {"priority": priority}))
     desk = Desk(id="desk", mailbox=mailbox)
     graph = Graph(start=desk, name="help-desk")
-    async with anyio.create_task_group() as group:
-        group.start_soon(graph.run, Task(type=TaskType.LONG_RUNNING))
-        await anyio.wait_all_tasks_blocked()  # the backlog is handled: the desk waits
-        await graph.shutdown()
+    async with graph.open_run(Task(type=TaskType.LONG_RUNNING)) as run:
+        await run.wait_idle()  # the backlog is handled: the desk waits for more
+    # Leaving the block sent the desk its shutdown, and waited until it stopped.
     return desk.handled
 
 

@@ -3,8 +3,9 @@
 Orders stream into a long-running graph. ``parse`` normalises each order; refunds and sales
 take different edges; ``audit`` sees everything; a sale of more than 100 goes to ``review``
 first (a higher-priority edge, with ``bill`` as the fallback). Malformed orders are retried,
-then dead-lettered, and the graph keeps going. ``graph.shutdown()`` drains the pipeline:
-every order sent before it is handled before the run returns.
+then dead-lettered, and the graph keeps going. ``graph.open_run`` starts the graph and
+enters once it takes messages; leaving the block shuts it down gracefully, draining the
+pipeline: every order sent is handled before the run ends.
 """
 
 from __future__ import annotations
@@ -78,23 +79,17 @@ def build() -> tuple[Graph, dict[str, Record]]:
 async def main() -> tuple[GraphResult, dict[str, Record], list[str]]:
     """Stream the orders through the graph, shut it down; return result, sinks, dead letters."""
     graph, sinks = build()
-    results: list[GraphResult] = []
-
-    async def run() -> None:
-        results.append(await graph.run(Task(type=TaskType.LONG_RUNNING)))
-
-    async with anyio.create_task_group() as group:
-        group.start_soon(run)
-        await anyio.wait_all_tasks_blocked()
+    async with graph.open_run(Task(type=TaskType.LONG_RUNNING)) as run:
         for order in ORDERS:
-            await graph.send("parse", order)
-        await graph.shutdown()
+            await run.send("parse", order)
+    # Leaving the block shut the graph down: every order sent was handled first.
+    assert run.result is not None
     dead: list[str] = []
     while not graph.dead_letters.empty():
         letter = await graph.dead_letters.receive()
         details = letter.metadata["dead_letter"]
         dead.append(f"dead letter: order {letter.payload['id']}: {details['error']}")
-    return results[0], sinks, dead
+    return run.result, sinks, dead
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The README's promises: two set-up commands, and CI runs exactly them."""
+"""The README's promises: two set-up commands CI runs exactly, and code that runs as shown."""
 
 from __future__ import annotations
 
@@ -38,6 +38,16 @@ def test_the_readme_taste_runs(capsys: pytest.CaptureFixture[str]) -> None:
     exec(compile(block.group(1), "README.md", "exec"), {"__name__": "readme"})
     assert capsys.readouterr().out.splitlines() == [
         "{'text': 'a one-pass run', 'score': 1.4}",
+        "{'text': 'is this long?', 'score': 1.3}",
+        "high",  # the answer to the invoke
         "{'text': 'hi', 'score': 0.2}",
         "{'text': 'a much longer message', 'score': 2.1}",
     ]
+
+
+def test_the_readme_and_the_examples_use_the_structured_start_not_a_testing_helper() -> None:
+    for path in [ROOT / "README.md", *sorted((ROOT / "examples").glob("*.py"))]:
+        assert "wait_all_tasks_blocked" not in path.read_text(), (
+            f"{path.name}: start a graph with open_run or task_group.start(graph.run, ...) "
+            f"and wait with wait_idle() or an event, not anyio.wait_all_tasks_blocked()"
+        )

@@ -46,6 +46,7 @@ _log = structlog.get_logger("spark_nodes")
 
 _LONG_RUNNING_OUTPUTS = 1000  # a stream's results are not kept without bound
 _ON_STOP_TIMEOUT = 5.0  # seconds the on_stop hooks get, together, after a failed run
+_IDLE_POLL = 0.01  # seconds between looks at a run with go() loops of their own, for wait_idle
 
 
 class Run:
@@ -131,15 +132,12 @@ class Run:
         """A message was handled; check budgets and, in a one-pass run, completion."""
         if self.max_messages is not None and self.handled >= self.max_messages:
             self.request_stop(StopReason.BUDGET, f"max_messages={self.max_messages} reached")
-        elif self.in_flight == 0:
-            if self.one_pass:
-                self.begin_shutdown(StopReason.COMPLETED)
-            if self._idle_waiters:
-                self._wake_idle_waiters()
+        elif self.one_pass and self.in_flight == 0:
+            self.begin_shutdown(StopReason.COMPLETED)
 
     def loop_idle(self, runtime: NodeRuntime) -> None:
         """A loop of ``runtime`` found its mailbox empty, with everything it handled settled."""
-        if self._idle_waiters and self.in_flight == 0:
+        if self._idle_waiters and self._quiet():
             self._wake_idle_waiters()
         if self._cycles_closed:
             cycle = self.topology.cycle_of.get(runtime.node.id)
@@ -177,30 +175,36 @@ class Run:
                 self._mailbox_closed(runtime)
 
     async def wait_idle(self) -> None:
-        """Wait until no message is in flight, or the run has ended."""
-        if self.in_flight == 0 or self._all_finished.is_set():
+        """Wait until every node is quiet (see :meth:`_quiet`), or the run has ended.
+
+        Judged when a loop finds its mailbox empty. Loops of a node's own ``go()`` report
+        nothing: with one in the run, it is judged every ``_IDLE_POLL`` seconds too.
+        """
+        if self._quiet() or self._all_finished.is_set():
             return
         idle = anyio.Event()
         self._idle_waiters.append(idle)
-        self._watch_changed()
         try:
-            await idle.wait()
+            if not any(runtime.custom_loop for runtime in self.runtimes.values()):
+                await idle.wait()
+                return
+            while not idle.is_set():
+                with anyio.move_on_after(_IDLE_POLL):
+                    await idle.wait()
+                if self._quiet():
+                    return
         finally:
             if idle in self._idle_waiters:
                 self._idle_waiters.remove(idle)
-                self._watch_changed()
+
+    def _quiet(self) -> bool:
+        """Whether no message is left: every mailbox empty, nothing in hand or staged."""
+        return all(runtime.quiet() for runtime in self.runtimes.values())
 
     def _wake_idle_waiters(self) -> None:
         waiters, self._idle_waiters = self._idle_waiters, []
         for waiter in waiters:
             waiter.set()
-        self._watch_changed()
-
-    def _watch_changed(self) -> None:
-        """Whether loops must report each message again: someone waits on the counts."""
-        self.watch_each_message = (
-            self.one_pass or self.max_messages is not None or bool(self._idle_waiters)
-        )
 
     def terminal_output(self, node: Node, output: NodeMessage) -> None:
         """Keep an output that took no edge."""
@@ -418,6 +422,10 @@ class Run:
         distribution = self.distribution
         if distribution is not None:
             await distribution.start()
+        else:
+            # Messages waiting from before the run (a stopped run's, a checkpoint's, sent
+            # to a mailbox directly) are in flight too: wait_idle and one-pass runs count.
+            self.in_flight += sum(self._queued().values())
         async with anyio.create_task_group() as outer:
             self._outer = outer
             if distribution is not None:
@@ -583,11 +591,11 @@ class Run:
             duration=time.monotonic() - self.started,
             cancelled=self.cancelled,
             results={i: self.graph.result_of(i)[1] for i in self.graph.result_ids()},
-            left=self._left() if not self.distributed else {},
+            left=self._queued() if not self.distributed else {},
         )
 
-    def _left(self) -> dict[str, int]:
-        """Per node, the data messages left in its mailbox (only nodes with some)."""
+    def _queued(self) -> dict[str, int]:
+        """Per node, the data messages in its in-memory mailbox (only nodes with some)."""
         left = {}
         for node_id, runtime in self.runtimes.items():
             mailbox = runtime.node.mailbox

@@ -379,7 +379,7 @@ class Graph:
                 attached.append(topology.by_id[node_id])
             self._run = run
             if checkpoint is not None:
-                run.in_flight += await restore_checkpoint(self, checkpoint)
+                await restore_checkpoint(self, checkpoint)  # (the run counts what it queued)
                 run.resumed = True
             handle = RunningGraph(self)
             result = await run.execute(lambda: task_status.started(handle))
@@ -535,10 +535,10 @@ class Graph:
     async def wait_idle(self, *, poll_interval: float = 0.05) -> None:
         """Wait until the graph is idle: every mailbox empty and nothing in flight.
 
-        In memory: no message sent into the graph (by :meth:`send`, or as a node's output)
-        is still waiting or being handled; returns at once if none is, and when the run
-        ends. Only the default loop reports what it handled: in a graph with a node whose
-        ``go()`` is a loop of its own, do not rely on it. On Redis, from any process,
+        In memory: every node's mailbox is empty and no loop has a message in hand or an
+        output staged; returns at once if so, and when the run ends. A node whose ``go()``
+        is a loop of its own counts as idle once its mailbox is empty (what it does with a
+        message it took is its own). On Redis, from any process,
         running or not: every mailbox of the graph has nothing unread, pending or delayed
         (read every ``poll_interval`` seconds; bound the wait with ``anyio.fail_after``).
 

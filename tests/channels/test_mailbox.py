@@ -923,8 +923,7 @@ async def test_outputs_a_cancelled_run_could_not_send_to_a_custom_mailbox_are_ke
     graph = Graph(start=a)
     with anyio.fail_after(5):
         async with anyio.create_task_group() as group:
-            group.start_soon(graph.run, Task(type=LONG))
-            await anyio.wait_all_tasks_blocked()
+            await group.start(graph.run, Task(type=LONG))
             for i in range(3):
                 await graph.send(a, i)
             await anyio.wait_all_tasks_blocked()  # a's loop waits in send(0) on the gate

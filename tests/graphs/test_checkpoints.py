@@ -39,9 +39,11 @@ class Slow(Node):
     def __init__(self, release: anyio.Event | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.release = release
+        self.waiting = anyio.Event()  # set once a message waits for the release
 
     async def process(self, context: ExecutionContext) -> Any:
         if self.release is not None:
+            self.waiting.set()
             await self.release.wait()
         return context.inputs  # the NodeMessage: its metadata travels on
 
@@ -77,12 +79,14 @@ async def test_a_checkpoint_between_runs_carries_state_and_queued_messages(tmp_p
 
 @pytest.mark.anyio
 async def test_a_checkpoint_keeps_what_each_loop_of_a_node_has_in_flight(tmp_path: Path) -> None:
-    release = anyio.Event()
+    release, three_waiting = anyio.Event(), anyio.Event()
     started: list[Any] = []
 
     class Wait(Node):
         async def process(self, context: ExecutionContext) -> Any:
             started.append(context.inputs.content)
+            if len(started) == 3:
+                three_waiting.set()
             await release.wait()
             return context.inputs.content
 
@@ -91,11 +95,10 @@ async def test_a_checkpoint_keeps_what_each_loop_of_a_node_has_in_flight(tmp_pat
     path = tmp_path / "loops.checkpoint"
     with anyio.fail_after(10):
         async with anyio.create_task_group() as group:
-            group.start_soon(graph.run, Task(type=TaskType.LONG_RUNNING))
-            await anyio.wait_all_tasks_blocked()
+            await group.start(graph.run, Task(type=TaskType.LONG_RUNNING))
             for item in range(4):
                 await graph.send(wait, item)
-            await anyio.wait_all_tasks_blocked()  # three loops each wait, one queued
+            await three_waiting.wait()  # three loops each wait, one queued
             assert sorted(started) == [0, 1, 2]
             await graph.checkpoint(path)
             group.cancel_scope.cancel()
@@ -105,20 +108,33 @@ async def test_a_checkpoint_keeps_what_each_loop_of_a_node_has_in_flight(tmp_pat
 
 @pytest.mark.anyio
 async def test_a_checkpoint_while_running_keeps_in_flight_held_and_queued(tmp_path: Path) -> None:
+    class Holding(JoinNode):
+        """A join that tells when it holds three parts."""
+
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.holds_three = anyio.Event()
+
+        def process(self, context: ExecutionContext) -> Any:
+            merged = super().process(context)
+            if len(self.held) == 3:
+                self.holds_three.set()
+            return merged
+
     release = anyio.Event()
     start = Node(id="start")
     slow, quick = Slow(release, id="slow"), Node(id="quick")
-    join, sink = JoinNode(id="join"), Probe(id="sink")
+    join, sink = Holding(id="join"), Probe(id="sink")
     start >> [slow, quick] >> join >> sink
     graph = Graph(start=start, name="diamond")
     path = tmp_path / "diamond.checkpoint"
     with anyio.fail_after(10):
         async with anyio.create_task_group() as group:
-            group.start_soon(graph.run, Task(type=TaskType.LONG_RUNNING))
-            await anyio.wait_all_tasks_blocked()
+            await group.start(graph.run, Task(type=TaskType.LONG_RUNNING))
             for item in range(3):
                 await graph.send(start, item)
-            await anyio.wait_all_tasks_blocked()  # slow has one in flight, two queued
+            await slow.waiting.wait()  # slow has one in flight, two queued
+            await join.holds_three.wait()  # quick's parts
             await graph.checkpoint(path)
             group.cancel_scope.cancel()  # a crash: nothing after the checkpoint counts
     checkpoint = await read_checkpoint(path)

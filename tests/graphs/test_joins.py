@@ -53,13 +53,10 @@ async def test_parts_are_matched_by_correlation_in_a_stream() -> None:
     start, _, _, _, sink = diamond()
     graph = Graph(start=start)
     with anyio.fail_after(10):
-        async with anyio.create_task_group() as group:
-            group.start_soon(graph.run, Task(type=TaskType.LONG_RUNNING))
-            await anyio.wait_all_tasks_blocked()
+        async with graph.open_run(Task(type=TaskType.LONG_RUNNING)) as run:
             for x in range(20):
-                await graph.send(start, x)
+                await run.send(start, x)
             merged = await sink.wait_for(20)
-            await graph.shutdown()
     assert sorted(merged, key=lambda m: m["double"]) == [
         {"double": 2 * x, "shift": x + 100} for x in range(20)
     ]
@@ -124,13 +121,10 @@ async def test_an_incomplete_group_times_out_while_the_graph_runs() -> None:
     start >> [ok, broken] >> join
     graph = Graph(start=start)
     with anyio.fail_after(10):
-        async with anyio.create_task_group() as group:
-            group.start_soon(graph.run, Task(type=TaskType.LONG_RUNNING))
-            await anyio.wait_all_tasks_blocked()
-            await graph.send(start, "x")
+        async with graph.open_run(Task(type=TaskType.LONG_RUNNING)) as run:
+            await run.send(start, "x")
             letters = [await graph.dead_letters.receive() for _ in range(2)]
             assert join.held == []
-            await graph.shutdown()
     timed_out = next(m for m in letters if m.metadata["dead_letter"]["phase"] == "join")
     assert (
         "timed out after 0.05s: waiting for ['broken']"
@@ -192,12 +186,9 @@ async def test_joins_with_concurrent_branches() -> None:
     start >> [slow, fast] >> join >> sink
     graph = Graph(start=start)
     with anyio.fail_after(10):
-        async with anyio.create_task_group() as group:
-            group.start_soon(graph.run, Task(type=TaskType.LONG_RUNNING))
-            await anyio.wait_all_tasks_blocked()
+        async with graph.open_run(Task(type=TaskType.LONG_RUNNING)) as run:
             for x in range(10):
-                await graph.send(start, x)
+                await run.send(start, x)
             await sink.wait_for(10)
-            await graph.shutdown()
     assert sorted(m["slow"] for m in sink.items) == list(range(10))
     assert all(m["fast"] == -m["slow"] for m in sink.items)

@@ -385,17 +385,11 @@ async def test_long_running_run_on_redis_serves_every_node_here(cluster: Cluster
     arrivals = Arrivals()
     graph = cluster.process(watched_pipeline(arrivals))
     with anyio.fail_after(30):
-        async with anyio.create_task_group() as tasks:
-            results: list[GraphResult] = []
-
-            async def run() -> None:
-                results.append(await graph.run(Task(inputs=3, type=TaskType.LONG_RUNNING)))
-
-            tasks.start_soon(run)
+        async with graph.open_run(Task(inputs=3, type=TaskType.LONG_RUNNING)) as run:
             await arrivals.wait_for(1)
-            await graph.shutdown()
     assert await graph.state.get("seen") == [12]
-    assert results[0].stop_reason is StopReason.SHUTDOWN
+    assert run.result is not None
+    assert run.result.stop_reason is StopReason.SHUTDOWN
 
 
 # -- wiring mistakes -----------------------------------------------------------------------

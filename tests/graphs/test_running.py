@@ -182,7 +182,7 @@ async def test_wait_idle_on_a_graph_that_is_not_running_raises() -> None:
         await Graph(start=Slow(id="a")).wait_idle()
 
 
-async def test_wait_idle_returns_when_the_run_ends_meanwhile() -> None:
+async def test_wait_idle_waits_for_a_message_in_hand() -> None:
     release = anyio.Event()
 
     class Stuck(Node):
@@ -199,6 +199,67 @@ async def test_wait_idle_returns_when_the_run_ends_meanwhile() -> None:
             async with anyio.create_task_group() as group:
                 group.start_soon(release_it)  # runs only once wait_idle below waits
                 await run.wait_idle()
+            assert release.is_set()
+
+
+async def test_wait_idle_returns_when_the_run_ends_meanwhile() -> None:
+    class Stopper(Node):
+        async def process(self, context: ExecutionContext) -> Any:
+            context.stop_graph("enough")
+
+    stopper = Stopper(id="stopper")
+    graph = Graph(start=stopper)
+    with anyio.fail_after(10):
+        async with graph.open_run(Task(type=TaskType.LONG_RUNNING)) as run:
+            for number in range(3):  # the first stops the run: two are left, not idle
+                await run.send("stopper", number)
+            await run.wait_idle()
+    assert run.result is not None
+    assert run.result.left == {"stopper": 2}
+
+
+async def test_wait_idle_counts_messages_queued_before_the_run() -> None:
+    a, sink = Slow(id="a"), Collect(id="sink")
+    a >> sink
+    for number in range(3):
+        a.mailbox.send_nowait(ChannelMessage(number))  # left for the next run
+    graph = Graph(start=a)
+    with anyio.fail_after(10):
+        async with graph.open_run(LONG) as run:
+            await run.send("a", 3)
+            await run.wait_idle()
+            assert sink.items == [0, 1, 2, 3]
+            await run.send("a", 4)
+            await run.wait_idle()  # and later waits still work
+            assert sink.items == [0, 1, 2, 3, 4]
+
+
+async def test_a_one_pass_run_handles_messages_queued_before_it() -> None:
+    a, sink = Slow(id="a"), Collect(id="sink")
+    a >> sink
+    for number in range(3):
+        a.mailbox.send_nowait(ChannelMessage(number))
+    with anyio.fail_after(10):
+        result = await Graph(start=a).run(Task(inputs=3))
+    assert result.stop_reason is StopReason.COMPLETED
+    assert sink.items == [0, 1, 2, 3]
+
+
+async def test_wait_idle_with_a_node_running_a_loop_of_its_own() -> None:
+    class OwnLoop(Node):
+        async def go(self) -> None:
+            async for message in self.mailbox:
+                if message.is_shutdown:
+                    return
+                await sink.mailbox.send(message.clone())
+
+    own, sink = OwnLoop(id="own"), Collect(id="sink")
+    graph = Graph(own, sink)
+    with anyio.fail_after(10):
+        async with graph.open_run(LONG) as run:
+            await run.send("own", "x")
+            await run.wait_idle()  # looked at again and again: the loop reports nothing
+            assert sink.items == ["x"]
 
 
 # -- lifecycle hooks --------------------------------------------------------------------------

@@ -182,38 +182,26 @@ def tail_reached(node: Node) -> anyio.Event:
 
 async def run_until_tail(graph: Graph, task: Task, tail: Node) -> GraphResult:
     reached = tail_reached(tail)
-    results: list[GraphResult] = []
-
-    async def run() -> None:
-        results.append(await graph.run(task))
-
     with anyio.fail_after(10):
-        async with anyio.create_task_group() as group:
-            group.start_soon(run)
+        async with graph.open_run(task) as run:
             await reached.wait()
-            await graph.shutdown()
-    return results[0]
+    assert run.result is not None  # leaving the block shut the graph down
+    return run.result
 
 
 @pytest.mark.anyio
 async def test_worker_node_with_message_routing() -> None:
     node_b = WorkerNode(id="node_b")
     graph = Graph(start=node_b)
-    results: list[GraphResult] = []
     data = [1, 2, 3]
 
-    async def run() -> None:
-        results.append(await graph.run(Task(type=TaskType.LONG_RUNNING)))
-
     with anyio.fail_after(10):
-        async with anyio.create_task_group() as group:
-            group.start_soon(run)
-            await anyio.wait_all_tasks_blocked()
+        async with graph.open_run(Task(type=TaskType.LONG_RUNNING)) as run:
             # Node A sends to Node B's mailbox
             await node_b.mailbox.send(ChannelMessage(payload={"task": "process", "data": data}))
-            await graph.shutdown()
     assert node_b.handled == [{"task": "process", "data": [1, 2, 3]}]
-    assert results[0].stop_reason is StopReason.SHUTDOWN
+    assert run.result is not None
+    assert run.result.stop_reason is StopReason.SHUTDOWN
 
 
 def test_custom_mailbox_configuration() -> None:
