@@ -15,7 +15,7 @@ from spark_nodes.channels import BaseChannel, ChannelMessage
 from spark_nodes.channels.mailbox import DurableMailbox, Mailbox, mailbox_of
 from spark_nodes.channels.message import new_message_id, unchecked_message
 from spark_nodes.errors import StepLimitExceeded
-from spark_nodes.nodes._watch import REPLY_PREFIX
+from spark_nodes.nodes._watch import REPLY_PREFIX, invoke_record
 from spark_nodes.nodes.edges import Edge, select_edges, sorted_edges
 from spark_nodes.nodes.message import NodeMessage
 
@@ -309,7 +309,7 @@ class Forwarding:
             replies = self.run.reply_channel(trace_id)
             if replies is not None:  # committed with the message that produced it
                 record = {"output": content, "metadata": metadata}
-                sends.append((replies, unchecked_message(record)))
+                sends.append((replies, invoke_record(record)))
 
     def unwatch(self, messages: list[ChannelMessage]) -> None:
         """Outputs that will not be sent after all: the traces watching them stop counting them."""

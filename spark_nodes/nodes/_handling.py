@@ -17,10 +17,9 @@ import anyio
 import structlog
 
 from spark_nodes.channels import BaseChannel, ChannelMessage
-from spark_nodes.channels.message import unchecked_message
 from spark_nodes.nodes._forwarding import Sends, StepFailed, steps_of
 from spark_nodes.nodes._settling import Settling
-from spark_nodes.nodes._watch import REPLY_PREFIX
+from spark_nodes.nodes._watch import REPLY_PREFIX, invoke_record, is_invoke_record
 from spark_nodes.nodes.config import OnError
 from spark_nodes.nodes.context import Control, ExecutionContext
 from spark_nodes.nodes.message import NodeMessage
@@ -184,7 +183,7 @@ class Handling(Settling):
                 if replies is not None and sends is not None:
                     # Committed with the message: the invoker counts its trace down.
                     settled["forwarded"] = sum(1 for target, _ in sends if target is not replies)
-                    sends.append((replies, unchecked_message(settled)))
+                    sends.append((replies, invoke_record(settled)))
                     replies = None
                 await self.settle_handled(message, control, sends, produced=produced)
         except StepFailed as failure:
@@ -203,7 +202,7 @@ class Handling(Settling):
     async def _send_record(self, replies: BaseChannel, record: dict[str, Any]) -> None:
         """Write an invoke's record that could not go in a commit; a failure is logged."""
         try:
-            await replies.send(unchecked_message(record))
+            await replies.send(invoke_record(record))
         except Exception:  # noqa: BLE001 - the invoker times out; the message is settled
             _log.exception("invoke record not written", node=self.node.id, channel=replies.name)
 
@@ -391,7 +390,7 @@ class Handling(Settling):
                 await channel.send(output)
             except Exception as error:
                 raise StepFailed("forward", error) from error
-            self.forwarded += 1
+            self.forwarded += not is_invoke_record(output)
         rest = self.deliver(owner=True)
         if rest is not None:
             await rest

@@ -22,6 +22,7 @@ from spark_nodes.channels.codec import pack
 from spark_nodes.channels.mailbox import Commit, is_durable
 from spark_nodes.errors import BackendUnavailable, LeaseLost, MessageEncodeError, MessageTooLarge
 from spark_nodes.nodes._forwarding import Forwarding, Route, Sends, StepFailed
+from spark_nodes.nodes._watch import is_invoke_record
 from spark_nodes.state.base import RESULT_SUFFIX, unencodable_result
 
 if TYPE_CHECKING:
@@ -180,7 +181,7 @@ class Settling(Forwarding):
         lost = 0
         for done, sends, was_handled in zip(committed, batch.sends, handled, strict=True):
             if done:
-                self.forwarded += len(sends)
+                self.forwarded += sum(not is_invoke_record(output) for _, output in sends)
             else:
                 lost += 1
                 self.run.in_flight -= len(sends)

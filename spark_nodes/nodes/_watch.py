@@ -19,15 +19,39 @@ from typing import Any, Final
 
 import anyio
 
+from spark_nodes.channels import ChannelMessage
+from spark_nodes.channels.message import unchecked_message
 from spark_nodes.nodes.message import NodeMessage
 
-__all__ = ["REPLY_PREFIX", "Failure", "InvokeFailure", "InvokeResult", "TraceWatch"]
+__all__ = [
+    "REPLY_PREFIX",
+    "Failure",
+    "InvokeFailure",
+    "InvokeResult",
+    "TraceWatch",
+    "invoke_record",
+    "is_invoke_record",
+]
 
 REPLY_PREFIX: Final = "invoke:"
 """Trace ids of invokes answered through a reply stream (on Redis) start with it."""
 
 Failure = tuple[str, str, str, str]
 """A dead-lettered message of the trace: (node id, phase, error type, error text)."""
+
+
+_RECORD: Final = "invoke_record"
+
+
+def invoke_record(payload: dict[str, Any]) -> ChannelMessage:
+    """A record for a Redis invoke's reply stream (not an output: not counted as one)."""
+    return unchecked_message(payload, {_RECORD: True})
+
+
+def is_invoke_record(message: ChannelMessage) -> bool:
+    """Whether ``message`` is a record made by :func:`invoke_record`."""
+    metadata = message.raw_metadata
+    return metadata is not None and _RECORD in metadata
 
 
 class TraceWatch:

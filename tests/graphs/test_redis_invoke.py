@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from spark_nodes import (
     ExecutionContext,
     Graph,
+    GraphResult,
     InvokeFailed,
     InvokeTimeout,
     JoinNode,
@@ -66,13 +67,17 @@ async def test_invokes_from_another_process_get_their_own_answers(
 ) -> None:
     worker, client = cluster.process(build), cluster.process(build)
     answers: dict[int, Any] = {}
+    served: list[GraphResult] = []
 
     async def ask(number: int) -> None:
         answers[number] = (await client.invoke(number, timeout=10)).contents
 
+    async def serve() -> None:
+        served.append(await worker.serve())
+
     with anyio.fail_after(30):
         async with anyio.create_task_group() as group:
-            group.start_soon(worker.serve)
+            group.start_soon(serve)
             async with anyio.create_task_group() as asks:
                 for number in range(0, 10_000, 1000):
                     asks.start_soon(ask, number)
@@ -80,6 +85,8 @@ async def test_invokes_from_another_process_get_their_own_answers(
     assert answers == {
         number: [{"b": number + 11, "c": number + 101}] for number in range(0, 10_000, 1000)
     }
+    stats = served[0].node_stats  # the records for the invoker are not outputs
+    assert (stats["a"].forwarded, stats["b"].forwarded, stats["join"].forwarded) == (20, 10, 0)
     streams = [
         key
         async for key in raw.scan_iter(match=f"{cluster.namespace}:*invoke:*")
