@@ -16,7 +16,7 @@ import structlog
 
 from spark_nodes.channels.redis import RedisChannel
 from spark_nodes.graphs._redis_backend import GRAPH_RUN_KEY, RedisBackend
-from spark_nodes.nodes._runtime import SHUTDOWN_EXTERNAL, NodeRuntime
+from spark_nodes.nodes._runtime import CYCLE_QUIET, SHUTDOWN_EXTERNAL, NodeRuntime
 
 if TYPE_CHECKING:
     from spark_nodes.channels import ChannelMessage
@@ -31,6 +31,11 @@ _log = structlog.get_logger("spark_nodes")
 _LEASE_LOST, _EARLIER_RUN, _CLOSING = -1, 0, 2
 _NOT_YET = 0
 _RENEWALS_PER_VISIBILITY_TIMEOUT: Final = 3
+_CYCLE_POLL: Final = 0.1  # seconds between looks at a cycle waiting to end (one script call)
+
+
+def _off_cycle(sources: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(source for source in sources if source != CYCLE_QUIET)
 
 
 class Distribution:
@@ -108,13 +113,40 @@ class Distribution:
         """
         node_id = runtime.node.id
         mailbox = self.mailbox(node_id)
-        successors = [self.mailbox(s) for s in self.topology.forward_successors[node_id]]
+        successors = [self.mailbox(s) for s in self.topology.drain_successors(node_id)]
         status = await self.backend.try_finish(
             mailbox, node_id=node_id, epoch=self.epoch, successors=successors,
             nodes=len(self.topology.nodes),
         )  # fmt: skip
         if status != _NOT_YET:
             mailbox.mark_closed_remotely()  # finished (or the whole run is over): stop reading
+
+    async def end_quiet_cycles(self) -> None:
+        """Keep trying to end each cycle a hosted node is on, until it is ended.
+
+        A cycle ends once every node of it has its shutdowns from off the cycle and none of
+        its streams has an entry left (``CYCLE_QUIET`` in ``_redis_backend``); every process
+        hosting a node of it tries, so the death of one does not stop the drain.
+        """
+        topology = self.topology
+        cycles = {topology.cycle_of[i] for i in self.runtimes if i in topology.cycle_of}
+        waiting = [
+            [
+                (self.mailbox(node_id), node_id, _off_cycle(topology.drain_sources(node_id)))
+                for node_id in sorted(cycle)
+            ]
+            for cycle in cycles
+        ]
+        while waiting:
+            await anyio.sleep(_CYCLE_POLL)
+            for cycle in list(waiting):
+                try:
+                    status = await self.backend.end_cycle_if_quiet(cycle, epoch=self.epoch)
+                except Exception:  # noqa: BLE001 - logged; the next round tries again
+                    _log.exception("could not look at a cycle", graph=self.graph_name)
+                    continue
+                if status != _NOT_YET:
+                    waiting.remove(cycle)
 
     async def renew_leases(self) -> None:
         """Keep the entries our loops hold from being reclaimed while they work on them.

@@ -16,6 +16,10 @@ The shutdown protocol, per run (``epoch``; a run ends when every node has finish
    mailbox is marked closed (every consumer's ``receive`` then ends) and a shutdown entry
    goes to each successor, all in one script, exactly once. Reclaims of dead workers'
    entries happen meanwhile, so a crash delays the finish, never loses it.
+4. A node on a cycle also needs a shutdown from the cycle itself (``<cycle quiet>``): every
+   process hosting a node of the cycle keeps trying ``CYCLE_QUIET``, which, once every
+   node of the cycle has its shutdowns from off the cycle and no entry of the cycle's
+   streams is unread, pending or delayed, writes that shutdown into each of them, once.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from spark_nodes.channels.codec import encode
 from spark_nodes.channels.redis import RedisChannel, has_hash_tag
 from spark_nodes.channels.redis._scripts import TRIM_SETTLED
 from spark_nodes.errors import ChannelUnavailable, WiringError
+from spark_nodes.nodes._runtime import CYCLE_QUIET
 
 if TYPE_CHECKING:
     from spark_nodes.nodes import Node
@@ -110,6 +115,59 @@ return 1
 """
 
 
+CYCLE_QUIET_SCRIPT: Final = """
+-- Once a cycle is closed to input and quiet, send each of its nodes its last shutdown.
+-- KEYS[1] graph hash; then per node of the cycle: stream, delayed set, stats. ARGV[1]
+-- group, ARGV[2] epoch, ARGV[3] the cycle's name, ARGV[4] its number of nodes; then per
+-- node: its id, the number k of its sources off the cycle, those k ids, the envelope.
+-- Returns 0 not yet, 1 sent before, 2 that run is over, 3 sent now.
+redis.replicate_commands()
+local epoch = ARGV[2]
+if (redis.call('HGET', KEYS[1], 'epoch') or '0') ~= epoch then return 2 end
+local done = 'cycle-quiet:' .. epoch .. ':' .. ARGV[3]
+if redis.call('HEXISTS', KEYS[1], done) == 1 then return 1 end
+local count = tonumber(ARGV[4])
+local at = 5
+local envelopes = {}
+for i = 1, count do
+  local prefix = 'shutdown:' .. epoch .. ':' .. ARGV[at] .. ':'
+  local sources = tonumber(ARGV[at + 1])
+  at = at + 2
+  for _ = 1, sources do
+    if redis.call('HEXISTS', KEYS[1], prefix .. ARGV[at]) == 0 then return 0 end
+    at = at + 1
+  end
+  envelopes[i] = ARGV[at]
+  at = at + 1
+end
+for i = 1, count do
+  local stream, delayed = KEYS[3 * i - 1], KEYS[3 * i]
+  if redis.call('ZCARD', delayed) > 0 then return 0 end
+  if redis.call('EXISTS', stream) == 1 then
+    local found = false
+    for _, group in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+      local info = {}
+      for f = 1, #group, 2 do info[group[f]] = group[f + 1] end
+      if info['name'] == ARGV[1] then
+        found = true
+        if tonumber(info['pending']) > 0 then return 0 end
+        local unread = redis.call('XRANGE', stream, '(' .. info['last-delivered-id'], '+',
+                                  'COUNT', 1)
+        if #unread > 0 then return 0 end
+      end
+    end
+    if not found and redis.call('XLEN', stream) > 0 then return 0 end
+  end
+end
+redis.call('HSET', KEYS[1], done, '1')
+for i = 1, count do
+  redis.call('XADD', KEYS[3 * i - 1], '*', 'm', envelopes[i])
+  redis.call('HINCRBY', KEYS[3 * i + 1], 'sent', 1)
+end
+return 3
+"""
+
+
 class RedisBackend:
     """A graph's Redis side: its client, its nodes' mailboxes, its distributed shutdown.
 
@@ -147,6 +205,7 @@ class RedisBackend:
         self.retry: ConnectionRetry = self.options.get("retry") or ConnectionRetry()
         self._record = self.redis.register_script(RECORD)
         self._finish = self.redis.register_script(FINISH)
+        self._cycle_quiet = self.redis.register_script(CYCLE_QUIET_SCRIPT)
         self.mailboxes: dict[str, RedisChannel] = {}
         """The mailboxes made for the graph's nodes, by node id."""
         self._replies: OrderedDict[str, RedisChannel] = OrderedDict()
@@ -245,6 +304,34 @@ class RedisBackend:
         status: int = await with_retries(
             lambda: self._finish(keys=keys, args=args),
             retry=self.retry, what=f"finish node {node_id!r}", error=ChannelUnavailable,
+        )  # fmt: skip
+        return status
+
+    async def end_cycle_if_quiet(
+        self, cycle: list[tuple[RedisChannel, str, tuple[str, ...]]], *, epoch: int
+    ) -> int:
+        """Send a closed, quiet cycle's nodes their last shutdown (see ``CYCLE_QUIET``).
+
+        Args:
+            cycle: Per node of the cycle: its mailbox, its id, its sources off the cycle.
+            epoch: The run.
+
+        Returns:
+            0 not yet, 1 sent before, 2 that run is over, 3 sent now.
+
+        Raises:
+            ChannelUnavailable: Redis could not be reached within the retries.
+        """
+        keys = [self.hash_key]
+        args: list[Any] = [cycle[0][0].group, epoch, min(node_id for _, node_id, _ in cycle)]
+        args.append(len(cycle))
+        for mailbox, node_id, sources in cycle:
+            keys += (mailbox.key, mailbox.keys.delayed, mailbox.keys.stats)
+            args += (node_id, len(sources), *sources)
+            args.append(encode(self.shutdown_message(CYCLE_QUIET, epoch)))
+        status: int = await with_retries(
+            lambda: self._cycle_quiet(keys=keys, args=args),
+            retry=self.retry, what="end a cycle", error=ChannelUnavailable,
         )  # fmt: skip
         return status
 

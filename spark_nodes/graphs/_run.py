@@ -87,9 +87,7 @@ class Run:
             node.id: NodeRuntime(
                 node,
                 self,
-                topology.shutdown_sources[node.id]
-                if self.distributed
-                else topology.drain_sources(node.id),
+                topology.drain_sources(node.id),
                 topology.cycle_of.get(node.id, frozenset()),
             )
             for node in topology.nodes
@@ -430,6 +428,7 @@ class Run:
             self._outer = outer
             if distribution is not None:
                 outer.start_soon(distribution.renew_leases)
+                outer.start_soon(distribution.end_quiet_cycles)
             if budget.max_seconds is not None:
                 outer.start_soon(self._stop_after, budget.max_seconds)
             if self.task.idle_timeout is not None:

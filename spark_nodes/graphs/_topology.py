@@ -28,8 +28,8 @@ class Topology:
         cycle_of: For each node on a cycle, the ids of the nodes of its cycle (its
             strongly connected component, the node included).
 
-    In memory a cycle drains as one: see :meth:`drain_sources`. (A Redis graph's
-    distributed shutdown uses ``shutdown_sources`` and ``forward_successors``.)
+    A cycle drains as one: see :meth:`drain_sources` (in memory the run, on Redis the
+    ``CYCLE_QUIET`` script, sends the last shutdown).
 
     Raises:
         WiringError: Two nodes share an id.
