@@ -148,6 +148,29 @@ class Distribution:
                 if status != _NOT_YET:
                     waiting.remove(cycle)
 
+    async def left(self) -> dict[str, int]:
+        """Per hosted node, the entries of its stream unread or pending (only nodes with some).
+
+        What a stop, a budget or a grace period left, for the result; a failure to read
+        is logged and leaves the node out.
+        """
+        left = {}
+        for node_id in self.runtimes:
+            mailbox = self.mailbox(node_id)
+            try:
+                info = await mailbox.inspect()
+            except Exception:  # noqa: BLE001 - logged; the result says less, nothing is lost
+                _log.exception("could not count what was left", channel=mailbox.name)
+                continue
+            count = sum(
+                group.pending + (group.lag if group.lag is not None else info.length)
+                for group in info.groups
+                if group.name == mailbox.group
+            )
+            if count:
+                left[node_id] = count
+        return left
+
     async def renew_leases(self) -> None:
         """Keep the entries our loops hold from being reclaimed while they work on them.
 

@@ -79,6 +79,7 @@ class Run:
         self.handled = 0
         self.watch_each_message = self.one_pass or self.max_messages is not None
         self._idle_waiters: list[anyio.Event] = []
+        self._left_in_redis: dict[str, int] = {}
         self.watches: dict[str, TraceWatch] = {}
         self.outputs: deque[NodeMessage] = deque(
             maxlen=None if self.one_pass else _LONG_RUNNING_OUTPUTS
@@ -378,6 +379,7 @@ class Run:
             watch.end(f"the run ended ({why})")
         if self.distribution is not None:
             await self.distribution.release_buffered()
+            self._left_in_redis = await self.distribution.left()
         if self.task.checkpoint_path is not None:
             await self.graph.checkpoint(self.task.checkpoint_path)  # the final one
         result = self.result()
@@ -590,7 +592,7 @@ class Run:
             duration=time.monotonic() - self.started,
             cancelled=self.cancelled,
             results={i: self.graph.result_of(i)[1] for i in self.graph.result_ids()},
-            left=self._queued() if not self.distributed else {},
+            left=self._left_in_redis if self.distributed else self._queued(),
         )
 
     def _queued(self) -> dict[str, int]:

@@ -55,9 +55,10 @@ class GraphResult:
         duration: Seconds the run took.
         cancelled: Whether loops still busy after the grace period were cancelled.
         results: Per node id, its latest output when the run ended (as produced).
-        left: Per node id, the messages left in its in-memory mailbox when the run ended
-            (a stop, a budget or a grace period cut it short); only nodes with some. They
-            stay there for the next run (or a checkpoint). A Redis graph's stay in Redis.
+        left: Per node id, the messages left in its mailbox when the run ended (a stop, a
+            budget or a grace period cut it short); only nodes with some. They stay there
+            for the next run (or a checkpoint). On Redis: per node this process served,
+            the entries of its stream unread or pending anywhere when this run ended.
     """
 
     stop_reason: StopReason

@@ -571,3 +571,29 @@ async def test_a_join_served_by_one_process_merges_each_group_once(
     assert isinstance(mailbox, RedisChannel)
     assert await raw.xlen(mailbox.key) == 0  # every part acked once its merge was forwarded
     assert await dead_letters_of(raw, client, "join") == []
+
+
+async def test_a_stopped_worker_says_what_it_left_in_redis(cluster: Cluster) -> None:
+    started = anyio.Event()
+
+    class Slow(Node):
+        async def process(self, context: ExecutionContext) -> Any:
+            started.set()
+            await anyio.sleep(0.01)
+            return None
+
+    def build() -> Graph:
+        return Graph(start=Slow(id="slow"), name="leaving")
+
+    worker, client = cluster.process(build), cluster.process(build)
+    with anyio.fail_after(30):
+        for number in range(20):
+            await client.send("slow", number)
+        async with anyio.create_task_group() as group:
+            run = await group.start(worker.run, Task(type=TaskType.LONG_RUNNING))
+            await started.wait()
+            run.stop("enough")
+    assert run.result is not None
+    left = run.result.left["slow"]
+    assert 0 < left < 20  # counted in Redis: unread or pending
+    assert f"slow: {left}" in str(run.result)
