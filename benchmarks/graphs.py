@@ -8,6 +8,10 @@ same nodes as ``async def process`` (no awaits inside: the figure is the cost of
 coroutine per message). Each repeat runs the three cases one after the other; the best run
 of each counts.
 
+Request/response: ``graph.invoke`` one input at a time through the same three stages,
+against a hand-written request/reply over three ``asyncio.Queue`` stages (each request
+carries a future that the last stage resolves).
+
 Scale: a chain of 10,000 relay nodes is built, started, passes one message end to end and
 shuts down, in a fresh interpreter so its peak memory is its own.
 """
@@ -104,6 +108,47 @@ async def _graph_pipeline(n: int, *, asynchronous: bool = False) -> float:
     return elapsed
 
 
+async def _raw_requests(n: int) -> float:
+    """Time ``n`` request/replies, one at a time, through three queue stages."""
+    q1: asyncio.Queue[Any] = asyncio.Queue()
+    q2: asyncio.Queue[Any] = asyncio.Queue()
+    q3: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def relay(source: asyncio.Queue[Any], target: asyncio.Queue[Any]) -> None:
+        while True:
+            await target.put(await source.get())
+
+    async def answer() -> None:
+        while True:
+            payload, future = await q3.get()
+            future.set_result(payload)
+
+    loop = asyncio.get_running_loop()
+    start = time.perf_counter()
+    async with anyio.create_task_group() as group:
+        group.start_soon(answer)
+        group.start_soon(relay, q2, q3)
+        group.start_soon(relay, q1, q2)
+        for i in range(n):
+            future = loop.create_future()
+            await q1.put(({"i": i}, future))
+            assert (await future)["i"] == i
+        group.cancel_scope.cancel()
+    return time.perf_counter() - start
+
+
+async def _graph_invokes(n: int) -> float:
+    """Time ``n`` invokes, one at a time, through identity >> identity >> identity."""
+    first, second, third = _Identity(id="first"), _Identity(id="second"), _Identity(id="third")
+    first >> second >> third
+    graph = Graph(start=first)
+    start = time.perf_counter()
+    async with graph.open_run(Task(type=TaskType.LONG_RUNNING)) as running:
+        for i in range(n):
+            assert (await running.invoke({"i": i})).content["i"] == i
+    return time.perf_counter() - start
+
+
 def _best(run: Callable[..., Awaitable[float]], n: int, **options: Any) -> float:
     """One timed run of ``run(n, **options)`` in a fresh event loop, after a collection."""
     gc.collect()
@@ -149,11 +194,14 @@ def _scale(length: int) -> dict[str, float]:
 def run(*, n: int = 200_000, repeats: int = 5, round_trips: int = 0) -> list[Result]:
     """Run the graph benchmarks and return one result per figure."""
     del round_trips
-    raw = sync = asynchronous = float("inf")
+    raw = sync = asynchronous = raw_requests = invokes = float("inf")
+    requests = max(1, n // 40)
     for _ in range(repeats):
         raw = min(raw, _best(_raw_pipeline, n))
         sync = min(sync, _best(_graph_pipeline, n))
         asynchronous = min(asynchronous, _best(_graph_pipeline, n, asynchronous=True))
+        raw_requests = min(raw_requests, _best(_raw_requests, requests))
+        invokes = min(invokes, _best(_graph_invokes, requests))
     scale = min((_scale(10_000) for _ in range(3)), key=lambda figures: figures["total"])
     raw_rate = n / raw * 1e-3
     return [
@@ -169,6 +217,13 @@ def run(*, n: int = 200_000, repeats: int = 5, round_trips: int = 0) -> list[Res
             n / asynchronous * 1e-3,
             "k msg/s",
             Target(raw_rate, None, "raw pipeline", min_ratio=0.5),
+        ),
+        Result("raw request/reply through 3 queue stages", raw_requests / requests * 1e6, "us"),
+        Result(
+            "graph.invoke through 3 nodes, one at a time",
+            invokes / requests * 1e6,
+            "us",
+            Target(raw_requests / requests * 1e6, None, "raw request/reply"),
         ),
         Result("10,000-node chain: build", scale["build"] * 1000, "ms"),
         Result("10,000-node chain: start, 1 message, shutdown", scale["run"] * 1000, "ms"),
