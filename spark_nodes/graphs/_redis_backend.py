@@ -115,7 +115,40 @@ return 1
 """
 
 
-CYCLE_QUIET_SCRIPT: Final = """
+_QUIET: Final = """
+-- Whether a mailbox has no entry unread, pending (in its group) or delayed.
+local function quiet(stream, delayed, group_name)
+  if redis.call('ZCARD', delayed) > 0 then return false end
+  if redis.call('EXISTS', stream) == 0 then return true end
+  for _, group in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+    local info = {}
+    for f = 1, #group, 2 do info[group[f]] = group[f + 1] end
+    if info['name'] == group_name then
+      if tonumber(info['pending']) > 0 then return false end
+      local unread = redis.call('XRANGE', stream, '(' .. info['last-delivered-id'], '+',
+                                'COUNT', 1)
+      return #unread == 0
+    end
+  end
+  return redis.call('XLEN', stream) == 0  -- nobody has read it yet
+end
+"""
+
+IDLE: Final = (
+    _QUIET
+    + """
+-- Whether every mailbox of a graph is quiet, read at one instant. KEYS: per mailbox, its
+-- stream and delayed set. ARGV[1] the group. Returns 1 idle, 0 not.
+for i = 1, #KEYS, 2 do
+  if not quiet(KEYS[i], KEYS[i + 1], ARGV[1]) then return 0 end
+end
+return 1
+"""
+)
+
+CYCLE_QUIET_SCRIPT: Final = (
+    _QUIET
+    + """
 -- Once a cycle is closed to input and quiet, send each of its nodes its last shutdown.
 -- KEYS[1] graph hash; then per node of the cycle: stream, delayed set, stats. ARGV[1]
 -- group, ARGV[2] epoch, ARGV[3] the cycle's name, ARGV[4] its number of nodes; then per
@@ -141,23 +174,7 @@ for i = 1, count do
   at = at + 1
 end
 for i = 1, count do
-  local stream, delayed = KEYS[3 * i - 1], KEYS[3 * i]
-  if redis.call('ZCARD', delayed) > 0 then return 0 end
-  if redis.call('EXISTS', stream) == 1 then
-    local found = false
-    for _, group in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
-      local info = {}
-      for f = 1, #group, 2 do info[group[f]] = group[f + 1] end
-      if info['name'] == ARGV[1] then
-        found = true
-        if tonumber(info['pending']) > 0 then return 0 end
-        local unread = redis.call('XRANGE', stream, '(' .. info['last-delivered-id'], '+',
-                                  'COUNT', 1)
-        if #unread > 0 then return 0 end
-      end
-    end
-    if not found and redis.call('XLEN', stream) > 0 then return 0 end
-  end
+  if not quiet(KEYS[3 * i - 1], KEYS[3 * i], ARGV[1]) then return 0 end
 end
 redis.call('HSET', KEYS[1], done, '1')
 for i = 1, count do
@@ -166,6 +183,7 @@ for i = 1, count do
 end
 return 3
 """
+)
 
 
 class RedisBackend:
@@ -206,6 +224,7 @@ class RedisBackend:
         self._record = self.redis.register_script(RECORD)
         self._finish = self.redis.register_script(FINISH)
         self._cycle_quiet = self.redis.register_script(CYCLE_QUIET_SCRIPT)
+        self._idle = self.redis.register_script(IDLE)
         self.mailboxes: dict[str, RedisChannel] = {}
         """The mailboxes made for the graph's nodes, by node id."""
         self._replies: OrderedDict[str, RedisChannel] = OrderedDict()
@@ -371,10 +390,14 @@ class RedisBackend:
             if keep_for is None:
                 await self.redis.delete(*names)
             else:
-                async with self.redis.pipeline(transaction=False) as pipe:
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    # Late records land in the stream and count in the stats hash: both
+                    # must exist now, or they would be made later, without an expiry.
+                    pipe.xgroup_create(keys.stream, channel.group, id="$", mkstream=True)
+                    pipe.hincrby(keys.stats, "sent", 0)
                     for name in names:
                         pipe.expire(name, int(keep_for))
-                    await pipe.execute()
+                    await pipe.execute(raise_on_error=False)
         except Exception:  # noqa: BLE001 - logged: only keys are left behind
             _log.exception("invoke reply stream not cleaned up", key=keys.stream)
         finally:
@@ -383,21 +406,26 @@ class RedisBackend:
     async def is_idle(self) -> bool:
         """Whether every mailbox of the graph is empty: nothing unread, pending or delayed.
 
+        One script reads them all at one instant (read one by one, an entry could move
+        from a mailbox not read yet to one read already). Sends this process has queued
+        are written first.
+
         Raises:
             ChannelUnavailable: Redis could not be reached within the retries.
         """
+        keys: list[str] = []
         for mailbox in self.mailboxes.values():
-            await mailbox.flush()  # this process's queued sends count as in flight
-            info = await mailbox.inspect()
-            if info.delayed:
-                return False
-            for group in info.groups:
-                if group.name != mailbox.group:
-                    continue
-                unread = group.lag if group.lag is not None else info.length
-                if group.pending or unread:
-                    return False
-        return True
+            await mailbox.flush()
+            keys += (mailbox.key, mailbox.keys.delayed)
+        if not keys:
+            return True
+        group = next(iter(self.mailboxes.values())).group
+        idle: int = await with_retries(
+            lambda: self._idle(keys=keys, args=[group]),
+            retry=self.retry, what=f"read whether graph {self.graph!r} is idle",
+            error=ChannelUnavailable,
+        )  # fmt: skip
+        return idle == 1
 
     async def aclose(self) -> None:
         """Close the mailboxes (their queued sends written), then the client if ours.

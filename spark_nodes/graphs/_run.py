@@ -29,7 +29,7 @@ from spark_nodes.graphs._distributed import Distribution
 from spark_nodes.graphs._spawn import Spawner, open_spawner
 from spark_nodes.graphs.result import GraphResult, StopReason
 from spark_nodes.nodes import Node, NodeMessage
-from spark_nodes.nodes._runtime import CYCLE_QUIET, NodeRuntime
+from spark_nodes.nodes._runtime import CYCLE_QUIET, SHUTDOWN_EXTERNAL, NodeRuntime
 from spark_nodes.nodes._supervision import supervise
 from spark_nodes.nodes._watch import TraceWatch
 
@@ -90,6 +90,7 @@ class Run:
                 self,
                 topology.drain_sources(node.id),
                 topology.cycle_of.get(node.id, frozenset()),
+                tuple(s for s in topology.shutdown_sources[node.id] if s != SHUTDOWN_EXTERNAL),
             )
             for node in topology.nodes
             if served is None or node.id in served
@@ -162,7 +163,8 @@ class Run:
     def _drain_if_quiet(self, cycle: frozenset[str]) -> None:
         """If no message is left on the closed ``cycle``, shut all its nodes down."""
         runtimes = [self.runtimes[node_id] for node_id in cycle]
-        if cycle not in self._cycles_closed or not all(r.quiet() for r in runtimes):
+        # A finished node is quiet for good: what it left is in the result's `left`.
+        if cycle not in self._cycles_closed or not all(r.finished or r.quiet() for r in runtimes):
             return
         self._cycles_closed.discard(cycle)
         if self._outer is not None:
@@ -208,10 +210,6 @@ class Run:
     def terminal_output(self, node: Node, output: NodeMessage) -> None:
         """Keep an output that took no edge."""
         self.outputs.append(output)
-        if self.watches:
-            watch = self.watches.get(output.metadata["trace_id"])
-            if watch is not None:
-                watch.terminal(output)
 
     def request_stop(self, reason: str, detail: str) -> None:
         """Stop gracefully: no new messages, in-flight work gets the grace period."""
@@ -328,6 +326,14 @@ class Run:
         if self.unfinished == 0:
             self._all_finished.set()
             self._wake_idle_waiters()  # nothing will run any more
+        elif not self.distributed and runtime.node.id in self.topology.cycle_of:
+            # Finished some other way (stopped, or a go() of its own that ended): it will
+            # take no more input, so its cycle need not wait for its shutdowns any more.
+            cycle = self.topology.cycle_of[runtime.node.id]
+            if cycle in self._cycles_open:
+                self.closed_to_input(runtime)  # (checks the cycle if that closes it)
+            elif cycle in self._cycles_closed and self._outer is not None:
+                self._outer.start_soon(self._check_cycle, cycle)
 
     async def _pass_shutdown_on(self, runtime: NodeRuntime) -> None:
         """Send the finished node's shutdown to its successors, whatever its loop was."""
@@ -372,11 +378,12 @@ class Run:
         try:
             await self._run_loops(started)
         finally:
+            why = self.stop_reason or self.shutdown_reason or "cancelled"
+            for watch in self.watches.values():
+                watch.end(f"the run ended ({why})")  # also when cancelled from outside
+            self._wake_idle_waiters()
             with anyio.CancelScope(shield=True), anyio.move_on_after(_ON_STOP_TIMEOUT):
                 await self._stop_nodes()
-        why = self.stop_reason or self.shutdown_reason or StopReason.FINISHED
-        for watch in self.watches.values():
-            watch.end(f"the run ended ({why})")
         if self.distribution is not None:
             await self.distribution.release_buffered()
             self._left_in_redis = await self.distribution.left()

@@ -15,7 +15,7 @@ from anyio.lowlevel import checkpoint
 from redis.asyncio import Redis
 
 from spark_nodes.channels import BaseChannel, ChannelMessage, InMemoryChannel
-from spark_nodes.channels.message import unchecked_message
+from spark_nodes.channels.message import new_message_id, unchecked_message
 from spark_nodes.errors import GraphNotRunning, WiringError
 from spark_nodes.graphs._redis_backend import RedisBackend
 from spark_nodes.graphs._run import Run
@@ -494,7 +494,9 @@ class Graph:
         can be invoked from any process, while other processes serve it.
 
         While an invoke is waiting in memory, the nodes' loops leave their fast path
-        (each message is followed): invoke suits requests, ``send`` suits streams.
+        (each message is followed): invoke suits requests, ``send`` suits streams. A node
+        with a ``go()`` loop of its own reports nothing of what it handles: invoke graphs
+        whose nodes use ``process``.
 
         Args:
             inputs: Plain content or a :class:`NodeMessage`.
@@ -529,7 +531,9 @@ class Graph:
         if run is None or not self.accepting:
             raise GraphNotRunning(f"graph {self.name!r} is not running (or is shutting down)")
         message = _message_of(inputs, None)
-        message.metadata["trace_id"] = message.id
+        message.metadata["trace_id"] = (
+            new_message_id()
+        )  # its own, even for a NodeMessage sent twice
         return await invoke_in_memory(run, target, message, timeout)
 
     async def wait_idle(self, *, poll_interval: float = 0.05) -> None:

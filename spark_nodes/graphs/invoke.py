@@ -50,15 +50,23 @@ async def invoke_in_memory(
     from spark_nodes.errors import GraphNotRunning  # noqa: PLC0415 - beside its one use
 
     watch = TraceWatch()
-    trace = message.id
+    trace = message.metadata["trace_id"]
     run.watches[trace] = watch
     started = time.monotonic()
     try:
-        run.in_flight += 1
-        await node.mailbox.send(message)
-        await _wait(watch.done, limit, lambda: watch.in_flight, node.id)
+        with anyio.fail_after(limit):  # the wait for room in a full mailbox included
+            run.in_flight += 1
+            try:
+                await node.mailbox.send(message)
+            except BaseException:
+                run.in_flight -= 1  # never sent
+                raise
+            await watch.done.wait()
+    except TimeoutError:
+        raise _timeout(limit, watch.in_flight, node.id) from None
     finally:
-        del run.watches[trace]
+        if run.watches.get(trace) is watch:
+            del run.watches[trace]
     if watch.ended is not None:
         raise GraphNotRunning(
             f"graph {run.graph.name!r}: {watch.ended} before the answer to input {trace!r} "
@@ -115,14 +123,6 @@ def _input(content: Any, metadata: dict[str, Any]) -> ChannelMessage:
     if isinstance(content, NodeMessage):
         return ChannelMessage(content.content, {**content.metadata, **metadata}, id=content.id)
     return ChannelMessage(content, metadata)
-
-
-async def _wait(done: anyio.Event, limit: float | None, in_flight: Any, where: str) -> None:
-    try:
-        with anyio.fail_after(limit):
-            await done.wait()
-    except TimeoutError:
-        raise _timeout(limit, in_flight(), where) from None
 
 
 def _timeout(limit: float | None, in_flight: int, where: str) -> InvokeTimeout:

@@ -33,8 +33,8 @@ class RunningGraph:
 
     @property
     def running(self) -> bool:
-        """Whether the run is still going (not ended, not shutting down)."""
-        return self.result is None and self.graph.accepting
+        """Whether the run is still going here: not ended, not shutting down (in memory)."""
+        return self.result is None and self.graph.running and self.graph.accepting
 
     async def send(
         self, node: Node | str, content: Any, *, metadata: dict[str, Any] | None = None

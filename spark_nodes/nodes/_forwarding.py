@@ -217,12 +217,14 @@ class Forwarding:
         sends: Sends | None = None,
         *,
         steps: int = 0,
+        origin: object = None,
     ) -> None:
         """Stage ``output`` along the edges it takes (or to the ``goto`` targets).
 
         ``sends``: the commit list of the message being handled, for routes a durable
         mailbox commits to. An output that takes no edge is a terminal output of the run.
         ``steps``: the steps the message being handled has taken (see :func:`steps_of`).
+        ``origin``: that message, for a trace being watched (see ``_watch``).
 
         Raises:
             StepFailed: An edge condition raised, or the output would take one step more
@@ -239,9 +241,9 @@ class Forwarding:
         self.outputs_made += 1
         routes = self.routes.goto(goto) if goto else self.routes.select(content)
         if steps >= self.run.max_steps or self.run.watches:
-            self._check_and_watch(content, routes, trace_id, steps)
+            self._check_and_watch(content, routes, trace_id, steps, origin)
         if not routes:
-            self._terminal(content, extra, trace_id, sends)
+            self._terminal(content, extra, trace_id, sends, origin)
             return
         if extra and "correlation" in extra:
             correlation = extra["correlation"]  # the output's own (a join pops it)
@@ -266,7 +268,7 @@ class Forwarding:
         self.run.in_flight += len(routes)
 
     def _check_and_watch(
-        self, content: Any, routes: list[Route], trace_id: str, steps: int
+        self, content: Any, routes: list[Route], trace_id: str, steps: int, origin: object
     ) -> None:
         """Refuse an output one step past ``max_steps``; tell a watch of its trace of it.
 
@@ -284,7 +286,7 @@ class Forwarding:
             raise StepFailed("max_steps", error)
         watch = run.watches.get(trace_id) if run.watches else None
         if watch is not None:
-            watch.emitted(self.node.id, content, len(routes))
+            watch.emitted(self.node.id, content, len(routes), origin)
 
     def _stage(self, route: Route, message: ChannelMessage, sends: Sends | None) -> None:
         if sends is not None and route.commits:
@@ -296,7 +298,12 @@ class Forwarding:
         staged.append(message)
 
     def _terminal(
-        self, content: Any, extra: dict[str, Any] | None, trace_id: str, sends: Sends | None
+        self,
+        content: Any,
+        extra: dict[str, Any] | None,
+        trace_id: str,
+        sends: Sends | None,
+        origin: object,
     ) -> None:
         """An output that took no edge: a result of the run (and of an invoke on Redis)."""
         node = self.node
@@ -304,7 +311,12 @@ class Forwarding:
         metadata = {**extra} if extra else {}
         metadata["trace_id"] = trace_id
         metadata["source_node"] = node.id
-        self.run.terminal_output(node, NodeMessage(content, metadata))
+        output = NodeMessage(content, metadata)
+        self.run.terminal_output(node, output)
+        watches = self.run.watches
+        watch = watches.get(trace_id) if watches else None
+        if watch is not None:
+            watch.terminal(output, origin)
         if sends is not None and trace_id.startswith(REPLY_PREFIX):
             replies = self.run.reply_channel(trace_id)
             if replies is not None:  # committed with the message that produced it

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import structlog
 
-from spark_nodes.channels import BaseChannel, ChannelMessage
+from spark_nodes.channels import ChannelMessage
 from spark_nodes.nodes._forwarding import Sends, StepFailed, steps_of
-from spark_nodes.nodes._settling import Settling
+from spark_nodes.nodes._settling import Settling, type_name
 from spark_nodes.nodes._watch import REPLY_PREFIX, invoke_record, is_invoke_record
 from spark_nodes.nodes.config import OnError
 from spark_nodes.nodes.context import Control, ExecutionContext
@@ -188,23 +188,18 @@ class Handling(Settling):
                 await self.settle_handled(message, control, sends, produced=produced)
         except StepFailed as failure:
             self.failed_attempts += failure.phase == "forward"
-            await self.give_up(message, failure.error, failure.attempts, failure.phase)
+            kept = await self.give_up(message, failure.error, failure.attempts, failure.phase)
             error = failure.error
-            record = (self.node.id, failure.phase, _type_name(error), str(error))
+            record = (self.node.id, failure.phase, type_name(error), str(error))
             if watch is not None:
                 watch.failed(record)
             settled["failure"] = list(record)
+            if not kept:
+                replies = None  # its lease was lost: the worker that has it now settles it
         if watch is not None:
             watch.settled()
         if replies is not None:
-            await self._send_record(replies, settled)
-
-    async def _send_record(self, replies: BaseChannel, record: dict[str, Any]) -> None:
-        """Write an invoke's record that could not go in a commit; a failure is logged."""
-        try:
-            await replies.send(invoke_record(record))
-        except Exception:  # noqa: BLE001 - the invoker times out; the message is settled
-            _log.exception("invoke record not written", node=self.node.id, channel=replies.name)
+            await self.send_record(replies, settled)
 
     async def _attempts(
         self,
@@ -238,7 +233,7 @@ class Handling(Settling):
                 self.failed_attempts += 1
                 self._drop_attempt(marks, sends)
                 if watch is not None and watched is not None and hand.shown == shown_before:
-                    watch.rewind(watched, self.node.id)
+                    watch.rewind(watched, message)
                 failure.attempts = attempt
                 raise
             except Exception as error:  # process failing is expected: retried, dead-lettered
@@ -246,7 +241,7 @@ class Handling(Settling):
                 self.failed_attempts += 1
                 self._drop_attempt(marks, sends)
                 if watch is not None and watched is not None and hand.shown == shown_before:
-                    watch.rewind(watched, self.node.id)
+                    watch.rewind(watched, message)
                 policy = self.node.config.retry
                 if not (
                     hand.shown == shown_before  # a retry would repeat outputs others saw
@@ -312,7 +307,9 @@ class Handling(Settling):
             return control
         goto = control.goto if control is not None else None
         for output in outputs:
-            self.forward(output, view[1], view[2], goto, sends, steps=steps_of(view[0]))
+            self.forward(
+                output, view[1], view[2], goto, sends, steps=steps_of(view[0]), origin=message
+            )
         return control
 
     async def _generate(
@@ -339,7 +336,8 @@ class Handling(Settling):
         if control is not None and (control.cancel or control.stop):
             return
         goto = control.goto if control is not None else None
-        self.forward(item, view[1], view[2], goto, sends, steps=steps_of(view[0]))
+        steps = steps_of(view[0])
+        self.forward(item, view[1], view[2], goto, sends, steps=steps, origin=context.message)
         forwarded = self.forwarded
         rest = self.deliver()
         if rest is not None or self.forwarded != forwarded:  # (in a commit: not shown yet)
@@ -410,15 +408,15 @@ class Handling(Settling):
 
     async def give_up(
         self, message: ChannelMessage, error: Exception, attempts: int, phase: str
-    ) -> None:
-        """Dead-letter a message whose handling failed for good; stop the graph if asked."""
-        await self.dead_letter(message, error, phase, attempts)
+    ) -> bool:
+        """Dead-letter a message whose handling failed for good; stop the graph if asked.
+
+        Returns:
+            False if its lease was lost meanwhile (see :meth:`dead_letter`).
+        """
+        kept = await self.dead_letter(message, error, phase, attempts)
         self.message_done()
         node = self.node
         if node.config.on_error is OnError.STOP_GRAPH:
-            self.run.request_stop("error", f"{node.id}: {_type_name(error)}: {error}")
-
-
-def _type_name(error: BaseException) -> str:
-    """``module.QualifiedName`` of an error's type, as dead letters record it."""
-    return f"{type(error).__module__}.{type(error).__qualname__}"
+            self.run.request_stop("error", f"{node.id}: {type_name(error)}: {error}")
+        return kept

@@ -98,6 +98,8 @@ class NodeRuntime(WorkerLoop):
         shutdown_sources: Whom the node waits for before it drains: the ids of its
             predecessors (back edges of cycles excluded), or :data:`SHUTDOWN_EXTERNAL`.
         cycle: The ids of the nodes on the node's cycle, if it is on one.
+        predecessors: The ids of the nodes wired to it (back edges of cycles excluded):
+            whose parts a join waits for. By default, ``shutdown_sources`` but the outside.
     """
 
     __slots__ = (
@@ -113,11 +115,14 @@ class NodeRuntime(WorkerLoop):
         run: RunContext,
         shutdown_sources: tuple[str, ...],
         cycle: frozenset[str] = frozenset(),
+        predecessors: tuple[str, ...] | None = None,
     ) -> None:
         self.node = node
         self.run = run
         self.shutdown_sources = shutdown_sources
-        self.predecessors = tuple(s for s in shutdown_sources if s != SHUTDOWN_EXTERNAL)
+        if predecessors is None:
+            predecessors = tuple(s for s in shutdown_sources if s != SHUTDOWN_EXTERNAL)
+        self.predecessors = predecessors
         self.pending_shutdowns: set[str] | None = None  # made at the first shutdown
         self.custom_loop = type(node).go is not Node.go
         channel = node.mailbox

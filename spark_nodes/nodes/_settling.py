@@ -17,18 +17,18 @@ import anyio
 import structlog
 
 from spark_nodes.backoff import Backoff
-from spark_nodes.channels import ChannelMessage
+from spark_nodes.channels import BaseChannel, ChannelMessage
 from spark_nodes.channels.codec import pack
 from spark_nodes.channels.mailbox import Commit, is_durable
 from spark_nodes.errors import BackendUnavailable, LeaseLost, MessageEncodeError, MessageTooLarge
 from spark_nodes.nodes._forwarding import Forwarding, Route, Sends, StepFailed
-from spark_nodes.nodes._watch import is_invoke_record
+from spark_nodes.nodes._watch import invoke_record, is_invoke_record
 from spark_nodes.state.base import RESULT_SUFFIX, unencodable_result
 
 if TYPE_CHECKING:
     from spark_nodes.channels.mailbox import DurableMailbox
 
-__all__ = ["Settling"]
+__all__ = ["Settling", "type_name"]
 
 _log = structlog.get_logger("spark_nodes")
 
@@ -252,8 +252,13 @@ class Settling(Forwarding):
             except (MessageEncodeError, MessageTooLarge) as error:
                 self.run.in_flight -= len(sends)
                 self.unwatch([output for _, output in sends])
+                # An invoke's record of this message goes after its dead letter instead.
+                replies = [target for target, output in sends if _settles_invoke(output)]
                 sends.clear()  # not forwarded: counted as delivered by nobody
-                await self.dead_letter(message, error, "forward")
+                kept = await self.dead_letter(message, error, "forward")
+                failure = [self.node.id, "forward", type_name(error), str(error)]
+                for target in replies if kept else ():
+                    await self.send_record(target, {"forwarded": 0, "failure": failure})
                 committed.append(True)  # settled, as a dead letter
         return committed
 
@@ -278,16 +283,20 @@ class Settling(Forwarding):
 
     async def dead_letter(
         self, message: ChannelMessage, error: Exception, phase: str, attempts: int = 1
-    ) -> None:
+    ) -> bool:
         """Keep ``message``, with ``error``, as a dead letter; it is not acked.
 
         A message of a durable mailbox is kept in that mailbox's dead-letter store, which
         settles it; any other goes to the graph's dead-letter channel: the message (same
         payload, id, ack) with ``metadata["dead_letter"]``. Joins use it too.
+
+        Returns:
+            False if the message's lease was lost meanwhile (another worker has it now, and
+            settles it); True otherwise.
         """
         node = self.node
         self.dead_lettered += 1
-        error_type = f"{type(error).__module__}.{type(error).__qualname__}"
+        error_type = type_name(error)
         _log.warning("message dead-lettered", node=node.id, msg_id=message.id, phase=phase,
                      error_type=error_type, error=str(error), attempts=attempts)  # fmt: skip
         record = {
@@ -298,16 +307,24 @@ class Settling(Forwarding):
             "traceback": "".join(traceback.format_exception(error)),
             "attempts": attempts,
         }
-        if await self._dead_letter_durably(message, record):
-            return
+        kept = await self._dead_letter_durably(message, record)
+        if kept is not None:
+            return kept
         letter = message.clone(metadata={"dead_letter": record})
         await self.run.dead_letters.send(letter)
+        return True
 
-    async def _dead_letter_durably(self, message: ChannelMessage, record: dict[str, Any]) -> bool:
-        """Keep a message of the durable mailbox in its own store; False if it is not one."""
+    async def _dead_letter_durably(
+        self, message: ChannelMessage, record: dict[str, Any]
+    ) -> bool | None:
+        """Keep a message of the durable mailbox in its own store.
+
+        Returns:
+            ``None`` if it is not one, False if its lease was lost, True once kept.
+        """
         durable = self.durable
         if durable is None or message.raw_ack is None:
-            return False  # an output, or a node without a durable mailbox
+            return None  # an output, or a node without a durable mailbox
         if self.commit:
             await self.settle_commit()  # its place in the order: after what came before
         details = {k: v for k, v in record.items() if k not in {"phase", "error"}}
@@ -318,6 +335,24 @@ class Settling(Forwarding):
         except LeaseLost:
             _log.warning("lease lost; not dead-lettered here", node=self.node.id,
                          msg_id=message.id)  # fmt: skip
+            return False
         except ValueError:
-            return False  # not one of the mailbox's own messages
+            return None  # not one of the mailbox's own messages
         return True
+
+    async def send_record(self, replies: BaseChannel, record: dict[str, Any]) -> None:
+        """Write an invoke's record that could not go in a commit; a failure is logged."""
+        try:
+            await replies.send(invoke_record(record))
+        except Exception:  # noqa: BLE001 - the invoker times out; the message is settled
+            _log.exception("invoke record not written", node=self.node.id, channel=replies.name)
+
+
+def type_name(error: BaseException) -> str:
+    """``module.QualifiedName`` of an error's type, as dead letters record it."""
+    return f"{type(error).__module__}.{type(error).__qualname__}"
+
+
+def _settles_invoke(output: ChannelMessage) -> bool:
+    """Whether ``output`` is the record that settles a message of a Redis invoke."""
+    return is_invoke_record(output) and "forwarded" in output.payload

@@ -54,6 +54,13 @@ def is_invoke_record(message: ChannelMessage) -> bool:
     return metadata is not None and _RECORD in metadata
 
 
+def _drop_from(entries: list[Any], origins: list[object], start: int, origin: object) -> None:
+    """Remove the entries from ``start`` on whose origin is ``origin`` (from both lists)."""
+    keep = [i for i in range(start, len(entries)) if origins[i] is not origin]
+    entries[start:] = [entries[i] for i in keep]
+    origins[start:] = [origins[i] for i in keep]
+
+
 class TraceWatch:
     """Counts the messages of one trace still in flight; keeps its outputs and failures.
 
@@ -66,24 +73,40 @@ class TraceWatch:
         ended: Why it is done early (the run ended), or ``None``.
     """
 
-    __slots__ = ("done", "ended", "failures", "in_flight", "outputs", "produced")
+    __slots__ = (
+        "_outputs_by",
+        "_produced_by",
+        "done",
+        "ended",
+        "failures",
+        "in_flight",
+        "outputs",
+        "produced",
+    )
 
     def __init__(self) -> None:
         self.in_flight = 1
         self.outputs: list[NodeMessage] = []
         self.produced: list[tuple[str, Any]] = []
+        self._produced_by: list[object] = []  # per entry, the message that produced it
+        self._outputs_by: list[object] = []
         self.failures: list[Failure] = []
         self.done = anyio.Event()
         self.ended: str | None = None
 
-    def emitted(self, node_id: str, content: Any, routes: int) -> None:
-        """A node of the trace produced an output, sent to ``routes`` mailboxes."""
+    def emitted(self, node_id: str, content: Any, routes: int, origin: object = None) -> None:
+        """A node of the trace produced an output, sent to ``routes`` mailboxes.
+
+        ``origin``: the message whose handling produced it (see :meth:`rewind`).
+        """
         self.produced.append((node_id, content))
+        self._produced_by.append(origin)
         self.in_flight += routes
 
-    def terminal(self, output: NodeMessage) -> None:
-        """An output of the trace took no edge."""
+    def terminal(self, output: NodeMessage, origin: object = None) -> None:
+        """An output of the trace took no edge (``origin`` as for :meth:`emitted`)."""
         self.outputs.append(output)
+        self._outputs_by.append(origin)
 
     def dropped(self, count: int) -> None:
         """``count`` outputs counted by :meth:`emitted` were not sent after all."""
@@ -93,18 +116,15 @@ class TraceWatch:
         """Where the outputs stand, before an attempt (see :meth:`rewind`)."""
         return len(self.outputs), len(self.produced)
 
-    def rewind(self, mark: tuple[int, int], node_id: str) -> None:
-        """Forget what ``node_id`` produced since ``mark``: its attempt failed, unseen.
+    def rewind(self, mark: tuple[int, int], origin: object) -> None:
+        """Forget what handling ``origin`` produced since ``mark``: that attempt failed unseen.
 
-        Other nodes of the trace may have produced meanwhile: only this node's go.
+        Other messages of the trace may have been handled meanwhile (other nodes, sibling
+        loops): only what ``origin`` produced goes.
         """
         outputs, produced = mark
-        self.outputs[outputs:] = [
-            output
-            for output in self.outputs[outputs:]
-            if output.metadata.get("source_node") != node_id
-        ]
-        self.produced[produced:] = [item for item in self.produced[produced:] if item[0] != node_id]
+        _drop_from(self.outputs, self._outputs_by, outputs, origin)
+        _drop_from(self.produced, self._produced_by, produced, origin)
 
     def failed(self, failure: Failure) -> None:
         """A message of the trace was dead-lettered (it is settled too: see :meth:`settled`)."""

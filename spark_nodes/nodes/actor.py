@@ -167,10 +167,10 @@ class _AskWatch(TraceWatch):
 
     __slots__ = ()
 
-    def emitted(self, node_id: str, content: Any, routes: int) -> None:
+    def emitted(self, node_id: str, content: Any, routes: int, origin: object = None) -> None:
         """Keep an output of the asked message (the routes it took are not followed)."""
         if not self.done.is_set():
-            self.produced.append((node_id, content))
+            super().emitted(node_id, content, 0, origin)
 
     def failed(self, failure: Failure) -> None:
         """The asked message was dead-lettered."""

@@ -10,8 +10,8 @@ import pytest
 from spark_nodes import (
     ExecutionContext,
     Graph,
+    JoinNode,
     Node,
-    StepLimitExceeded,
     StopReason,
     Task,
     TaskType,
@@ -159,21 +159,27 @@ async def test_max_steps_has_a_finite_default() -> None:
 
 
 async def test_steps_are_counted_per_input_round_the_cycle_and_carried_in_metadata() -> None:
-    seen: list[int] = []
+    seen: list[tuple[int, int]] = []
 
     class Watch(Node):
         def process(self, context: ExecutionContext) -> Any:
-            seen.append(context.inputs.metadata.get("steps", 0))
+            seen.append((context.inputs.content, context.inputs.metadata.get("steps", 0)))
             return context.inputs.content
 
-    router, done = agent_loop()
-    watch = Watch(id="watch")
-    watch >> router
+    router, tool, done = Node(id="router"), CountDown(id="tool"), Collect(id="done")
+    watch = Watch(id="watch")  # on the cycle: router -> watch -> tool -> router
+    entry = Watch(id="entry")  # off it
+    entry >> router
+    router.on(lambda count: count > 0) >> watch
+    router.otherwise() >> done
+    watch >> tool >> router
     with anyio.fail_after(20):
-        async with Graph(start=watch).open_run(Task(type=LONG)) as run:
-            await run.send("watch", 3)
-            await run.send("watch", 2)
-    assert seen == [0, 0]  # entering the cycle is no step
+        async with Graph(start=entry).open_run(Task(type=LONG)) as run:
+            await run.send("entry", 2)
+            await run.wait_idle()
+            await run.send("entry", 1)  # another input starts from 0 again
+    # entry sees 0 steps; on the cycle each hop is one: router(+1) watch(+2) tool(+3) ...
+    assert seen == [(2, 0), (2, 1), (1, 4), (1, 0), (1, 1)]
     assert done.items == [0, 0]
 
 
@@ -198,8 +204,6 @@ async def test_max_steps_none_lifts_the_limit_and_bad_values_are_refused() -> No
 
 
 async def test_a_step_limit_error_names_the_cycle_edge() -> None:
-    error = StepLimitExceeded("x")
-    assert isinstance(error, Exception)
     forever = Forever(id="forever")
     forever >> forever
     dead = InMemoryChannel()
@@ -207,3 +211,54 @@ async def test_a_step_limit_error_names_the_cycle_edge() -> None:
         await Graph(start=forever, dead_letters=dead).run(Task(inputs=0, max_steps=3))
     letters: list[ChannelMessage] = dead.snapshot()
     assert "forever->forever" in letters[0].metadata["dead_letter"]["error"]
+
+
+async def test_a_cycle_whose_entry_was_stopped_still_drains_the_rest() -> None:
+    router, done = agent_loop()
+    graph = Graph(start=router)
+    with anyio.fail_after(20):
+        async with graph.open_run(Task(type=LONG)) as run:
+            await run.send("router", 3)
+            await run.wait_idle()
+            router.stop()  # it finishes without a shutdown: the cycle must not wait for one
+    assert run.result is not None
+    assert done.items == [0]
+
+
+async def test_a_cycle_with_a_go_loop_of_its_own_ends_at_shutdown() -> None:
+    class Router(Node):
+        async def go(self) -> None:
+            async for message in self.mailbox:
+                if message.is_shutdown:
+                    return
+                if message.payload > 0:
+                    await tool.mailbox.send(ChannelMessage(message.payload))
+
+    router, tool = Router(id="router"), CountDown(id="tool")
+    router >> tool
+    tool >> router
+    with anyio.fail_after(20):
+        async with Graph(start=router).open_run(Task(type=LONG)) as run:
+            await run.send("router", 2)
+            await run.wait_idle()
+    assert run.result is not None
+    assert run.result.stop_reason is StopReason.SHUTDOWN
+
+
+async def test_a_join_on_a_cycle_joins_its_predecessors() -> None:
+    start, left, right, join = (
+        Node(id="start"),
+        Node(id="left"),
+        Node(id="right"),
+        JoinNode(id="join"),
+    )
+    back = Node(id="back")
+    start >> [left, right]
+    [left, right] >> join
+    join.on(lambda merged: False) >> back  # never taken: the wiring makes the cycle
+    back >> left
+    graph = Graph(start=start)
+    with anyio.fail_after(20):
+        async with graph.open_run(Task(type=LONG)) as run:
+            answer = await run.invoke(1, timeout=5)
+    assert answer.contents == [{"left": 1, "right": 1}]

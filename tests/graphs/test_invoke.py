@@ -10,6 +10,7 @@ import anyio
 import pytest
 
 from spark_nodes import (
+    Budget,
     ExecutionContext,
     Graph,
     GraphNotRunning,
@@ -18,6 +19,7 @@ from spark_nodes import (
     JoinNode,
     Node,
     NodeConfig,
+    NodeMessage,
     RetryPolicy,
     Task,
     TaskType,
@@ -180,6 +182,28 @@ async def test_invoke_on_a_graph_that_is_not_running_or_has_no_such_node_says_so
 
 
 async def test_invoke_raises_when_the_run_ends_before_the_answer() -> None:
+    started = anyio.Event()
+
+    class Stuck(Node):
+        async def process(self, context: ExecutionContext) -> Any:
+            started.set()
+            await anyio.sleep_forever()
+
+    graph = Graph(start=Stuck(id="stuck"))
+    task = Task(type=TaskType.LONG_RUNNING, budget=Budget(grace_period=0.01))
+
+    async def stop_once_started() -> None:
+        await started.wait()
+        graph.stop("enough")  # the grace period ends, the stuck message is cancelled
+
+    with anyio.fail_after(10):
+        async with graph.open_run(task), anyio.create_task_group() as group:
+            group.start_soon(stop_once_started)
+            with pytest.raises(GraphNotRunning, match="the run ended"):
+                await graph.invoke(1)
+
+
+async def test_an_invoke_settled_by_a_stop_answers_then_the_graph_refuses_more() -> None:
     class Stopper(Node):
         async def process(self, context: ExecutionContext) -> Any:
             context.stop_graph("enough")
@@ -226,3 +250,88 @@ async def test_a_failed_attempt_of_a_generator_leaves_nothing_in_the_answer() ->
         async with graph.open_run(LONG):
             answer = await graph.invoke(None, timeout=5)
     assert answer.contents == ["first", "second"]
+
+
+async def test_a_retry_in_one_loop_does_not_take_a_sibling_loops_outputs_from_the_answer() -> None:
+    failed_once: set[str] = set()
+    slow_started = anyio.Event()
+
+    class Split(Node):
+        def process(self, context: ExecutionContext) -> Any:
+            yield "slow"
+            yield "fast"
+
+    class Worker(Node):
+        async def process(self, context: ExecutionContext) -> Any:
+            item = context.inputs.content
+            if item == "slow":
+                slow_started.set()
+                await anyio.sleep(0.05)  # the fast one finishes meanwhile, in the other loop
+                if item not in failed_once:
+                    failed_once.add(item)
+                    raise RuntimeError("transient")
+            else:
+                await slow_started.wait()
+            return f"{item}-done"
+
+    retry = RetryPolicy(max_attempts=2, initial_delay=0.001)
+    split, worker = Split(id="split"), Worker(id="w", config=NodeConfig(concurrency=2, retry=retry))
+    split >> worker
+    graph = Graph(start=split)
+    with anyio.fail_after(10):
+        async with graph.open_run(LONG):
+            answer = await graph.invoke("go", timeout=5)
+    assert sorted(answer.contents) == ["fast-done", "slow-done"]
+
+
+async def test_concurrent_invokes_of_one_node_message_get_one_answer_each() -> None:
+    class Double(Node):
+        async def process(self, context: ExecutionContext) -> Any:
+            await anyio.sleep(0.01)
+            return context.inputs.content * 2
+
+    graph = Graph(start=Double(id="double"))
+    message = NodeMessage(21)
+    answers: list[Any] = []
+
+    async def ask() -> None:
+        answers.append((await graph.invoke(message, timeout=5)).contents)
+
+    with anyio.fail_after(10):
+        async with graph.open_run(LONG), anyio.create_task_group() as group:
+            group.start_soon(ask)
+            group.start_soon(ask)
+    assert answers == [[42], [42]]
+
+
+async def test_an_invoke_waiting_when_the_run_is_cancelled_from_outside_raises() -> None:
+    started = anyio.Event()
+
+    class Stuck(Node):
+        async def process(self, context: ExecutionContext) -> Any:
+            started.set()
+            await anyio.sleep_forever()
+
+    graph = Graph(start=Stuck(id="stuck"))
+    outcome: list[str] = []
+
+    async def ask() -> None:
+        try:
+            await graph.invoke(1)  # no timeout: only the end of the run can end it
+        except GraphNotRunning:
+            outcome.append("not running")
+
+    async def wait() -> None:
+        await graph.wait_idle()
+        outcome.append("idle")
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as waiters:
+            with anyio.CancelScope() as scope:
+                async with graph.open_run(LONG):
+                    waiters.start_soon(ask)
+                    await started.wait()
+                    waiters.start_soon(wait)
+                    await anyio.wait_all_tasks_blocked()  # both are waiting on the run
+                    scope.cancel()
+    assert sorted(outcome) == ["idle", "not running"]

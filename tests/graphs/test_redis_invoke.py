@@ -117,14 +117,38 @@ async def test_invoke_on_redis_of_a_dead_lettered_input_raises(cluster: Cluster)
 async def test_invoke_on_redis_timeout_leaves_its_reply_stream_to_expire(
     cluster: Cluster, raw: Redis
 ) -> None:
-    client = cluster.process(build)  # nobody serves the graph
+    client = cluster.process(build)  # nobody serves the graph, yet
     with anyio.fail_after(30):
         with pytest.raises(InvokeTimeout, match="'a'"):
             await client.invoke(1, timeout=0.2)
+        worker = cluster.process(build)
+        async with worker.open_run(Task(type=TaskType.LONG_RUNNING)):
+            await client.wait_idle()  # the late records are written meanwhile
     keys = [key async for key in raw.scan_iter(match=f"{cluster.namespace}:*invoke:*")]
-    assert keys
+    assert any(key.endswith(b":stats") for key in keys)  # the late records counted there
     for key in keys:
-        assert 0 < await raw.ttl(key) <= 3600
+        assert 0 < await raw.ttl(key) <= 3600, key  # none is left for ever
+
+
+async def test_invoke_on_redis_of_an_output_that_cannot_be_encoded_raises(
+    cluster: Cluster,
+) -> None:
+    class Bad(Node):
+        def process(self, context: ExecutionContext) -> Any:
+            return object()  # not plain data
+
+    def build_bad() -> Graph:
+        relay, bad = Node(id="relay"), Bad(id="bad")
+        relay >> bad
+        return Graph(start=relay, name="bad")
+
+    worker, client = cluster.process(build_bad), cluster.process(build_bad)
+    with anyio.fail_after(30):
+        async with worker.open_run(Task(type=TaskType.LONG_RUNNING)):
+            with pytest.raises(InvokeFailed, match="MessageEncodeError") as caught:
+                await client.invoke(1, timeout=10)
+    (failure,) = caught.value.result.failures
+    assert (failure.node, failure.phase) == ("bad", "forward")
 
 
 async def test_wait_idle_on_redis_returns_once_every_mailbox_is_settled(cluster: Cluster) -> None:

@@ -199,7 +199,7 @@ async def test_wait_idle_waits_for_a_message_in_hand() -> None:
             async with anyio.create_task_group() as group:
                 group.start_soon(release_it)  # runs only once wait_idle below waits
                 await run.wait_idle()
-            assert release.is_set()
+                assert release.is_set()  # it waited for the message in hand
 
 
 async def test_wait_idle_returns_when_the_run_ends_meanwhile() -> None:
