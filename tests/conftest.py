@@ -1,4 +1,7 @@
-"""Shared fixtures: anyio backends for in-memory tests, a real private Redis server.
+"""Shared fixtures: anyio backends for in-memory tests; Redis clients and graphs.
+
+The private Redis server (``redis_url``, ``redis_server``) comes from spark_nodes' own pytest
+plugin (``spark_nodes.testing.plugin``), as it would in a user's project.
 
 The Redis fixtures (``raw``, ``channels``, ``cluster``) are asyncio only, like redis-py:
 modules that use them pin ``anyio_backend`` to ``"asyncio"``.
@@ -6,13 +9,11 @@ modules that use them pin ``anyio_backend`` to ``"asyncio"``.
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
 
-from spark_nodes.testing import open_redis_server
 from tests.redis_support import ChannelFactory, Cluster, new_namespace, open_raw_client, purge
 
 
@@ -21,17 +22,6 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     """In-memory code claims both anyio backends, so its tests run on both."""
     backend: str = request.param
     return backend
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """A real Redis: ``$REDIS_URL`` if set, else a private server on a free port."""
-    external = os.environ.get("REDIS_URL")
-    if external:
-        yield external
-        return
-    with open_redis_server() as server:
-        yield server.url
 
 
 @pytest.fixture

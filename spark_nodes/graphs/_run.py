@@ -254,8 +254,14 @@ class Run:
             self._workers.cancel()
 
     def call_later(self, delay: float, callback: Callable[[], Awaitable[None]]) -> None:
-        """Await ``callback()`` in ``delay`` seconds, unless the run has ended by then."""
-        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._timer_order), callback))
+        """Await ``callback()`` in ``delay`` seconds, unless the run has ended by then.
+
+        Timed by the event loop's clock (``anyio.current_time()``), which a virtual clock in
+        tests (trio's ``MockClock``, ``looptime``) drives: a join's 30 s timeout then passes
+        as soon as the run is otherwise blocked.
+        """
+        due = anyio.current_time() + delay
+        heapq.heappush(self._timers, (due, next(self._timer_order), callback))
         if self._timer_wake is not None:
             self._timer_wake.set()
         elif self._outer is not None:
@@ -266,9 +272,9 @@ class Run:
         timers = self._timers
         while timers:
             wake = self._timer_wake = anyio.Event()
-            with anyio.move_on_after(max(0.0, timers[0][0] - time.monotonic())):
+            with anyio.CancelScope(deadline=timers[0][0]):  # on the loop's clock, as is `due`
                 await wake.wait()
-            now = time.monotonic()
+            now = anyio.current_time()
             while timers and timers[0][0] <= now:
                 _, _, callback = heapq.heappop(timers)
                 try:

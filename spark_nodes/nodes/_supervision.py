@@ -6,7 +6,6 @@ the node's own, a mailbox, a commit), not a failing ``process`` (retried, dead-l
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -50,7 +49,7 @@ async def supervise(
                 _log.info("worker loop ended with an error while stopping", node=node.id,
                           error=repr(error))  # fmt: skip
                 return
-            now = time.monotonic()
+            now = anyio.current_time()  # the clock the restart delays sleep on
             crashes = [t for t in crashes if now - t <= policy.within_seconds]
             if len(crashes) >= policy.max_restarts:
                 _log.error("worker loop crashed too often", node=node.id,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import functools
-import time
 from typing import Any
+
+import anyio
 
 from spark_nodes.channels import ChannelMessage
 from spark_nodes.errors import WiringError
@@ -99,7 +100,7 @@ class JoinNode(Node):
             )
         group = self._groups.get(key)
         if group is None:
-            group = self._groups[key] = _Group(time.monotonic() + self.timeout)
+            group = self._groups[key] = _Group(anyio.current_time() + self.timeout)
             runtime.run.call_later(self.timeout, functools.partial(self._expire, key, group))
         if source in group.parts:
             raise ValueError(
@@ -129,10 +130,16 @@ class JoinNode(Node):
 
     def _rearm(self, runtime: Any) -> None:
         self._armed_for = runtime.run
-        now = time.monotonic()
+        now = anyio.current_time()
         for key, group in self._groups.items():
             callback = functools.partial(self._expire, key, group)
-            runtime.run.call_later(max(0.0, group.deadline - now), callback)
+            # Deadlines are on the event loop's clock (virtual in tests). An earlier run in
+            # another event loop had another clock (trio's starts at a random offset), so
+            # what is left is kept within [0, timeout]: a held-over group waits at most one
+            # more timeout.
+            left = min(self.timeout, max(0.0, group.deadline - now))
+            group.deadline = now + left
+            runtime.run.call_later(left, callback)
 
     async def _expire(self, key: str, group: _Group) -> None:
         if self._groups.get(key) is not group:

@@ -22,7 +22,11 @@ class ObservedEvent:
 class RecordingObserver:
     """A sync observer that appends every call to :attr:`events`.
 
-    Use it on any channel: ``InMemoryChannel(observers=[recorder])``.
+    Use it on any channel: ``InMemoryChannel(observers=[recorder])``. :attr:`events` and
+    :attr:`phases` keep every call, shutdown messages included; :meth:`payloads` and
+    :meth:`messages` leave the shutdowns out (a graph's internal shutdown and wake-up
+    messages carry no payload: they would show as ``None``), and :meth:`shutdowns` has
+    them apart.
     """
 
     def __init__(self) -> None:
@@ -34,9 +38,25 @@ class RecordingObserver:
 
     @property
     def phases(self) -> list[str]:
-        """The phases seen, in order."""
+        """The phases seen, in order (of every event, shutdowns included)."""
         return [event.phase for event in self.events]
 
+    def messages(self, phase: str | None = None) -> list[ChannelMessage]:
+        """The messages seen that are not shutdowns, in order, optionally for one phase."""
+        return [
+            e.message
+            for e in self.events
+            if not e.message.is_shutdown and (phase is None or e.phase == phase)
+        ]
+
     def payloads(self, phase: str | None = None) -> list[Any]:
-        """The payloads seen, in order, optionally for one phase only."""
-        return [e.message.payload for e in self.events if phase is None or e.phase == phase]
+        """The payloads seen, in order, optionally for one phase; shutdowns are left out."""
+        return [message.payload for message in self.messages(phase)]
+
+    def shutdowns(self, phase: str | None = None) -> list[ChannelMessage]:
+        """The shutdown messages seen (wake-ups included), in order, optionally for one phase."""
+        return [
+            e.message
+            for e in self.events
+            if e.message.is_shutdown and (phase is None or e.phase == phase)
+        ]
