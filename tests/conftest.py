@@ -4,7 +4,7 @@ The private Redis server (``redis_url``, ``redis_server``) comes from spark_node
 plugin (``spark_nodes.testing.plugin``), as it would in a user's project.
 
 The Redis fixtures (``raw``, ``channels``, ``cluster``) are asyncio only, like redis-py:
-modules that use them pin ``anyio_backend`` to ``"asyncio"``.
+modules that use them are marked ``pytest.mark.redis``, which runs them on asyncio only.
 """
 
 from __future__ import annotations
@@ -22,6 +22,20 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     """In-memory code claims both anyio backends, so its tests run on both."""
     backend: str = request.param
     return backend
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``redis`` run on asyncio only (redis-py is asyncio only): their trio
+    variants are deselected."""
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        trio = callspec is not None and callspec.params.get("anyio_backend") == "trio"
+        (dropped if trio and item.get_closest_marker("redis") else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 @pytest.fixture

@@ -29,12 +29,7 @@ from spark_nodes.channels import (
 from spark_nodes.channels.codec import encode
 from tests.redis_support import FAST_RETRY, ChannelFactory, new_namespace, open_raw_client, purge
 
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # redis-py is asyncio only
+pytestmark = [pytest.mark.anyio, pytest.mark.redis]  # redis-py: asyncio only
 
 
 @pytest.fixture

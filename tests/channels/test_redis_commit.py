@@ -29,15 +29,10 @@ from spark_nodes.channels.codec import decode, encode
 from spark_nodes.channels.mailbox import Commit, is_durable
 from tests.redis_support import ChannelFactory, new_namespace, purge
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.redis]  # redis-py: asyncio only
 
 WITHIN = 5.0
 """Seconds any wait in this module may take: far more than a healthy server needs."""
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # redis-py is asyncio only
 
 
 class SharedClient:

@@ -29,12 +29,7 @@ from spark_nodes.state import RedisState
 from spark_nodes.testing import open_redis_server
 from tests.redis_support import FAST_RETRY, open_raw_client
 
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # redis-py is asyncio only
+pytestmark = [pytest.mark.anyio, pytest.mark.redis]  # redis-py: asyncio only
 
 
 async def round_trip(url: str) -> ChannelMessage:

@@ -11,12 +11,7 @@ from redis.asyncio import Redis
 from spark_nodes import ExecutionContext, Graph, GraphResult, Node, StopReason
 from tests.redis_support import Cluster
 
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # redis-py is asyncio only
+pytestmark = [pytest.mark.anyio, pytest.mark.redis]  # redis-py: asyncio only
 
 
 class CountDown(Node):

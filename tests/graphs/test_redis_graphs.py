@@ -34,12 +34,7 @@ from spark_nodes.nodes import NO_OUTPUT
 from spark_nodes.testing import RecordingObserver
 from tests.redis_support import Cluster
 
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # redis-py is asyncio only
+pytestmark = [pytest.mark.anyio, pytest.mark.redis]  # redis-py: asyncio only
 
 
 class Double(Node):

@@ -20,15 +20,10 @@ from spark_nodes.graphs import GraphResult
 from spark_nodes.state import RESULT_SUFFIX
 from tests.redis_support import new_namespace, purge
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.redis]  # redis-py: asyncio only
 
 N = 300
 """Messages preloaded into the first node's mailbox."""
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # redis-py is asyncio only
 
 
 class Identity(Node):

@@ -23,12 +23,7 @@ from spark_nodes import (
 )
 from tests.redis_support import Cluster
 
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # redis-py is asyncio only
+pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
 
 class Add(Node):

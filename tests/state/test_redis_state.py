@@ -19,12 +19,7 @@ from spark_nodes.testing import open_redis_server
 from spark_nodes.testing.state_contract import StateContract
 from tests.redis_support import FAST_RETRY, new_namespace, open_raw_client, purge
 
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # redis-py is asyncio only
+pytestmark = [pytest.mark.anyio, pytest.mark.redis]  # redis-py: asyncio only
 
 
 def state_key(namespace: str, key: str, graph: str = "default") -> str:
