@@ -20,6 +20,11 @@ import anyio
 
 from spark_nodes import ExecutionContext, Graph, Node
 from spark_nodes.state import StateTransaction
+from tests.seeds import seed_this_process
+
+# A worker process started by a randomized test draws (retry jitter) from the seed the test
+# gave it, so the test's seed replays the workers too.
+seed_this_process()
 
 # Leases outlive a Redis restart (renewed every second); a killed worker's entries are
 # reclaimed after 3 s.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 from typing import Any
 
@@ -25,6 +24,7 @@ from spark_nodes import (
     TaskType,
     WiringError,
 )
+from tests.seeds import seeded_random
 
 pytestmark = pytest.mark.anyio
 
@@ -45,12 +45,6 @@ class Add(Node):
         return context.inputs.content + self.n
 
 
-def seeded() -> random.Random:
-    seed = int(os.environ.get("SPARK_NODES_TEST_SEED", random.randrange(1 << 32)))
-    print(f"seed: {seed} (replay with SPARK_NODES_TEST_SEED={seed})")
-    return random.Random(seed)
-
-
 async def test_invoke_returns_the_output_its_input_caused() -> None:
     a, b = Add(1, id="a"), Add(10, id="b")
     a >> b
@@ -65,7 +59,9 @@ async def test_invoke_returns_the_output_its_input_caused() -> None:
 
 
 async def test_concurrent_invokes_through_a_fan_out_and_a_join_get_their_own_answers() -> None:
-    pauses = seeded()
+    pauses = seeded_random(
+        "test_concurrent_invokes_through_a_fan_out_and_a_join_get_their_own_answers"
+    )
     a, b, c = Add(1, pauses, id="a"), Add(10, pauses, id="b"), Add(100, pauses, id="c")
     join = JoinNode(id="join")
     a >> [b, c]

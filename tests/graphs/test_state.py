@@ -99,15 +99,17 @@ async def test_time_to_live() -> None:
             channel = context.graph_state
             # Cache for 5 minutes (300 seconds)
             await channel.set("api_response", {"data": "..."}, ttl=300)
-            # Temporary flag expires in a moment (the seed waits 60 s)
-            await channel.set("processing", True, ttl=0.1)
+            # Temporary flag expires in a moment (the seed waits 60 s). A second, not
+            # 0.1 s: the test reads it back before it expires, after the whole run, which
+            # can take longer than 0.1 s on a loaded machine.
+            await channel.set("processing", True, ttl=1.0)
             # Collect logs that expire after 10 minutes
             await channel.append("recent_logs", "Error occurred", ttl=600)
 
     graph = Graph(start=TtlExample(id="ttl"))
     await run(graph)
     assert await graph.state.get("processing") is True
-    await anyio.sleep(0.2)
+    await anyio.sleep(1.1)  # past the TTL (a sleep never ends early): gone for sure
     assert await graph.state.get("processing") is None
     assert await graph.state.get("api_response") == {"data": "..."}
     remaining = await graph.state.ttl("recent_logs")
