@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import anyio
 
-from spark_nodes import ExecutionContext, Graph, GraphResult, Node, Task
+from spark_nodes import Graph, GraphResult, Task
 from spark_nodes.graphs import RunningGraph
+from spark_nodes.testing import Probe
 
 Driver = Callable[[Graph], Awaitable[None]]
 
@@ -27,12 +27,5 @@ async def run_with(graph: Graph, task: Task, driver: Driver, *, within: float = 
     return run.result
 
 
-class Collect(Node):
-    """A sink that keeps the content of every message it gets, in order."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.items: list[Any] = []
-
-    def process(self, context: ExecutionContext) -> None:
-        self.items.append(context.inputs.content)
+Collect = Probe
+"""A sink that keeps every message it gets (``items``: their contents): the kit's ``Probe``."""

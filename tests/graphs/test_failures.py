@@ -24,6 +24,7 @@ from spark_nodes import (
 )
 from spark_nodes.channels import ChannelMessage, InMemoryChannel
 from spark_nodes.testing import Probe
+from tests.graph_support import Collect
 
 pytestmark = pytest.mark.anyio
 
@@ -45,15 +46,6 @@ class Flaky(Node):
         if context.metadata.attempt <= self.failures:
             raise self.error(f"attempt {context.metadata.attempt} failed")
         return context.inputs.content
-
-
-class Collect(Node):
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.items: list[Any] = []
-
-    def process(self, context: ExecutionContext) -> None:
-        self.items.append(context.inputs.content)
 
 
 async def one_pass(graph: Graph, inputs: Any) -> Any:

@@ -23,20 +23,11 @@ from spark_nodes import (
 )
 from spark_nodes.channels import ChannelMessage, InMemoryChannel
 from spark_nodes.testing import Probe
-from tests.graph_support import run_with
+from tests.graph_support import Collect, run_with
 
 pytestmark = pytest.mark.anyio
 
 LONG = TaskType.LONG_RUNNING
-
-
-class Collect(Node):
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.items: list[Any] = []
-
-    def process(self, context: ExecutionContext) -> None:
-        self.items.append(context.inputs.content)
 
 
 class SlowRelay(Node):
