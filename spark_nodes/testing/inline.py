@@ -263,7 +263,7 @@ async def run_inline(
         await graph_state.update(state)
     graph_state.bind_results(_Results(results or {}))
     before_graph = await _read_state(graph_state)
-    seeded = dict(node.state if node_state is None else node_state)
+    seeded = copy.deepcopy(dict(node.state if node_state is None else node_state))  # nested too
     before_node = copy.deepcopy(seeded)
     context = _InlineContext(
         message, node, attempt=attempt, node_state=seeded, graph_state=graph_state

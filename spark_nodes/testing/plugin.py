@@ -192,11 +192,28 @@ class GraphRunner:
 
 
 def _check_leaks(before: set[int]) -> None:
+    """Raise if a task that started during the block runs on, and is not the test's own.
+
+    The test's own: the current task's descendants (its task groups, and theirs), and
+    descendants of tasks that ran before the block.
+    """
     current = anyio.get_current_task()
+    running = {info.id: info for info in anyio.get_running_tasks()}
+    ours = before | {current.id}
+
+    def belongs_to_the_test(info: anyio.TaskInfo) -> bool:
+        seen: set[int] = set()
+        parent = info.parent_id
+        while parent is not None and parent not in seen:
+            if parent in ours:
+                return True
+            seen.add(parent)
+            ancestor = running.get(parent)
+            parent = None if ancestor is None else ancestor.parent_id
+        return False
+
     leaked = [
-        info
-        for info in anyio.get_running_tasks()
-        if info.id not in before and current.id not in (info.id, info.parent_id)
+        info for info in running.values() if info.id not in ours and not belongs_to_the_test(info)
     ]
     if leaked:
         names = ", ".join(sorted(str(info.name) for info in leaked))

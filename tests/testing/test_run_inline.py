@@ -270,3 +270,15 @@ async def test_the_default_process_relays_its_input() -> None:
     relay >> sink
     result = await run_inline(relay, {"k": 1})
     assert result.sent_to(sink) == [{"k": 1}]
+
+
+async def test_run_inline_leaves_nested_node_state_untouched() -> None:
+    class Keeper(Node):
+        def process(self, context: ExecutionContext) -> None:
+            context.state.setdefault("items", []).append(context.inputs.content)
+
+    keeper = Keeper(id="keeper")
+    keeper.state["items"] = []
+    result = await run_inline(keeper, "x")
+    assert result.node_state == {"items": ["x"]}
+    assert keeper.state == {"items": []}  # a deep copy: the list in it was not touched
