@@ -30,8 +30,9 @@ from spark_nodes.graphs._spawn import Spawner, open_spawner
 from spark_nodes.graphs.result import GraphResult, StopReason
 from spark_nodes.nodes import Node, NodeMessage
 from spark_nodes.nodes._runtime import CYCLE_QUIET, SHUTDOWN_EXTERNAL, NodeRuntime
-from spark_nodes.nodes._supervision import supervise
+from spark_nodes.nodes._supervision import ON_STOP_TIMEOUT, supervise
 from spark_nodes.nodes._watch import TraceWatch
+from spark_nodes.nodes.message import channel_message_of
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -45,7 +46,6 @@ if TYPE_CHECKING:
 _log = structlog.get_logger("spark_nodes")
 
 _LONG_RUNNING_OUTPUTS = 1000  # a stream's results are not kept without bound
-_ON_STOP_TIMEOUT = 5.0  # seconds the on_stop hooks get, together, after a failed run
 _IDLE_POLL = 0.01  # seconds between looks at a run with go() loops of their own, for wait_idle
 
 
@@ -388,7 +388,7 @@ class Run:
             for watch in self.watches.values():
                 watch.end(f"the run ended ({why})")  # also when cancelled from outside
             self._wake_idle_waiters()
-            with anyio.CancelScope(shield=True), anyio.move_on_after(_ON_STOP_TIMEOUT):
+            with anyio.CancelScope(shield=True), anyio.move_on_after(ON_STOP_TIMEOUT):
                 await self._stop_nodes()
         if self.distribution is not None:
             await self.distribution.release_buffered()
@@ -416,7 +416,7 @@ class Run:
             try:
                 await runtime.node.on_start()
             except BaseException:
-                with anyio.CancelScope(shield=True), anyio.move_on_after(_ON_STOP_TIMEOUT):
+                with anyio.CancelScope(shield=True), anyio.move_on_after(ON_STOP_TIMEOUT):
                     await self._stop_nodes(started)
                 raise
             started.append(runtime)
@@ -487,10 +487,7 @@ class Run:
             return  # a long-running graph waits for graph.send; a resumed one has its work
         start = self.graph.start
         self.in_flight += 1
-        if isinstance(inputs, NodeMessage):
-            message = ChannelMessage(inputs.content, dict(inputs.metadata), id=inputs.id)
-        else:
-            message = ChannelMessage(inputs)
+        message = channel_message_of(inputs)
         await start.mailbox.send(message)
 
     async def _supervise(self, runtime: NodeRuntime) -> None:

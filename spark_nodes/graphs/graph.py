@@ -14,7 +14,7 @@ from anyio.abc import TaskStatus
 from anyio.lowlevel import checkpoint
 from redis.asyncio import Redis
 
-from spark_nodes.channels import BaseChannel, ChannelMessage, InMemoryChannel
+from spark_nodes.channels import BaseChannel, InMemoryChannel
 from spark_nodes.channels.message import new_message_id, unchecked_message
 from spark_nodes.errors import GraphNotRunning, WiringError
 from spark_nodes.graphs._redis_backend import RedisBackend
@@ -32,6 +32,7 @@ from spark_nodes.graphs.running import RunningGraph
 from spark_nodes.graphs.task import Budget, Task, TaskType
 from spark_nodes.nodes import Node, NodeMessage
 from spark_nodes.nodes._runtime import SHUTDOWN_EXTERNAL
+from spark_nodes.nodes.message import channel_message_of
 from spark_nodes.nodes.node import (
     NO_OUTPUT,
     attach_runtime,
@@ -442,7 +443,7 @@ class Graph:
         if self._backend is not None:
             target = self._topology().by_id.get(node_id)
             if target is not None:
-                await target.mailbox.send(_message_of(content, metadata))
+                await target.mailbox.send(channel_message_of(content, metadata))
                 return
         else:
             run = self._run
@@ -459,7 +460,7 @@ class Graph:
                 if metadata is None and not isinstance(content, NodeMessage):
                     message = unchecked_message(content)  # the common case: nothing to check
                 else:
-                    message = _message_of(content, metadata)
+                    message = channel_message_of(content, metadata)
                 run.in_flight += 1
                 if not runtime.mailbox.offer(message):  # send() without a coroutine, if it can
                     await runtime.node.mailbox.send(message)
@@ -530,7 +531,7 @@ class Graph:
         run = self._run
         if run is None or not self.accepting:
             raise GraphNotRunning(f"graph {self.name!r} is not running (or is shutting down)")
-        message = _message_of(inputs, None)
+        message = channel_message_of(inputs, None)
         message.metadata["trace_id"] = (
             new_message_id()
         )  # its own, even for a NodeMessage sent twice
@@ -659,13 +660,3 @@ class _Started(TaskStatus[RunningGraph]):
         self.done = True
         assert value is not None
         self.status.started(value)
-
-
-def _message_of(content: Any, metadata: dict[str, Any] | None) -> ChannelMessage:
-    if metadata is not None and not isinstance(metadata, dict):
-        raise TypeError(f"metadata must be a dict, not {type(metadata).__name__}")
-    if isinstance(content, NodeMessage):
-        return ChannelMessage(
-            content.content, {**content.metadata, **(metadata or {})}, id=content.id
-        )
-    return ChannelMessage(content, dict(metadata) if metadata else None)

@@ -25,6 +25,7 @@ from spark_nodes.channels import ChannelMessage
 from spark_nodes.errors import InvokeFailed, InvokeTimeout
 from spark_nodes.nodes import NodeMessage
 from spark_nodes.nodes._watch import REPLY_PREFIX, InvokeFailure, InvokeResult, TraceWatch
+from spark_nodes.nodes.message import channel_message_of
 
 if TYPE_CHECKING:
     from spark_nodes.graphs._redis_backend import RedisBackend
@@ -95,7 +96,7 @@ async def invoke_on_redis(
     in_flight = 1
     finished = False
     try:
-        message = _input(content, {"trace_id": trace})
+        message = channel_message_of(content, {"trace_id": trace})
         await mailbox.send(message)
         try:
             with anyio.fail_after(limit):
@@ -117,12 +118,6 @@ async def invoke_on_redis(
                 replies, keep_for=None if finished else REPLY_RETENTION
             )
     return _answer(tuple(outputs), tuple(failures), started)
-
-
-def _input(content: Any, metadata: dict[str, Any]) -> ChannelMessage:
-    if isinstance(content, NodeMessage):
-        return ChannelMessage(content.content, {**content.metadata, **metadata}, id=content.id)
-    return ChannelMessage(content, metadata)
 
 
 def _timeout(limit: float | None, in_flight: int, where: str) -> InvokeTimeout:

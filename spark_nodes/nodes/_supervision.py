@@ -15,7 +15,10 @@ import structlog
 if TYPE_CHECKING:
     from spark_nodes.nodes._runtime import NodeRuntime
 
-__all__ = ["supervise"]
+__all__ = ["ON_STOP_TIMEOUT", "supervise"]
+
+ON_STOP_TIMEOUT = 5.0
+"""Seconds the ``on_stop`` hooks of a run (or an actor) get together, shielded."""
 
 _log = structlog.get_logger("spark_nodes")
 

@@ -44,9 +44,9 @@ from spark_nodes.errors import GraphCancelled, GraphFailed, InvokeFailed, Invoke
 from spark_nodes.nodes._handling import Kind
 from spark_nodes.nodes._loop import WAKE
 from spark_nodes.nodes._runtime import SHUTDOWN_EXTERNAL, NodeRuntime
-from spark_nodes.nodes._supervision import supervise
+from spark_nodes.nodes._supervision import ON_STOP_TIMEOUT, supervise
 from spark_nodes.nodes._watch import Failure, InvokeFailure, InvokeResult, TraceWatch
-from spark_nodes.nodes.message import NodeMessage
+from spark_nodes.nodes.message import NodeMessage, channel_message_of
 from spark_nodes.nodes.node import Node, attach_runtime, detach_runtime, runtime_of
 
 if TYPE_CHECKING:
@@ -59,7 +59,6 @@ __all__ = ["Actor", "actor_of", "ask", "open_actor", "run_actor", "tell"]
 
 _log = structlog.get_logger("spark_nodes")
 
-_ON_STOP_TIMEOUT: Final = 5.0  # seconds on_stop gets, shielded, however the actor ended
 _GENERATORS: Final = (Kind.SYNC_GENERATOR, Kind.ASYNC_GENERATOR)
 
 
@@ -327,7 +326,7 @@ class _ActorRun:
             )
             for watch in self.watches.values():
                 watch.end(f"the actor ended ({why})")
-            with anyio.CancelScope(shield=True), anyio.move_on_after(_ON_STOP_TIMEOUT):
+            with anyio.CancelScope(shield=True), anyio.move_on_after(ON_STOP_TIMEOUT):
                 try:
                     await node.on_stop()
                 except Exception:  # noqa: BLE001 - logged, as a graph does
@@ -516,7 +515,7 @@ async def tell(node: Node, message: Any) -> None:
             f"{node!r} runs in {runtime.run.graph!r}: send to it with graph.send"
             f"({node.id!r}, ...), or run it on its own with node.open_actor()"
         )
-    await node.mailbox.send(_message_of(message, None))
+    await node.mailbox.send(channel_message_of(message))
 
 
 async def ask(
@@ -550,7 +549,7 @@ async def ask(
             f"(or `task_group.start_soon(node.go)`, and ask once it runs)"
         )
     trace = new_message_id()
-    asked = _message_of(message, trace)
+    asked = channel_message_of(message, {"trace_id": trace}, id=trace)
     watch = _AskWatch()
     run.watches[trace] = watch
     started = time.monotonic()
@@ -587,16 +586,3 @@ async def ask(
     if not contents:
         return None
     return contents[0] if len(contents) == 1 else contents
-
-
-def _message_of(content: Any, trace: str | None) -> ChannelMessage:
-    """The message for ``content``; with ``trace``, a fresh one whose id and trace id it is."""
-    if isinstance(content, NodeMessage):
-        metadata = dict(content.metadata)
-        if trace is None:
-            return ChannelMessage(content.content, metadata or None, id=content.id)
-        metadata["trace_id"] = trace
-        return ChannelMessage(content.content, metadata, id=trace)
-    if trace is None:
-        return ChannelMessage(content)
-    return ChannelMessage(content, {"trace_id": trace}, id=trace)

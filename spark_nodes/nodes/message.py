@@ -7,7 +7,7 @@ from typing import Any
 from spark_nodes.channels import ChannelMessage
 from spark_nodes.channels.message import new_message_id
 
-__all__ = ["NodeMessage"]
+__all__ = ["NodeMessage", "channel_message_of"]
 
 _new_object = object.__new__
 
@@ -96,3 +96,23 @@ class NodeMessage:
 
     def __repr__(self) -> str:
         return f"NodeMessage(content={self.content!r}, metadata={self.metadata!r}, id={self.id!r})"
+
+
+def channel_message_of(
+    content: Any, metadata: dict[str, Any] | None = None, *, id: str | None = None
+) -> ChannelMessage:
+    """The mailbox message for an input: plain ``content`` or a :class:`NodeMessage`.
+
+    A ``NodeMessage`` keeps its metadata (``metadata`` is laid over it) and its id, unless
+    ``id`` is given. What ``graph.send``, ``graph.invoke``, a run's input and ``node.tell``
+    and ``ask`` put in a mailbox.
+
+    Raises:
+        TypeError: ``metadata`` is not a dict.
+    """
+    if metadata is not None and not isinstance(metadata, dict):
+        raise TypeError(f"metadata must be a dict, not {type(metadata).__name__}")
+    if isinstance(content, NodeMessage):
+        merged = {**content.metadata, **(metadata or {})}
+        return ChannelMessage(content.content, merged or None, id=id or content.id)
+    return ChannelMessage(content, dict(metadata) if metadata else None, id=id)

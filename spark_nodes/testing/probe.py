@@ -127,13 +127,9 @@ class BaseProbe:
                 what the probe watches and what it had received.
         """
         position = self._probe_next
-        if not await self._probe_until(lambda: len(self.received) > position, timeout):
-            raise AssertionError(
-                f"{self._probe_describe()}: expected a message within {timeout} s, got none "
-                f"({self._probe_so_far()})"
-            )
+        message = await self._take_next(self.received, position, timeout, "a message")
         self._probe_next = position + 1
-        return self.received[position]
+        return message
 
     async def expect_payload(
         self,
@@ -202,13 +198,9 @@ class BaseProbe:
             AssertionError: No shutdown within ``timeout``.
         """
         position = self._probe_next_shutdown
-        if not await self._probe_until(lambda: len(self.shutdowns) > position, timeout):
-            raise AssertionError(
-                f"{self._probe_describe()}: expected a shutdown within {timeout} s, got "
-                f"none ({self._probe_so_far()})"
-            )
+        shutdown = await self._take_next(self.shutdowns, position, timeout, "a shutdown")
         self._probe_next_shutdown = position + 1
-        return self.shutdowns[position]
+        return shutdown
 
     async def fish_for_message(
         self,
@@ -240,6 +232,21 @@ class BaseProbe:
             f"{self._probe_describe()}: no message matching {name} within {timeout} s; "
             f"skipped {len(skipped)}: {_show(skipped)}"
         )
+
+    async def _take_next(
+        self, entries: list[NodeMessage], position: int, limit: float, what: str
+    ) -> NodeMessage:
+        """``entries[position]``, waiting up to ``limit`` seconds for it.
+
+        Raises:
+            AssertionError: It did not come in time; the message names ``what``.
+        """
+        if not await self._probe_until(lambda: len(entries) > position, limit):
+            raise AssertionError(
+                f"{self._probe_describe()}: expected {what} within {limit} s, got none "
+                f"({self._probe_so_far()})"
+            )
+        return entries[position]
 
     def _probe_so_far(self) -> str:
         count = len(self.received)

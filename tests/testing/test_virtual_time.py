@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import anyio
+import looptime
 import pytest
 from trio.testing import MockClock
 
@@ -50,9 +51,6 @@ def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
     """The two anyio backends, each with a virtual clock."""
     if request.param == "trio":
         return ("trio", {"clock": MockClock(autojump_threshold=0)})
-    # Optional until its pytest plugin is switched off in addopts: installed, it leaks an
-    # event loop around this suite's pytest-asyncio tests (see the report of issue 11).
-    looptime = pytest.importorskip("looptime")
     return ("asyncio", {"loop_factory": looptime.new_event_loop})
 
 
