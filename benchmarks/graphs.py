@@ -33,7 +33,7 @@ from typing import Any
 import anyio
 
 from benchmarks._report import Result, Target
-from spark_nodes import ExecutionContext, Graph, Node, Task, TaskType
+from spark_nodes import ExecutionContext, Graph, MetricsObserver, Node, Task, TaskType
 
 
 async def _raw_pipeline(n: int) -> float:
@@ -87,12 +87,18 @@ class _AsyncCount(Node):
         self.state["count"] = self.state.get("count", 0) + 1
 
 
-async def _graph_pipeline(n: int, *, asynchronous: bool = False) -> float:
-    """Time ``n`` messages through identity >> identity >> count (``async def`` nodes if asked)."""
+async def _graph_pipeline(n: int, *, asynchronous: bool = False, metered: bool = False) -> float:
+    """Time ``n`` messages through identity >> identity >> count (``async def`` nodes if asked).
+
+    ``metered``: with a ``MetricsObserver`` on the whole graph (every node and edge).
+    """
     identity, count = (_AsyncIdentity, _AsyncCount) if asynchronous else (_Identity, _Count)
     first, second, counter = identity(id="first"), identity(id="second"), count(id="count")
     first >> second >> counter
     graph = Graph(start=first)
+    metrics = MetricsObserver()
+    if metered:
+        graph.observe(metrics)
 
     async def feed() -> None:
         for i in range(n):
@@ -105,6 +111,12 @@ async def _graph_pipeline(n: int, *, asynchronous: bool = False) -> float:
         await graph.run(Task(type=TaskType.LONG_RUNNING))
     elapsed = time.perf_counter() - start
     assert counter.state["count"] == n
+    if metered:
+        stats = await metrics.snapshot()
+        timing = stats.nodes["count"].process_time
+        assert timing is not None
+        assert timing.count > 0
+        assert stats.edges["second->count"].sent == n
     return elapsed
 
 
@@ -194,11 +206,12 @@ def _scale(length: int) -> dict[str, float]:
 def run(*, n: int = 200_000, repeats: int = 5, round_trips: int = 0) -> list[Result]:
     """Run the graph benchmarks and return one result per figure."""
     del round_trips
-    raw = sync = asynchronous = raw_requests = invokes = float("inf")
+    raw = sync = asynchronous = metered = raw_requests = invokes = float("inf")
     requests = max(1, n // 40)
     for _ in range(repeats):
         raw = min(raw, _best(_raw_pipeline, n))
         sync = min(sync, _best(_graph_pipeline, n))
+        metered = min(metered, _best(_graph_pipeline, n, metered=True))
         asynchronous = min(asynchronous, _best(_graph_pipeline, n, asynchronous=True))
         raw_requests = min(raw_requests, _best(_raw_requests, requests))
         invokes = min(invokes, _best(_graph_invokes, requests))
@@ -211,6 +224,12 @@ def run(*, n: int = 200_000, repeats: int = 5, round_trips: int = 0) -> list[Res
             n / sync * 1e-3,
             "k msg/s",
             Target(raw_rate, None, "raw pipeline", min_ratio=0.6),
+        ),
+        Result(
+            "same, with a MetricsObserver on every node and edge",
+            n / metered * 1e-3,
+            "k msg/s",
+            Target(n / sync * 1e-3, None, "without one", min_ratio=0.65),
         ),
         Result(
             "3-node LONG_RUNNING Graph, async def process",

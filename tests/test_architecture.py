@@ -20,6 +20,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "spark_nodes"
 LAYERS = {
     "errors": 0,
     "backoff": 0,
+    "_log_limit": 0,
     "_redis_client": 0,
     "channels": 1,
     "state": 2,
@@ -27,6 +28,7 @@ LAYERS = {
     "graphs": 4,
     "cli": 5,
     "testing": 5,
+    "observability": 5,
 }
 """Each subpackage (or module) of spark_nodes by layer; the package itself is above all."""
 

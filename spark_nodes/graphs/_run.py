@@ -33,6 +33,7 @@ from spark_nodes.nodes._runtime import CYCLE_QUIET, SHUTDOWN_EXTERNAL, NodeRunti
 from spark_nodes.nodes._supervision import ON_STOP_TIMEOUT, supervise
 from spark_nodes.nodes._watch import TraceWatch
 from spark_nodes.nodes.message import channel_message_of
+from spark_nodes.nodes.observing import ObserverRegistry
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -288,6 +289,14 @@ class Run:
         assert self.distribution is not None
         await self.distribution.shutdown_received(self.runtimes[node_id], message)
 
+    def apply_observers(self, registry: ObserverRegistry) -> None:
+        """Give each node the observers attached to it now; meter the metered ones."""
+        metered = registry.metered(self.topology.by_id)
+        for node_id, runtime in self.runtimes.items():
+            edges = [edge.name for edge in runtime.node.edges]
+            runtime.observe(registry.for_node(node_id, edges), metered=node_id in metered)
+            runtime.routes.set_stamped(metered)
+
     def reply_channel(self, trace_id: str) -> BaseChannel | None:
         """The reply stream of a Redis invoke's trace; ``None`` in memory."""
         backend = self.backend
@@ -325,6 +334,7 @@ class Run:
                 self._mailbox_closed(runtime)
 
     def _finish(self, runtime: NodeRuntime) -> None:
+        runtime.report_held_logs()
         if self.distributed and runtime.draining and self.shutdown_reason is None:
             self.shutdown_reason = StopReason.SHUTDOWN  # shut down from some process
         runtime.finished = True

@@ -9,6 +9,7 @@ and a failed attempt's outputs can be dropped.
 
 from __future__ import annotations
 
+from time import time
 from typing import TYPE_CHECKING, Any, Final
 
 from spark_nodes.channels import BaseChannel, ChannelMessage
@@ -62,9 +63,24 @@ class Route:
         owner: The route whose ``staged`` list this is (the first one to the target).
         steps: Whether outputs taking it count ``metadata["steps"]`` up (see
             ``Task.max_steps``): routes along a cycle, and every ``goto``.
+        target_id: The target node's id.
+        sent: Outputs staged along it (a failed attempt's are taken back).
+        stamp: Whether outputs get ``metadata["sent_at"]`` (``time.time()``): the target
+            is metered, and measures how long they wait.
     """
 
-    __slots__ = ("channel", "commits", "mailbox", "name", "owner", "staged", "steps")
+    __slots__ = (
+        "channel",
+        "commits",
+        "mailbox",
+        "name",
+        "owner",
+        "sent",
+        "staged",
+        "stamp",
+        "steps",
+        "target_id",
+    )
 
     def __init__(
         self,
@@ -83,6 +99,9 @@ class Route:
         self.owner: Route = owner or self
         self.staged: list[ChannelMessage] = [] if owner is None else owner.staged
         self.commits = commits
+        self.target_id = ""
+        self.sent = 0
+        self.stamp = False
 
 
 class Routes:
@@ -104,6 +123,7 @@ class Routes:
         "fixed",
         "pending",
         "single",
+        "stamped",
         "targets",
     )
 
@@ -119,6 +139,8 @@ class Routes:
         """The owners with outputs staged, in the order of their first one: delivered in
         that order, so that the target that got the first output hears of it first."""
         self._goto: dict[int, Route] | None = None
+        self.stamped: set[str] | frozenset[str] = frozenset()
+        """The targets whose routes stamp outputs (metered nodes; see :attr:`Route.stamp`)."""
         edges = node.edges
         # Kept small: a 10,000-node graph makes one of these per node and run.
         if all(edge.condition is None for edge in edges):
@@ -142,14 +164,28 @@ class Routes:
     def _route(self, name: str, target: Node, *, goto: bool = False) -> Route:
         channel = target.mailbox
         steps = goto or target.id in self._cycle
-        for known in self.targets:
-            if known.channel is channel:
-                return Route(name, channel, known, known.commits, steps=steps)
-        durable = self._durable
-        commits = durable is not None and durable.commits_to(channel)
-        route = Route(name, channel, None, commits, steps=steps)
-        self.targets.append(route)
+        owner = next((known for known in self.targets if known.channel is channel), None)
+        if owner is not None:
+            route = Route(name, channel, owner, owner.commits, steps=steps)
+        else:
+            durable = self._durable
+            commits = durable is not None and durable.commits_to(channel)
+            route = Route(name, channel, None, commits, steps=steps)
+            self.targets.append(route)
+        route.target_id = target.id
+        route.stamp = target.id in self.stamped
         return route
+
+    def every_route(self) -> list[Route]:
+        """Every route made so far: one per edge, and per ``goto`` target."""
+        routes = list(self.fixed) if self.fixed is not None else list(self._by_edge.values())
+        return routes + list((self._goto or {}).values())
+
+    def set_stamped(self, targets: set[str]) -> None:
+        """Stamp outputs to ``targets`` from now on (see :attr:`Route.stamp`)."""
+        self.stamped = targets
+        for route in self.every_route():
+            route.stamp = route.target_id in targets
 
     def select(self, content: Any) -> list[Route]:
         """The routes an output with ``content`` takes (see :func:`select_edges`).
@@ -194,7 +230,9 @@ class Forwarding:
     """
 
     __slots__ = (
+        "carry",
         "node",
+        "observed_sends",
         "outputs_made",
         "routes",
         "run",
@@ -207,8 +245,12 @@ class Forwarding:
     terminal_outputs: int
     outputs_made: int
     """Outputs forwarded (or kept as terminal) so far: a new one is a new node result."""
+    carry: dict[str, Any] | None
+    """Metadata observers add to every output of the current ``process`` call."""
+    observed_sends: list[tuple[Route, ChannelMessage]] | None
+    """With observers: the outputs staged for the message in hand, for their ``send``."""
 
-    def forward(
+    def forward(  # noqa: PLR0912 - one frame: a call per output costs what staging does
         self,
         output: Any,
         trace_id: str,
@@ -250,7 +292,9 @@ class Forwarding:
         if len(routes) > 1:  # a fan-out: its copies share a new correlation id (for joins)
             correlation = [*(correlation or ()), new_message_id()][-CORRELATION_DEPTH:]
         source = node.id
+        carry = self.carry
         for route in routes:
+            route.sent += 1
             if extra:
                 metadata = extra.copy()  # copy-then-set: 45% cheaper than {**extra, ...}
                 metadata["trace_id"] = trace_id
@@ -264,6 +308,10 @@ class Forwarding:
                 del metadata["correlation"]  # a join popped the last id
             if route.steps:
                 metadata["steps"] = steps + 1
+            if carry:
+                metadata.update(carry)
+            if route.stamp:
+                metadata["sent_at"] = time()
             self._stage(route, unchecked_message(content, metadata), sends)
         self.run.in_flight += len(routes)
 
@@ -289,6 +337,9 @@ class Forwarding:
             watch.emitted(self.node.id, content, len(routes), origin)
 
     def _stage(self, route: Route, message: ChannelMessage, sends: Sends | None) -> None:
+        observed = self.observed_sends
+        if observed is not None:
+            observed.append((route, message))
         if sends is not None and route.commits:
             sends.append((route.channel, message))
             return
@@ -341,6 +392,7 @@ class Forwarding:
         for index, route in enumerate(routes.targets):
             count = counts[index] if index < len(counts) else 0  # a goto added the route
             dropped += len(route.staged) - count
+            route.sent -= len(route.staged) - count
             self.unwatch(route.staged[count:])
             del route.staged[count:]
         routes.pending = [route for route in routes.pending if route.staged]

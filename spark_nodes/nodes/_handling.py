@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import enum
 import inspect
-from time import monotonic
+from time import monotonic, time
 from types import CoroutineType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import structlog
@@ -19,13 +19,15 @@ import structlog
 from spark_nodes.channels import ChannelMessage
 from spark_nodes.nodes._forwarding import Sends, StepFailed, steps_of
 from spark_nodes.nodes._settling import Settling, type_name
-from spark_nodes.nodes._watch import REPLY_PREFIX, invoke_record, is_invoke_record
+from spark_nodes.nodes._watch import REPLY_PREFIX, TraceWatch, invoke_record, is_invoke_record
 from spark_nodes.nodes.config import OnError
 from spark_nodes.nodes.context import Control, ExecutionContext
 from spark_nodes.nodes.message import NodeMessage
+from spark_nodes.nodes.observing import GraphEvent, NodeObservers, Outcome, notify
 
 if TYPE_CHECKING:
     from spark_nodes.channels.mailbox import Commit, DurableMailbox, Mailbox
+    from spark_nodes.nodes._metering import Meter
 
 __all__ = ["Hand", "Handling", "Kind", "View", "kind_of", "view_of"]
 
@@ -129,6 +131,10 @@ class Handling(Settling):
     failed_attempts: int
     retried: int
     dead_lettered: int
+    observed: NodeObservers | None
+    """The observers this node calls (see :mod:`spark_nodes.nodes.observing`), if any."""
+    meter: Meter | None
+    """Its timings, while a metering observer watches it."""
 
     def new_context(self, view: View, message: ChannelMessage, attempt: int) -> ExecutionContext:
         """A fresh context for one attempt at ``message``."""
@@ -163,6 +169,10 @@ class Handling(Settling):
         self.received += 1
         if view is None:
             view = view_of(message)
+        observed = self.observed
+        if observed is not None:
+            await self._observe_input(observed, "receive", message)
+        outcome: Outcome = "ok"
         watches = self.run.watches
         watch = watches.get(view[1]) if watches else None
         replies = (
@@ -178,6 +188,7 @@ class Handling(Settling):
                 await self._obey(control, message)
                 if control.cancel:
                     return  # given back, not settled
+                outcome = "stop"
             else:
                 produced = self.outputs_made != outputs_before
                 if replies is not None and sends is not None:
@@ -187,6 +198,7 @@ class Handling(Settling):
                     replies = None
                 await self.settle_handled(message, control, sends, produced=produced)
         except StepFailed as failure:
+            outcome = "dead_letter"
             self.failed_attempts += failure.phase == "forward"
             kept = await self.give_up(message, failure.error, failure.attempts, failure.phase)
             error = failure.error
@@ -200,6 +212,63 @@ class Handling(Settling):
             watch.settled()
         if replies is not None:
             await self.send_record(replies, settled)
+        if observed is not None:
+            await self._observe_settled(observed, message, outcome)
+
+    async def _observe_input(
+        self,
+        observed: NodeObservers,
+        phase: Literal["receive", "ack"],
+        message: ChannelMessage,
+        outcome: Outcome | None = None,
+    ) -> None:
+        metadata = message.raw_metadata
+        edge = metadata.get("edge") if metadata else None
+        observers = observed.of_input(edge)
+        if observers:
+            event = GraphEvent(phase, self.node.id, message, edge=edge, outcome=outcome)
+            await notify(observers, event)
+
+    async def _observe_settled(
+        self, observed: NodeObservers, message: ChannelMessage, outcome: Outcome
+    ) -> None:
+        """Settle the message's outputs now, then tell their ``send`` and its ``ack``."""
+        await self.before_waiting()
+        sends = self.observed_sends
+        if sends:
+            self.observed_sends = []
+            node_id = self.node.id
+            for route, output in sends:
+                observers = observed.of_output(route.name)
+                if observers:
+                    event = GraphEvent(
+                        "send", node_id, output, edge=route.name, target=route.target_id
+                    )
+                    await notify(observers, event)
+        await self._observe_input(observed, "ack", message, outcome)
+
+    async def _observe_end(
+        self,
+        observers: list[Any],
+        message: ChannelMessage,
+        attempt: int,
+        started: float,
+        outcome: Outcome,
+        *,
+        error: BaseException | None = None,
+    ) -> None:
+        metadata = message.raw_metadata
+        event = GraphEvent(
+            "process_end",
+            self.node.id,
+            message,
+            edge=metadata.get("edge") if metadata else None,
+            attempt=attempt,
+            duration=monotonic() - started,
+            outcome=outcome,
+            error=error,
+        )
+        await notify(observers, event)
 
     async def _attempts(
         self,
@@ -218,45 +287,73 @@ class Handling(Settling):
         attempt = 1
         watches = self.run.watches
         watch = watches.get(view[1]) if watches else None
+        observed = self.observed
+        watchers = observed.process if observed is not None and first is None else None
         while True:
-            marks = [len(route.staged) for route in self.routes.targets]
-            watched = watch.mark() if watch is not None else None
-            shown_before = hand.shown
+            undo = _Undo(self, hand, watch)
             sends: Sends | None = (
                 [] if self.durable is not None and message.raw_ack is not None else None
             )
+            if watchers:
+                self.carry = await self._observe_start(watchers, message, attempt)
+            started = monotonic()
             try:
                 control = await self._attempt(
                     message, hand, view, attempt, first=first, sends=sends, failed=failed
                 )
             except StepFailed as failure:
-                self.failed_attempts += 1
-                self._drop_attempt(marks, sends)
-                if watch is not None and watched is not None and hand.shown == shown_before:
-                    watch.rewind(watched, message)
+                undo.attempt_failed(message, sends, started)
+                if watchers:
+                    await self._observe_end(
+                        watchers, message, attempt, started, "dead_letter", error=failure.error
+                    )
                 failure.attempts = attempt
                 raise
             except Exception as error:  # process failing is expected: retried, dead-lettered
+                undo.attempt_failed(message, sends, started)
                 first = failed = None
-                self.failed_attempts += 1
-                self._drop_attempt(marks, sends)
-                if watch is not None and watched is not None and hand.shown == shown_before:
-                    watch.rewind(watched, message)
                 policy = self.node.config.retry
-                if not (
-                    hand.shown == shown_before  # a retry would repeat outputs others saw
+                retry = (
+                    not undo.shown()  # a retry would repeat outputs others saw
                     and not self.stopping
                     and policy.should_retry(attempt, error)
-                ):
+                )
+                if watchers:
+                    ended: Outcome = "retry" if retry else "dead_letter"
+                    await self._observe_end(watchers, message, attempt, started, ended, error=error)
+                if not retry:
                     raise StepFailed("process", error, attempt) from error
+                watchers = observed.process if observed is not None else None
                 self.retried += 1
                 await self.before_waiting()
                 await anyio.sleep(policy.delay(attempt))
                 attempt += 1
                 continue
+            self.carry = None
+            if self.meter is not None:
+                self.meter.timed(
+                    monotonic() - started, time(), message.raw_metadata if attempt == 1 else None
+                )
+            if watchers:
+                await self._observe_end(watchers, message, attempt, started, _outcome(control))
             return control, sends
 
-    def _drop_attempt(self, marks: list[int], sends: Sends | None) -> None:
+    async def _observe_start(
+        self, observers: list[Any], message: ChannelMessage, attempt: int
+    ) -> dict[str, Any] | None:
+        """Tell ``process_start``; return the metadata observers want outputs to carry."""
+        metadata = message.raw_metadata
+        event = GraphEvent(
+            "process_start",
+            self.node.id,
+            message,
+            edge=metadata.get("edge") if metadata else None,
+            attempt=attempt,
+        )
+        await notify(observers, event)
+        return event.carry or None
+
+    def drop_attempt(self, marks: list[int], sends: Sends | None) -> None:
         self.drop_staged(marks)
         if sends:
             self.run.in_flight -= len(sends)
@@ -420,3 +517,46 @@ class Handling(Settling):
         if node.config.on_error is OnError.STOP_GRAPH:
             self.run.request_stop("error", f"{node.id}: {type_name(error)}: {error}")
         return kept
+
+
+def _outcome(control: Control | None) -> Outcome:
+    """How a successful ``process`` call ended, for its ``process_end`` event."""
+    if control is None:
+        return "ok"
+    if control.cancel or control.stop:
+        return "stop"
+    return "goto" if control.goto else "ok"
+
+
+class _Undo:
+    """What undoing one attempt needs: where its outputs start (staged, watched, observed)."""
+
+    __slots__ = ("hand", "marks", "observed", "runtime", "shown_before", "watch", "watched")
+
+    def __init__(self, runtime: Handling, hand: Hand, watch: TraceWatch | None) -> None:
+        self.runtime = runtime
+        self.hand = hand
+        self.marks = [len(route.staged) for route in runtime.routes.targets]
+        self.watch = watch
+        self.watched = watch.mark() if watch is not None else None
+        self.shown_before = hand.shown
+        sends = runtime.observed_sends
+        self.observed = len(sends) if sends is not None else 0
+
+    def shown(self) -> bool:
+        """Whether some of the attempt's outputs are out already (a generator's items)."""
+        return self.hand.shown != self.shown_before
+
+    def attempt_failed(self, message: ChannelMessage, sends: Sends | None, started: float) -> None:
+        """Drop the failed attempt's outputs; count it (and time it, if metered)."""
+        runtime = self.runtime
+        runtime.carry = None
+        if runtime.observed_sends is not None:
+            del runtime.observed_sends[self.observed :]
+        if runtime.meter is not None:
+            runtime.meter.timed(monotonic() - started, time(), None)
+        runtime.failed_attempts += 1
+        runtime.drop_attempt(self.marks, sends)
+        watch, watched = self.watch, self.watched
+        if watch is not None and watched is not None and not self.shown():
+            watch.rewind(watched, message)

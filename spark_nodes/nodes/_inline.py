@@ -17,7 +17,7 @@ about as much as building an object).
 from __future__ import annotations
 
 import sys
-from time import monotonic
+from time import monotonic, time
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Final
 
@@ -30,7 +30,7 @@ from spark_nodes.nodes.context import ExecutionContext
 from spark_nodes.nodes.message import NodeMessage
 
 if TYPE_CHECKING:
-    from spark_nodes.nodes._forwarding import Sends
+    from spark_nodes.nodes._forwarding import Route, Sends
     from spark_nodes.nodes.node import Node
 
 __all__ = ["SETTLE_FIRST", "Bail", "Inline"]
@@ -60,8 +60,12 @@ class Inline(Handling):
     async def handle_inline(self, hand: Hand, start: int) -> int:
         """Handle what the fast path can of ``hand.taken[start:]``; return where it stopped."""
         kind = self.kind
-        if (kind is not Kind.SYNC and kind is not Kind.ASYNC) or self.run.watches:
-            return start  # generators, and traces being followed: the general path
+        if (
+            (kind is not Kind.SYNC and kind is not Kind.ASYNC)
+            or self.run.watches
+            or self.observed is not None
+        ):
+            return start  # generators, traces being followed, observers: the general path
         if self.durable is not None:
             return await self._inline_durable(hand, start)
         return await self._inline_memory(hand, start)
@@ -76,6 +80,11 @@ class Inline(Handling):
         node, routes, asynchronous = self.node, self.routes, self.kind is Kind.ASYNC
         process, route, per_message = node.process, routes.single, self.run.watch_each_message
         staged = route.staged if route is not None else []
+        meter, stamp = self.meter, route is not None and route.stamp
+        timed = meter is not None or stamp  # one test a message when neither
+        process_times, queue_times = (
+            (meter.process_times, meter.queue_times) if meter is not None else ([], [])
+        )
         handled = outputs = 0
         last: Any = _NONE
         previous, slow = 0.0, self.slow_process  # when the last awaited process started
@@ -118,6 +127,14 @@ class Inline(Handling):
                 except Exception as error:  # noqa: BLE001 - handled (retried...) the general way
                     self.bail = (_view(inputs, message, metadata), None, error)
                     break
+                if timed:
+                    now = time()
+                    if meter is not None:  # Meter.timed(), inlined
+                        duration = monotonic() - started
+                        process_times.append(duration)
+                        sent = metadata.get("sent_at")
+                        if sent is not None:
+                            queue_times.append(now - duration - sent)
                 if result.__class__ is CoroutineType or context.emitted or context.control:
                     self.bail = (_view(inputs, message, metadata), (context, result), None)
                     break
@@ -141,6 +158,8 @@ class Inline(Handling):
                             out["edge"] = route.name
                         else:
                             out = {"trace_id": trace_id, "source_node": node.id, "edge": route.name}
+                        if stamp:
+                            out["sent_at"] = now
                         forwarded: ChannelMessage = _new_object(ChannelMessage)
                         forwarded.payload, forwarded.raw_metadata = content, out
                         forwarded.raw_ack = forwarded.raw_id = forwarded.deferred = None
@@ -154,13 +173,15 @@ class Inline(Handling):
                 handled += 1
                 index += 1
                 if per_message:
-                    self._count(handled, outputs, last)
+                    self._count(handled, outputs, last, route)
                     handled = outputs = 0
                     self.run.message_done()
                 if self.stopping:
                     break
         finally:
-            self._count(handled, outputs, last)
+            self._count(handled, outputs, last, route)
+            if meter is not None:
+                meter.trim()
             if previous:
                 self.slow_process = monotonic() - previous > _SLOW_PROCESS
         return index
@@ -176,8 +197,10 @@ class Inline(Handling):
             return False
         return True
 
-    def _count(self, handled: int, outputs: int, last: Any) -> None:
-        """Count ``handled`` messages handled inline, with ``outputs`` staged inline."""
+    def _count(self, handled: int, outputs: int, last: Any, route: Route | None) -> None:
+        """Count ``handled`` messages handled inline, with ``outputs`` staged on ``route``."""
+        if route is not None:
+            route.sent += outputs
         self.received += handled
         self.processed += handled
         run = self.run
@@ -204,6 +227,7 @@ class Inline(Handling):
             else None
         )
         per_message = self.run.watch_each_message
+        meter = self.meter
         opened = monotonic()
         handled = 0
         taken, index = hand.taken, start
@@ -235,6 +259,8 @@ class Inline(Handling):
                 if asynchronous:
                     result = await result
                     self.slow_process = monotonic() - context.started_at > _SLOW_PROCESS
+                if meter is not None:
+                    meter.timed(monotonic() - context.started_at, time(), metadata)
                 if result.__class__ is CoroutineType or context.emitted or context.control:
                     self.bail = (view, (context, result), None)
                     break
@@ -253,6 +279,9 @@ class Inline(Handling):
                         out = extra.copy() if extra else {}
                         out["trace_id"], out["source_node"] = view[1], node.id
                         out["edge"] = single.name
+                        single.sent += 1
+                        if single.stamp:
+                            out["sent_at"] = time()
                         sends.append((single.channel, unchecked_message(content, out)))
                         self.run.in_flight += 1
             except Exception as error:  # noqa: BLE001 - handled (retried...) the general way

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Final
 
-import structlog
 from anyio.lowlevel import checkpoint
 
 from spark_nodes.channels import ChannelClosed, ChannelFull, ChannelMessage
@@ -31,7 +30,6 @@ BATCH: Final = 128
 # young-generation collection (700 objects); at 256 those collections took 14 % of it.
 _CHECKPOINT_EVERY: Final = 128
 _EMPTY: Final[list[ChannelMessage]] = []
-_log = structlog.get_logger("spark_nodes")
 
 SHUTDOWN_EXTERNAL: Final = "<external>"
 """The source a shutdown counts as when it does not name one (``metadata["source_node"]``)."""
@@ -264,9 +262,8 @@ class WorkerLoop(Inline):
         if pending is None:
             pending = self.pending_shutdowns = set(self.shutdown_sources)
         if source not in pending:
-            _log.info(
+            self.log.info(
                 "shutdown ignored",
-                node=self.node.id,
                 source=source,
                 reason=(
                     "a second one from this source"

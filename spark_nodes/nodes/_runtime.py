@@ -19,12 +19,14 @@ from spark_nodes.channels import BaseChannel, ChannelMessage
 from spark_nodes.channels.mailbox import Commit, DurableMailbox, is_durable, is_mailbox, mailbox_of
 from spark_nodes.channels.memory import InMemoryChannel
 from spark_nodes.channels.message import new_message_id
-from spark_nodes.nodes._forwarding import Routes
+from spark_nodes.nodes._forwarding import Route, Routes
 from spark_nodes.nodes._handling import Hand, kind_of
 from spark_nodes.nodes._loop import CYCLE_QUIET, SHUTDOWN_EXTERNAL, WorkerLoop
+from spark_nodes.nodes._metering import Meter
 from spark_nodes.nodes._watch import TraceWatch
 from spark_nodes.nodes.message import NodeMessage
 from spark_nodes.nodes.node import Node, set_stop_flag
+from spark_nodes.nodes.observing import NodeObservers
 from spark_nodes.nodes.statistics import NodeStatistics
 
 __all__ = ["CYCLE_QUIET", "SHUTDOWN_EXTERNAL", "NodeRuntime", "RunContext"]
@@ -104,6 +106,8 @@ class NodeRuntime(WorkerLoop):
 
     __slots__ = (
         "finished",
+        "meter",
+        "observed",
         "on_demand",
         "predecessors",
         "restarts",
@@ -155,6 +159,22 @@ class NodeRuntime(WorkerLoop):
         self.forwarded = 0
         self.terminal_outputs = 0
         self.restarts = 0
+        self.observed: NodeObservers | None = None
+        self.observed_sends: list[tuple[Route, ChannelMessage]] | None = None
+        self.carry: dict[str, Any] | None = None
+        self.meter: Meter | None = None
+        self.repeats = None
+        self._log = None
+
+    def observe(self, observers: NodeObservers | None, *, metered: bool) -> None:
+        """Call ``observers`` from now on (``None``: none); keep timings if ``metered``."""
+        self.observed = observers
+        self.observed_sends = [] if observers is not None else None
+        if metered:
+            if self.meter is None:
+                self.meter = Meter()
+        else:
+            self.meter = None
 
     # -- starting and stopping ------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 import structlog
 
+from spark_nodes._log_limit import RepeatLimiter
 from spark_nodes.backoff import Backoff
 from spark_nodes.channels import BaseChannel, ChannelMessage
 from spark_nodes.channels.codec import pack
@@ -41,12 +42,14 @@ class Settling(Forwarding):
     """Delivery, commits, acks and dead letters; a mixin of ``NodeRuntime``."""
 
     __slots__ = (
+        "_log",
         "commit",
         "commit_handled",
         "dead_lettered",
         "durable",
         "forwarded",
         "processed",
+        "repeats",
         "result_index",
         "stopping",
     )
@@ -59,6 +62,26 @@ class Settling(Forwarding):
     forwarded: int
     processed: int
     dead_lettered: int
+    repeats: RepeatLimiter[tuple[str, str]] | None
+    """How often each kind of dead letter was logged (made at the first one)."""
+    _log: Any
+
+    @property
+    def log(self) -> Any:
+        """The node's logger, bound to the graph's name and the node's id."""
+        log = self._log
+        if log is None:  # bound on first use: 10,000 quiet nodes bind nothing
+            graph = getattr(self.run.graph, "name", None)
+            log = self._log = _log.bind(graph=graph, node=self.node.id)
+        return log
+
+    def report_held_logs(self) -> None:
+        """Log the dead letters held back by the rate limit and not reported yet."""
+        if self.repeats is None:
+            return
+        for (phase, error_type), count in self.repeats.held().items():
+            self.log.warning("message dead-lettered (repeats not logged one by one)",
+                             phase=phase, error_type=error_type, held_back=count)  # fmt: skip
 
     # -- in memory ----------------------------------------------------------------------
 
@@ -133,8 +156,8 @@ class Settling(Forwarding):
             # A durable mailbox holds only what its store holds: these never got there.
             self.run.in_flight -= len(messages)
             self.unwatch(messages)
-            _log.error("outputs lost: cancelled while sending them", node=self.node.id,
-                       target=route.channel.name, count=len(messages))  # fmt: skip
+            self.log.error("outputs lost: cancelled while sending them",
+                           target=route.channel.name, count=len(messages))  # fmt: skip
 
     async def before_waiting(self) -> None:
         """Settle everything staged: the loop is about to wait (for messages, a retry...)."""
@@ -189,9 +212,8 @@ class Settling(Forwarding):
                 if was_handled:
                     self.processed -= 1
         if lost:
-            _log.warning(
+            self.log.warning(
                 "lease lost; outputs dropped: handled where reclaimed",
-                node=self.node.id,
                 messages=lost,
                 hint="held past the mailbox's visibility_timeout (a stalled worker): "
                 "raise visibility_timeout if handling is this slow",
@@ -207,8 +229,8 @@ class Settling(Forwarding):
         except MessageEncodeError as error:
             # Stored as the error: every process reads it as this process does (it raises),
             # not as absent or as the node's older output.
-            _log.warning("node result is not plain data; reading it raises", node=node.id,
-                         error=str(error))  # fmt: skip
+            self.log.warning("node result is not plain data; reading it raises",
+                             error=str(error))  # fmt: skip
             return index, unencodable_result(error)
 
     async def _commit_until_reachable(self, batch: Commit, *, alone: bool = False) -> list[bool]:
@@ -233,9 +255,9 @@ class Settling(Forwarding):
                 failures += 1
                 if self.stopping:
                     raise
-                _log.warning("commit failed: backend unreachable; trying again",
-                             node=self.node.id, messages=len(batch), failures=failures,
-                             error=str(error))  # fmt: skip
+                self.log.warning("commit failed: backend unreachable; trying again",
+                                 messages=len(batch), failures=failures,
+                                 error=str(error))  # fmt: skip
                 await anyio.sleep(_COMMIT_RETRY.delay(failures))
             except (MessageEncodeError, MessageTooLarge):
                 if alone:
@@ -278,8 +300,8 @@ class Settling(Forwarding):
         assert ack is not None
         try:
             await ack()
-        except Exception:  # noqa: BLE001 - the work is done; a durable channel redelivers
-            _log.exception("ack failed", node=self.node.id, msg_id=message.id)
+        except Exception:
+            self.log.exception("ack failed", msg_id=message.id)
 
     async def dead_letter(
         self, message: ChannelMessage, error: Exception, phase: str, attempts: int = 1
@@ -297,8 +319,13 @@ class Settling(Forwarding):
         node = self.node
         self.dead_lettered += 1
         error_type = type_name(error)
-        _log.warning("message dead-lettered", node=node.id, msg_id=message.id, phase=phase,
-                     error_type=error_type, error=str(error), attempts=attempts)  # fmt: skip
+        if self.repeats is None:
+            self.repeats = RepeatLimiter()
+        held_back = self.repeats.admit((phase, error_type))
+        if held_back is not None:  # the same failure again and again: rate-limited, counted
+            self.log.warning("message dead-lettered", msg_id=message.id, phase=phase,
+                             error_type=error_type, error=str(error), attempts=attempts,
+                             held_back=held_back, log_every=self.repeats.interval)  # fmt: skip
         record = {
             "node": node.id,
             "phase": phase,
@@ -333,8 +360,7 @@ class Settling(Forwarding):
                 message, reason=str(record["phase"]), error=str(record["error"]), details=details
             )
         except LeaseLost:
-            _log.warning("lease lost; not dead-lettered here", node=self.node.id,
-                         msg_id=message.id)  # fmt: skip
+            self.log.warning("lease lost; not dead-lettered here", msg_id=message.id)  # fmt: skip
             return False
         except ValueError:
             return None  # not one of the mailbox's own messages
@@ -344,8 +370,8 @@ class Settling(Forwarding):
         """Write an invoke's record that could not go in a commit; a failure is logged."""
         try:
             await replies.send(invoke_record(record))
-        except Exception:  # noqa: BLE001 - the invoker times out; the message is settled
-            _log.exception("invoke record not written", node=self.node.id, channel=replies.name)
+        except Exception:
+            self.log.exception("invoke record not written", channel=replies.name)
 
 
 def type_name(error: BaseException) -> str:
