@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import time
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import anyio
 from anyio import TASK_STATUS_IGNORED
@@ -17,8 +18,10 @@ from redis.asyncio import Redis
 from spark_nodes.channels import BaseChannel, InMemoryChannel
 from spark_nodes.channels.message import new_message_id, unchecked_message
 from spark_nodes.errors import GraphNotRunning, WiringError
+from spark_nodes.graphs._observing import check_attachment
 from spark_nodes.graphs._redis_backend import RedisBackend
 from spark_nodes.graphs._run import Run
+from spark_nodes.graphs._stats import StatsReader, idle_counts, memory_counts
 from spark_nodes.graphs._topology import Topology
 from spark_nodes.graphs.checkpoint import (
     read_checkpoint,
@@ -40,7 +43,12 @@ from spark_nodes.nodes.node import (
     runs_default_loop,
     wiring_version,
 )
+from spark_nodes.nodes.observing import GraphObserver, ObserverRegistry, Side
 from spark_nodes.state import GraphState, MemoryState, RedisState
+
+if TYPE_CHECKING:
+    from spark_nodes.graphs.metrics import MetricsObserver
+    from spark_nodes.graphs.stats import GraphStats
 
 __all__ = ["Graph"]
 
@@ -115,6 +123,9 @@ class Graph:
             name=f"graph:{self.name}:dead-letters"
         )
         self._run: Run | None = None
+        self._last_run: tuple[Run, float] | None = None  # (the run, when it ended)
+        self._observers = ObserverRegistry()
+        self._stats_reader = StatsReader()
         self._known: tuple[int, Topology] | None = None  # (wiring version, its topology)
         self._sends_to_yield = _SENDS_PER_YIELD
         self._backend: RedisBackend | None = None
@@ -179,6 +190,92 @@ class Graph:
         """The ids of the nodes that have produced an output."""
         by_id = self._topology().by_id
         return [i for i, node in by_id.items() if node.last_output is not NO_OUTPUT]
+
+    # -- observing --------------------------------------------------------------------
+
+    def observe(
+        self,
+        observer: GraphObserver | MetricsObserver,
+        *,
+        node: str | None = None,
+        edge: str | None = None,
+        side: Side = "both",
+    ) -> None:
+        """Call ``observer(event)`` for the events of one edge, one node, or every node.
+
+        Before or during a run; see :mod:`spark_nodes.nodes.observing` for the events.
+        ``edge="a->b"``: what is sent along that edge, received and acked at ``b``.
+        ``node="b"``: its ``side``: ``"input"`` (receive, process start and end, ack),
+        ``"output"`` (sends along its edges) or ``"both"``. Neither: every node, both
+        sides. A :class:`~spark_nodes.graphs.metrics.MetricsObserver` meters what it is
+        attached to instead of being called per event.
+
+        Raises:
+            TypeError: ``observer`` is not callable (nor a ``MetricsObserver``).
+            ValueError: ``node`` or ``edge`` is not in the graph, both are given, or
+                ``side`` is not one of the three.
+        """
+        check_attachment(self, observer, node=node, edge=edge, side=side)
+        attach = getattr(observer, "attach", None)
+        if attach is not None:
+            attach(self, node=node, edge=edge, side=side)
+        self._observers.add(observer, node=node, edge=edge, side=side)  # type: ignore[arg-type]
+        if self._run is not None:
+            self._run.apply_observers(self._observers)
+
+    def unobserve(self, observer: GraphObserver | MetricsObserver) -> None:
+        """Stop calling ``observer`` (every attachment of it).
+
+        Raises:
+            ValueError: ``observer`` is not attached to this graph.
+        """
+        if not self._observers.remove(observer):  # type: ignore[arg-type]
+            raise ValueError(f"{observer!r} does not observe graph {self.name!r}")
+        detach = getattr(observer, "detach", None)
+        if detach is not None:
+            detach(self)
+        if self._run is not None:
+            self._run.apply_observers(self._observers)
+
+    async def stats(self) -> GraphStats:
+        """A snapshot of every node's and edge's figures now (see :class:`GraphStats`).
+
+        In memory: the current run's, else the last run's (all zero if none ran). On
+        Redis: summed over every worker process that serves the graph, from any process.
+        Rates are since the previous ``stats()`` call (the first: over the run).
+        """
+        return await self.read_stats(self._stats_reader)
+
+    async def read_stats(self, reader: StatsReader) -> GraphStats:
+        """:meth:`stats` with rates since ``reader``'s previous snapshot."""
+        topology = self._topology()
+        if self._backend is not None:
+            counts = await self._backend.stats_counts(self.name, topology)
+        elif self._run is not None:
+            counts = memory_counts(self._run)
+        elif self._last_run is not None:
+            counts = memory_counts(self._last_run[0], ended=self._last_run[1])
+        else:
+            counts = idle_counts(topology)
+        return reader.snapshot(self.name, topology, counts)
+
+    def to_mermaid(self, stats: GraphStats | None = None) -> str:
+        """The graph as a Mermaid flowchart; with ``stats``, live counts on nodes and edges."""
+        from spark_nodes.graphs.diagram import to_mermaid  # noqa: PLC0415 - rarely used
+
+        return to_mermaid(self, stats)
+
+    def to_dot(self, stats: GraphStats | None = None) -> str:
+        """The graph in Graphviz DOT; with ``stats``, live counts on nodes and edges."""
+        from spark_nodes.graphs.diagram import to_dot  # noqa: PLC0415 - rarely used
+
+        return to_dot(self, stats)
+
+    def to_json(self, stats: GraphStats | None = None) -> str:
+        """The graph's nodes and edges as JSON; with ``stats``, their live counts."""
+        from spark_nodes.graphs.diagram import to_json  # noqa: PLC0415 - rarely used
+
+        return to_json(self, stats)
 
     @property
     def running(self) -> bool:
@@ -373,6 +470,7 @@ class Graph:
         run = Run(
             self, task, topology, backend=self._backend, served=served, concurrency=concurrency
         )
+        run.apply_observers(self._observers)
         attached: list[Node] = []
         try:
             for node_id, runtime in run.runtimes.items():
@@ -389,6 +487,7 @@ class Graph:
         finally:
             if self._run is run:
                 self._run = None
+                self._last_run = (run, time.monotonic())
                 run.close()
             for node in attached:
                 detach_runtime(node)
