@@ -58,7 +58,7 @@ def memory_counts(run: Run, *, ended: float | None = None) -> Counts:
     counts = Counts(elapsed=elapsed, running=ended is None)
     for node_id, runtime in run.runtimes.items():
         figures: dict[str, object] = {name: getattr(runtime, name) for name in COUNTERS}
-        figures["mailbox_depth"] = runtime.node.mailbox.statistics().depth
+        figures["mailbox_depth"] = runtime.waiting()
         meter = runtime.meter
         if meter is not None:
             figures["process_times"] = list(meter.process_times)

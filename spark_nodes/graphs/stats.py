@@ -4,7 +4,8 @@
 are cumulative over the run (on Redis: over every worker process that served the graph and
 reported); rates are over the time since the previous snapshot of the same reader; timings
 exist only where a ``MetricsObserver`` meters the node (they cost a clock read or two per
-message, which a graph nobody meters does not pay).
+message, which a graph nobody meters does not pay). A worker loop counts the messages it
+handles on its fast path when their batch ends (at most 128 messages, or one ``await``).
 """
 
 from __future__ import annotations
@@ -63,8 +64,9 @@ class NodeStats:
         retried: Retries scheduled after a failed attempt.
         dead_lettered: Messages dead-lettered.
         restarts: Times a crashed worker loop was restarted.
-        mailbox_depth: Messages waiting in its mailbox now (on Redis: not yet delivered
-            to a worker, plus delivered and not acked).
+        mailbox_depth: Messages waiting for it now: in its mailbox, or taken in a batch and
+            not started (on Redis: not yet delivered to a worker, plus delivered and not
+            acked).
         rate: Messages processed per second since the reader's previous snapshot.
         process_time: Recent ``process`` durations, if metered.
         queue_time: Recent times from send to the start of ``process``, if metered.

@@ -235,6 +235,11 @@ class NodeRuntime(WorkerLoop):
             return False
         return all(hand.index >= len(hand.taken) for hand in self.hands)
 
+    def waiting(self) -> int:
+        """Messages waiting for the node: in its mailbox, or taken by a loop and not started."""
+        in_hand = sum(max(0, len(hand.taken) - hand.index - 1) for hand in self.hands)
+        return self.node.mailbox.statistics().depth + in_hand
+
     def held_messages(self) -> list[ChannelMessage]:
         """Messages the loops took and have not handled: what a checkpoint must keep.
 

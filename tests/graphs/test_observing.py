@@ -1,0 +1,293 @@
+"""Graph observers: which events reach an observer attached to an edge, a node or a graph."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import pytest
+from structlog.testing import capture_logs
+
+from spark_nodes import ExecutionContext, Graph, Node, NodeConfig, RetryPolicy, Task, TaskType
+from spark_nodes.graphs import GraphEvent
+from spark_nodes.nodes.observing import observer_errors
+from tests.graph_support import Collect
+
+pytestmark = pytest.mark.anyio
+
+LONG = TaskType.LONG_RUNNING
+
+
+class Inc(Node):
+    """Adds one."""
+
+    def process(self, context: ExecutionContext) -> Any:
+        return context.inputs.content + 1
+
+
+class Fails(Node):
+    """Raises for the first ``failures`` attempts at each message."""
+
+    def __init__(self, failures: int, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.failures = failures
+        self.seen: dict[Any, int] = {}
+
+    def process(self, context: ExecutionContext) -> Any:
+        content = context.inputs.content
+        self.seen[content] = self.seen.get(content, 0) + 1
+        if self.seen[content] <= self.failures:
+            raise ValueError(f"attempt {self.seen[content]} at {content}")
+        return content
+
+
+class Record:
+    """An observer keeping (phase, node, edge, outcome) of each event, and the events."""
+
+    def __init__(self) -> None:
+        self.events: list[GraphEvent] = []
+
+    def __call__(self, event: GraphEvent) -> None:
+        self.events.append(event)
+
+    def seen(self) -> list[tuple[str, str, str | None, str | None]]:
+        return [(e.phase, e.node, e.edge, e.outcome) for e in self.events]
+
+
+def pipeline() -> tuple[Graph, Inc, Inc, Collect]:
+    a, b, sink = Inc(id="a"), Inc(id="b"), Collect(id="sink")
+    a >> b >> sink
+    return Graph(start=a), a, b, sink
+
+
+async def feed(graph: Graph, *contents: Any) -> None:
+    for content in contents:
+        await graph.send("a", content)
+    await graph.wait_idle()
+
+
+async def test_a_node_observer_sees_each_phase_of_each_message_in_order() -> None:
+    graph, _, _, sink = pipeline()
+    record = Record()
+    graph.observe(record, node="b")
+    with anyio.fail_after(10):
+        async with graph.open_run(Task(type=LONG)):
+            await feed(graph, 1, 2)
+    assert sink.items == [3, 4]
+    one = [
+        ("receive", "b", "a->b", None),
+        ("process_start", "b", "a->b", None),
+        ("process_end", "b", "a->b", "ok"),
+        ("send", "b", "b->sink", None),
+        ("ack", "b", "a->b", "ok"),
+    ]
+    assert record.seen() == one + one
+    ends = [e for e in record.events if e.phase == "process_end"]
+    assert all(e.duration is not None and e.duration >= 0 for e in ends)
+    assert all(e.attempt == 1 for e in ends)
+    sends = [e for e in record.events if e.phase == "send"]
+    assert [(e.target, e.message.payload) for e in sends] == [("sink", 3), ("sink", 4)]
+
+
+async def test_sides_split_what_comes_in_from_what_goes_out() -> None:
+    graph, *_ = pipeline()
+    inputs, outputs = Record(), Record()
+    graph.observe(inputs, node="b", side="input")
+    graph.observe(outputs, node="b", side="output")
+    with anyio.fail_after(10):
+        async with graph.open_run(Task(type=LONG)):
+            await feed(graph, 1)
+    assert [p for p, *_ in inputs.seen()] == ["receive", "process_start", "process_end", "ack"]
+    assert outputs.seen() == [("send", "b", "b->sink", None)]
+
+
+async def test_an_edge_observer_sees_that_edge_only() -> None:
+    left, right, sink = Inc(id="left"), Inc(id="right"), Collect(id="sink")
+    start = Node(id="start")
+    start >> [left, right]
+    left >> sink
+    right >> sink
+    graph = Graph(start=start)
+    record = Record()
+    graph.observe(record, edge="left->sink")
+    with anyio.fail_after(10):
+        async with graph.open_run(Task(type=LONG)):
+            await graph.send("start", 1)
+            await graph.wait_idle()
+    assert sorted(sink.items) == [2, 2]
+    assert record.seen() == [
+        ("send", "left", "left->sink", None),
+        ("receive", "sink", "left->sink", None),
+        ("ack", "sink", "left->sink", "ok"),
+    ]
+
+
+async def test_a_graph_observer_sees_every_node() -> None:
+    graph, *_ = pipeline()
+    record = Record()
+    graph.observe(record)
+    with anyio.fail_after(10):
+        async with graph.open_run(Task(type=LONG)):
+            await feed(graph, 1)
+    nodes = {e.node for e in record.events}
+    assert nodes == {"a", "b", "sink"}
+    first = record.events[0]
+    assert (first.phase, first.node, first.edge) == ("receive", "a", None)  # sent from outside
+
+
+async def test_retries_and_dead_letters_show_as_outcomes_with_their_errors() -> None:
+    retry = RetryPolicy(max_attempts=2, initial_delay=0.001, jitter=0.0)
+    flaky = Fails(1, id="flaky", config=NodeConfig(retry=retry))
+    doomed = Fails(5, id="doomed", config=NodeConfig(retry=retry))
+    start = Node(id="a")
+    start >> [flaky, doomed]
+    graph = Graph(start=start)
+    record = Record()
+    graph.observe(record, node="flaky", side="input")
+    graph.observe(record, node="doomed", side="input")
+    with anyio.fail_after(10):
+        async with graph.open_run(Task(type=LONG)) as run:
+            await graph.send("a", "x")
+            await graph.wait_idle()
+    assert run.result is not None
+    assert run.result.dead_lettered == 1
+    ends = {
+        node: [(e.attempt, e.outcome, type(e.error).__name__) for e in record.events
+               if e.node == node and e.phase == "process_end"]
+        for node in ("flaky", "doomed")
+    }  # fmt: skip
+    assert ends["flaky"] == [(1, "retry", "ValueError"), (2, "ok", "NoneType")]
+    assert ends["doomed"] == [(1, "retry", "ValueError"), (2, "dead_letter", "ValueError")]
+    acks = {e.node: e.outcome for e in record.events if e.phase == "ack"}
+    assert acks == {"flaky": "ok", "doomed": "dead_letter"}
+
+
+async def test_goto_and_stop_are_outcomes() -> None:
+    class Router(Node):
+        def process(self, context: ExecutionContext) -> Any:
+            if context.inputs.content == "stop":
+                context.stop_graph("asked")
+                return None
+            context.goto("sink")
+            return context.inputs.content
+
+    router, sink = Router(id="a"), Collect(id="sink")
+    router >> sink
+    graph = Graph(start=router)
+    record = Record()
+    graph.observe(record, node="a", side="input")
+    with anyio.fail_after(10):
+        async with graph.open_run(Task(type=LONG)):
+            await graph.send("a", "go")
+            await graph.wait_idle()
+            await graph.send("a", "stop")
+    ends = [e.outcome for e in record.events if e.phase == "process_end"]
+    assert ends == ["goto", "stop"]
+    assert sink.items == ["go"]
+
+
+async def test_sync_and_async_observers_are_called_in_the_order_attached() -> None:
+    graph, *_ = pipeline()
+    calls: list[str] = []
+
+    def first(event: GraphEvent) -> None:
+        calls.append(f"first {event.phase}")
+
+    async def second(event: GraphEvent) -> None:
+        await anyio.lowlevel.checkpoint()
+        calls.append(f"second {event.phase}")
+
+    def third(event: GraphEvent) -> None:
+        calls.append(f"third {event.phase}")
+
+    for observer in (first, second, third):
+        graph.observe(observer, node="b", side="input")
+    with anyio.fail_after(10):
+        async with graph.open_run(Task(type=LONG)):
+            await feed(graph, 1)
+    assert calls[:3] == ["first receive", "second receive", "third receive"]
+    assert len(calls) == 12
+
+
+async def test_an_observer_that_raises_is_logged_once_and_breaks_nothing() -> None:
+    graph, _, _, sink = pipeline()
+    after = Record()
+
+    def broken(event: GraphEvent) -> None:
+        raise RuntimeError(f"broken at {event.phase}")
+
+    graph.observe(broken, node="b")
+    graph.observe(after, node="b")
+    with capture_logs() as logs, anyio.fail_after(10):
+        async with graph.open_run(Task(type=LONG)):
+            await feed(graph, 1, 2, 3)
+    assert sink.items == [3, 4, 5]
+    assert len(after.events) == 15
+    failures = [log for log in logs if log["event"].startswith("graph observer failed")]
+    assert len(failures) == 1
+    assert "broken" in failures[0]["observer"]
+    assert observer_errors(broken) == 15
+
+
+async def test_observers_attached_or_removed_during_a_run_take_effect() -> None:
+    graph, *_ = pipeline()
+    record = Record()
+    with anyio.fail_after(10):
+        async with graph.open_run(Task(type=LONG)):
+            await feed(graph, 1)
+            graph.observe(record, node="b", side="output")
+            await feed(graph, 2)
+            graph.unobserve(record)
+            await feed(graph, 3)
+    assert [e.message.payload for e in record.events] == [4]
+
+
+async def test_carry_puts_metadata_on_every_output_of_the_call() -> None:
+    graph, _, _, sink = pipeline()
+
+    def tag(event: GraphEvent) -> None:
+        if event.phase == "process_start":
+            event.carry["seen_by"] = event.node
+
+    graph.observe(tag, node="b", side="input")
+    with anyio.fail_after(10):
+        async with graph.open_run(Task(type=LONG)):
+            await feed(graph, 1)
+    assert [m.metadata.get("seen_by") for m in sink.received] == ["b"]
+
+
+async def test_a_generator_node_tells_a_send_for_each_item() -> None:
+    class Split(Node):
+        def process(self, context: ExecutionContext) -> Iterator[Any]:
+            yield from context.inputs.content
+
+    split, sink = Split(id="a"), Collect(id="sink")
+    split >> sink
+    graph = Graph(start=split)
+    record = Record()
+    graph.observe(record, node="a", side="output")
+    with anyio.fail_after(10):
+        async with graph.open_run(Task(type=LONG)):
+            await graph.send("a", [1, 2, 3])
+            await graph.wait_idle()
+    assert [e.message.payload for e in record.events] == [1, 2, 3]
+    assert sink.items == [1, 2, 3]
+
+
+def test_bad_attachments_are_refused_with_what_exists() -> None:
+    graph, *_ = pipeline()
+    with pytest.raises(ValueError, match=r"no node 'nope'.*\['a', 'b', 'sink'\]"):
+        graph.observe(Record(), node="nope")
+    with pytest.raises(ValueError, match=r"no edge 'a->sink'.*\['a->b', 'b->sink'\]"):
+        graph.observe(Record(), edge="a->sink")
+    with pytest.raises(ValueError, match="not both"):
+        graph.observe(Record(), node="a", edge="a->b")
+    with pytest.raises(ValueError, match="side must be one of"):
+        graph.observe(Record(), node="a", side="sideways")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="side= applies to a node"):
+        graph.observe(Record(), edge="a->b", side="input")
+    with pytest.raises(TypeError, match="observer\\(event\\)"):
+        graph.observe(42)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="does not observe"):
+        graph.unobserve(Record())
