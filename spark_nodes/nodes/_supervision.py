@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import anyio
-import structlog
 
 if TYPE_CHECKING:
     from spark_nodes.nodes._runtime import NodeRuntime
@@ -19,8 +18,6 @@ __all__ = ["ON_STOP_TIMEOUT", "supervise"]
 
 ON_STOP_TIMEOUT = 5.0
 """Seconds the ``on_stop`` hooks of a run (or an actor) get together, shielded."""
-
-_log = structlog.get_logger("spark_nodes")
 
 
 async def supervise(
@@ -38,31 +35,32 @@ async def supervise(
     again after ``RestartPolicy.delay(n)`` (unless the node was stopped meanwhile).
     """
     node = runtime.node
+    log = runtime.log
     policy = node.config.restart
     crashes: list[float] = []
     while True:
         try:
             await loop()
-        except Exception as error:  # noqa: BLE001 - a crash: this is where it is handled
+        except Exception as error:  # a crash: this is where it is handled
             try:
                 await node.on_failure(error)
-            except Exception:  # noqa: BLE001 - logged; supervision goes on
-                _log.exception("on_failure failed", node=node.id)
+            except Exception:  # logged; supervision goes on
+                log.exception("on_failure failed")
             if stopping():
-                _log.info("worker loop ended with an error while stopping", node=node.id,
-                          error=repr(error))  # fmt: skip
+                log.info("worker loop ended with an error while stopping",
+                         error=repr(error))  # fmt: skip
                 return
             now = anyio.current_time()  # the clock the restart delays sleep on
             crashes = [t for t in crashes if now - t <= policy.within_seconds]
             if len(crashes) >= policy.max_restarts:
-                _log.error("worker loop crashed too often", node=node.id,
-                           restarts=len(crashes), exc_info=error)  # fmt: skip
+                log.exception("worker loop crashed too often", restarts=len(crashes),
+                              exc_info=error)  # fmt: skip
                 give_up(error)
                 return
             crashes.append(now)
             runtime.restarts += 1
-            _log.warning("worker loop crashed; restarting", node=node.id,
-                         restart=len(crashes), exc_info=error)  # fmt: skip
+            log.warning("worker loop crashed; restarting", restart=len(crashes),
+                        exc_info=error)  # fmt: skip
         else:
             return
         await anyio.sleep(policy.delay(len(crashes)))
