@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +24,10 @@ import redis
 from structlog.testing import capture_logs
 
 from spark_nodes._redis_client import open_client
-from spark_nodes.channels import ChannelMessage, RedisChannel, dead_letters
+from spark_nodes.channels import ChannelMessage, MailboxInfo, RedisChannel, dead_letters
 from spark_nodes.cli import main
+from spark_nodes.cli.inspect import render
+from tests.cli_process import Command
 from tests.redis_support import new_namespace
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -241,6 +245,75 @@ def test_the_command_runs_as_python_dash_m_spark_nodes(mailboxes: Mailboxes) -> 
     assert (done.returncode, done.stderr) == (0, "")
     keys = [m["key"] for m in json.loads(done.stdout)["mailboxes"]]
     assert keys == [mailboxes.orders, mailboxes.billing]
+
+
+# -- inspect --watch ------------------------------------------------------------------------
+
+
+def test_a_watched_reading_says_when_it_was_taken_and_how_often() -> None:
+    taken_at = time.mktime((2026, 11, 21, 13, 6, 48, 0, 0, -1))
+    orders = MailboxInfo(
+        key="ns:{orders}", length=3, groups=(), delayed=1, dead_letters=2, counters={"sent": 5}
+    )
+    lines = render("ns", [orders], taken_at=taken_at, every=0.5).splitlines()
+    assert lines[0] == "namespace 'ns' at 13:06:48, every 0.5 s (Ctrl-C to stop)"
+    assert lines[1] == ""
+    assert lines[2].split()[:5] == ["MAILBOX", "LENGTH", "PENDING", "DELAYED", "DEAD"]
+    assert lines[3].split()[:6] == ["ns:{orders}", "3", "0", "1", "2", "5"]
+    assert render("ns", [], taken_at=taken_at).splitlines() == [
+        "namespace 'ns' at 13:06:48 (Ctrl-C to stop)",
+        "",
+        "no mailboxes under namespace 'ns'",
+    ]
+
+
+def test_an_unwatched_reading_is_the_tables_alone() -> None:
+    assert render("ns", []) == "no mailboxes under namespace 'ns'"
+
+
+def test_watch_reads_again_and_again_until_ctrl_c_then_exits_0(mailboxes: Mailboxes) -> None:
+    argv = ["inspect", "--redis", mailboxes.url, "--namespace", mailboxes.namespace]
+    with Command(*argv, "--watch", "0.1") as command:
+        first = command.wait_for(f"namespace {mailboxes.namespace!r} at ", "out")
+        command.wait_for(f"namespace {mailboxes.namespace!r} at ", "out", after=first + 1)
+        command.signal(signal.SIGINT)
+        status = command.finish()
+    assert (status, command.err) == (0, ""), command.report()
+    readings = command.out.split(f"namespace {mailboxes.namespace!r} at ")[1:]
+    assert len(readings) >= 2
+    assert all(mailboxes.orders in reading for reading in readings)
+
+
+def test_watch_with_json_prints_one_document_per_line_per_reading(mailboxes: Mailboxes) -> None:
+    argv = ["inspect", "--redis", mailboxes.url, "--namespace", mailboxes.namespace, "--json"]
+    with Command(*argv, "--watch", "0.1") as command:
+        first = command.wait_for('"mailboxes"', "out")
+        command.wait_for('"mailboxes"', "out", after=first + 1)
+        command.signal(signal.SIGTERM)
+        status = command.finish()
+    assert status == 0, command.report()
+    documents = [json.loads(line) for line in command.out.splitlines()]
+    assert len(documents) >= 2
+    for document in documents:
+        assert set(document) == {"taken_at", "namespace", "mailboxes"}
+        assert [m["key"] for m in document["mailboxes"]] == [mailboxes.orders, mailboxes.billing]
+    assert documents[0]["taken_at"] < documents[1]["taken_at"]
+
+
+def test_watch_takes_a_positive_number_of_seconds(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["inspect", "--redis", "redis://127.0.0.1:1", "--watch", "0"])
+    assert exit_info.value.code == 2
+    assert "must be a number > 0, not 0" in capsys.readouterr().err
+
+
+def test_watch_of_an_unreachable_redis_exits_1_naming_the_url(
+    refusing_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = run(capsys, "inspect", "--redis", refusing_url, "--watch", "0.1")
+    assert (status, out) == (1, "")
+    assert err.startswith(f"spark-nodes inspect: cannot reach Redis at {refusing_url}: ")
+    assert len(err.splitlines()) == 1
 
 
 # -- dlq list -------------------------------------------------------------------------------

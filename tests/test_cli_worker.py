@@ -537,6 +537,34 @@ def test_load_graph_raises_for_a_target_that_is_no_graph() -> None:
         load_graph(GRAPHS)
 
 
+CWD_MODULE = """\
+from spark_nodes import Graph, Node
+
+graph = Graph(Node(id="only"), name="from-the-current-directory")
+"""
+
+
+def test_load_graph_imports_from_the_current_directory_as_python_dash_m_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A regression test: ``spark-nodes worker shop:build`` did not find ``./shop.py``.
+
+    ``python -m`` puts the current directory on ``sys.path``; a console script does not.
+    """
+    name = f"cwd_graph_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / f"{name}.py").write_text(CWD_MODULE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    try:
+        graph = load_graph(f"{name}:graph")
+    finally:
+        sys.modules.pop(name, None)
+    assert graph.name == "from-the-current-directory"
+    assert sys.path[0] == str(tmp_path)
+    load_graph(f"{GRAPHS}:long_lease")  # once is enough: it is not added again
+    assert sys.path.count(str(tmp_path)) == 1
+
+
 @pytest.mark.usefixtures("no_redis_url")
 def test_the_redis_url_defaults_to_the_environment_variable(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]

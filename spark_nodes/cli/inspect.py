@@ -3,23 +3,35 @@
 One row per mailbox (its stream key, the entries it holds and how many are pending, the
 delayed messages and dead letters, and its counters), then one row per consumer (what it
 holds and how long it has been idle). ``--json`` prints the same as one JSON document with
-stable keys, for scripts.
+stable keys, for scripts. ``--watch [SECONDS]`` reads and redraws them every SECONDS
+(2) until Ctrl-C: in place on a terminal, one reading after the other elsewhere (with
+``--json``: one JSON document per line).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
+import time
+from collections.abc import AsyncIterator
 from typing import Any, Final
 
+import anyio
 from redis.asyncio import Redis
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
 
 from spark_nodes.channels.inspection import MailboxInfo, inspect_namespace
+from spark_nodes.cli._args import positive_float
 from spark_nodes.cli._redis import CLI_RETRY, add_redis_option, format_table, run_on_redis
 
 __all__ = [
     "COUNTERS",
+    "WATCH_EVERY",
     "add_parser",
+    "render",
     "run",
 ]
 
@@ -35,12 +47,16 @@ COUNTERS: Final = (
 )
 """The mailbox counters, in the order they are shown (JSON always has all of them)."""
 
+WATCH_EVERY: Final = 2.0
+"""Seconds between readings of ``--watch`` given without a number."""
+
 _DESCRIPTION = """\
 Show every durable mailbox under a namespace: its stream key (what 'spark-nodes dlq
 --mailbox' takes), the entries it holds, how many are pending (delivered, not acked yet),
 delayed messages, dead letters, and its counters since it was made; then each consumer,
 with what it holds and how long it has been idle. LAG is the entries not delivered to the
-group yet ('?': too many to count cheaply)."""
+group yet ('?': too many to count cheaply). --watch re-reads and redraws them every
+SECONDS (2) until Ctrl-C; with --json, one JSON document per line per reading."""
 
 
 def add_parser(commands: Any) -> None:
@@ -51,24 +67,114 @@ def add_parser(commands: Any) -> None:
     add_redis_option(parser)
     parser.add_argument("--namespace", default="spark_nodes", help="key prefix (%(default)s)")
     parser.add_argument("--json", action="store_true", help="print JSON, for scripts")
+    parser.add_argument(
+        "--watch",
+        nargs="?",
+        type=positive_float,
+        const=WATCH_EVERY,
+        metavar="SECONDS",
+        help=f"re-read and redraw every SECONDS ({WATCH_EVERY:g}) until Ctrl-C",
+    )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the namespace's mailboxes; return 0, or 1 when Redis cannot be read."""
+    """Print the namespace's mailboxes; return 0, or 1 when Redis cannot be read.
+
+    With ``--watch``, print them again and again until SIGINT or SIGTERM, then return 0.
+    """
 
     async def show(redis: Redis) -> int:
+        if args.watch is not None:
+            await _watch(redis, args.namespace, args.watch, as_json=args.json)
+            return 0
         mailboxes = await inspect_namespace(redis, args.namespace, retry=CLI_RETRY)
         if args.json:
-            document = {"namespace": args.namespace, "mailboxes": [_json(m) for m in mailboxes]}
-            print(json.dumps(document, indent=2))
-        elif not mailboxes:
-            print(f"no mailboxes under namespace {args.namespace!r}")
+            print(json.dumps(_document(args.namespace, mailboxes), indent=2))
         else:
-            print("\n".join(_tables(mailboxes)))
+            print(render(args.namespace, mailboxes))
         return 0
 
     return run_on_redis("inspect", args.redis, show)
+
+
+def render(
+    namespace: str,
+    mailboxes: list[MailboxInfo],
+    *,
+    taken_at: float | None = None,
+    every: float | None = None,
+) -> str:
+    """The tables ``inspect`` prints for ``mailboxes`` (or a line saying there are none).
+
+    Args:
+        namespace: The namespace they were read from.
+        mailboxes: What :func:`~spark_nodes.channels.inspect_namespace` returned.
+        taken_at: When they were read (``time.time()``): with ``--watch``, a first line
+            says when, and how often they are read again.
+        every: Seconds between readings, for that line.
+    """
+    lines = []
+    if taken_at is not None:
+        when = time.strftime("%H:%M:%S", time.localtime(taken_at))
+        again = f", every {every:g} s" if every is not None else ""
+        lines += [f"namespace {namespace!r} at {when}{again} (Ctrl-C to stop)", ""]
+    if mailboxes:
+        lines += _tables(mailboxes)
+    else:
+        lines.append(f"no mailboxes under namespace {namespace!r}")
+    return "\n".join(lines)
+
+
+async def _watch(redis: Redis, namespace: str, every: float, *, as_json: bool) -> None:
+    """Read and show the mailboxes every ``every`` seconds until SIGINT or SIGTERM."""
+    console = Console(highlight=False)
+    failure: list[Exception] = []
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(_cancel_on_signal, signals, tasks.cancel_scope)
+            try:
+                if console.is_terminal and not as_json:
+                    await _redraw(redis, namespace, every, console)
+                else:
+                    await _print_readings(redis, namespace, every, as_json=as_json)
+            except Exception as error:  # noqa: BLE001 - raised below, not in a group
+                failure.append(error)
+                tasks.cancel_scope.cancel()
+    if failure:
+        raise failure[0]  # Redis went away: the caller says so in one line
+
+
+async def _redraw(redis: Redis, namespace: str, every: float, console: Console) -> None:
+    with Live(console=console, auto_refresh=False) as live:
+        while True:
+            mailboxes = await inspect_namespace(redis, namespace, retry=CLI_RETRY)
+            shown = render(namespace, mailboxes, taken_at=time.time(), every=every)
+            live.update(Text(shown), refresh=True)
+            await anyio.sleep(every)  # the readings' pace, not a wait for work
+
+
+async def _print_readings(redis: Redis, namespace: str, every: float, *, as_json: bool) -> None:
+    while True:
+        mailboxes = await inspect_namespace(redis, namespace, retry=CLI_RETRY)
+        if as_json:
+            document: dict[str, Any] = {"taken_at": round(time.time(), 3)}
+            document.update(_document(namespace, mailboxes))
+            print(json.dumps(document), flush=True)
+        else:
+            print(render(namespace, mailboxes, taken_at=time.time(), every=every))
+            print(flush=True)  # a blank line between readings
+        await anyio.sleep(every)
+
+
+async def _cancel_on_signal(signals: AsyncIterator[int], scope: anyio.CancelScope) -> None:
+    async for _ in signals:
+        scope.cancel()
+        return
+
+
+def _document(namespace: str, mailboxes: list[MailboxInfo]) -> dict[str, Any]:
+    return {"namespace": namespace, "mailboxes": [_json(m) for m in mailboxes]}
 
 
 def _tables(mailboxes: list[MailboxInfo]) -> list[str]:

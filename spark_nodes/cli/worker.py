@@ -22,7 +22,7 @@ import anyio
 import structlog
 
 from spark_nodes.cli._args import positive_int
-from spark_nodes.cli._logging import FORMATS, LEVELS, configure_logging
+from spark_nodes.cli._logging import add_logging_options, configure_logging
 from spark_nodes.errors import GraphFailed, GraphNotRunning, SparkNodesError
 from spark_nodes.graphs import Graph, GraphResult
 
@@ -63,8 +63,7 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--grace", type=float, default=10.0, help="seconds in-flight work may take on a signal"
     )
-    parser.add_argument("--log-level", choices=LEVELS, default="info")
-    parser.add_argument("--log-format", choices=FORMATS, default="console")
+    add_logging_options(parser, level="info")
     parser.set_defaults(run=run)
 
 
@@ -89,6 +88,10 @@ def run(args: argparse.Namespace) -> int:
 def load_graph(target: str) -> Graph:
     """Import ``module:attribute`` and return the graph it names (or that it makes).
 
+    The current directory comes first on ``sys.path`` (if it is not there already), as it
+    does for ``python -m spark_nodes``: the ``spark-nodes`` console script does not put it
+    there, so ``spark-nodes worker shop:build`` finds ``./shop.py`` too.
+
     Raises:
         ValueError: ``target`` is not ``module:attribute``.
         ImportError: The module cannot be imported.
@@ -98,6 +101,7 @@ def load_graph(target: str) -> Graph:
     module_name, _, attribute = target.partition(":")
     if not module_name or not attribute:
         raise ValueError(f"expected MODULE:GRAPH (e.g. myapp.pipeline:graph), not {target!r}")
+    _import_from_the_current_directory()
     found: Any = importlib.import_module(module_name)
     for part in attribute.split("."):
         found = getattr(found, part)
@@ -106,6 +110,12 @@ def load_graph(target: str) -> Graph:
     if not isinstance(found, Graph):
         raise TypeError(f"{target} is not a Graph (nor a function returning one): {found!r}")
     return found
+
+
+def _import_from_the_current_directory() -> None:
+    here = os.getcwd()
+    if "" not in sys.path and here not in sys.path:  # "": the current directory, for -m
+        sys.path.insert(0, here)
 
 
 def _prepare(graph: Graph, args: argparse.Namespace) -> Graph:
