@@ -3,7 +3,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from examples import actors, channels, custom_channel, hello, redis_orders
+from examples import actors, channels, custom_channel, hello, instrumented, redis_orders
 from spark_nodes import StopReason
 from spark_nodes.channels.mailbox import is_mailbox
 
@@ -24,6 +24,26 @@ async def test_the_hello_graph_routes_audits_and_dead_letters() -> None:
     assert result.node_stats["review"].processed == 1
     assert dead == ["dead letter: order 4: could not convert string to float: 'not a number'"]
     assert result.node_stats["parse"].failed_attempts == 2
+
+
+async def test_the_instrumented_example_taps_an_edge_times_a_node_and_draws_counts() -> None:
+    with anyio.fail_after(20):
+        report = await instrumented.main(count=60)
+    lines = instrumented.readings(60)
+    hot = [line for line in lines if line.endswith(":35.0")]
+    assert [alert["degrees"] for alert in report.alerts] == [35.0] * len(hot)
+    assert report.slow_calls >= 1  # the lab sensor's lookups sleep 5 ms (threshold 2 ms)
+    stats = report.stats
+    malformed = sum(line.endswith(":n/a") for line in lines)
+    assert stats.nodes["parse"].dead_lettered == malformed
+    assert stats.edges["enrich->alert"].sent == len(hot)
+    assert stats.nodes["store"].processed == len(lines) - malformed - len(hot)
+    enrich = stats.nodes["enrich"].process_time
+    assert enrich is not None
+    assert enrich.max >= 0.005
+    assert report.table.splitlines()[1].split()[:4] == ["NODE", "IN", "DONE", "OUT"]
+    assert f"sent {len(hot)}" in report.diagram
+    assert report.diagram.startswith("flowchart LR")
 
 
 async def test_the_actors_example_tells_asks_and_counts_every_word() -> None:

@@ -38,7 +38,7 @@ from spark_nodes.channels import InMemoryChannel, RedisChannel
 from spark_nodes.cli._args import positive_float
 from spark_nodes.cli._logging import add_logging_options, configure_logging
 from spark_nodes.cli._redis import run_on_redis
-from spark_nodes.cli._table import DeadLetterLine, stats_table, summary
+from spark_nodes.cli.table import DeadLetterLine, stats_table, summary
 from spark_nodes.cli.worker import load_graph
 from spark_nodes.errors import BackendUnavailable, GraphNotRunning, SparkNodesError
 from spark_nodes.graphs import Budget, Graph, GraphResult, RunningGraph, StopReason, Task, TaskType

@@ -24,7 +24,7 @@ How things are drawn, in Mermaid and DOT alike:
   ``otherwise()``, a function's ``__name__`` (``lambda`` for a lambda, the class name for
   another callable), followed by ``· priority N`` when the priority is not 0.
 - **Counts**, with a :class:`~spark_nodes.graphs.stats.GraphStats`: a node's label gains
-  ``in <received> · out <processed> · dlq <dead-lettered> · depth <mailbox depth>``, an
+  ``in <received> · done <processed> · dlq <dead-lettered> · depth <mailbox depth>``, an
   edge's label ``sent <n>``. A node or edge the stats do not have gets no counts. Edges
   that share a name (two conditions between the same nodes) share one count, which goes
   on the first of them. Edges that are not wired (``goto`` traffic, ``"a~>b"``) are not
@@ -314,7 +314,7 @@ class _Wiring:
         if figures is None:
             return [node.id]
         counts = (
-            f"in {figures.received} · out {figures.processed} · "
+            f"in {figures.received} · done {figures.processed} · "
             f"dlq {figures.dead_lettered} · depth {figures.mailbox_depth}"
         )
         return [node.id, counts]

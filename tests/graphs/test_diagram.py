@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from examples import actors, custom_channel, hello, redis_orders
+from examples import actors, custom_channel, hello, instrumented, redis_orders
 from spark_nodes import Graph, JoinNode, Node
 from spark_nodes.graphs.diagram import to_dot, to_json, to_mermaid
 from spark_nodes.graphs.stats import EdgeStats, GraphStats, NodeStats, Timing
@@ -515,8 +515,8 @@ def test_json_round_trips_any_id() -> None:
 def test_counts_from_stats_appear_on_node_and_edge_labels_in_mermaid() -> None:
     assert to_mermaid(pipeline(), pipeline_stats()) == (
         "flowchart LR\n"
-        '    n0(["read<br>in 10 · out 9 · dlq 1 · depth 0"])\n'
-        '    n1["clean<br>in 9 · out 7 · dlq 0 · depth 2"]\n'
+        '    n0(["read<br>in 10 · done 9 · dlq 1 · depth 0"])\n'
+        '    n1["clean<br>in 9 · done 7 · dlq 0 · depth 2"]\n'
         '    n2["store"]\n'
         '    n0 -->|"sent 9"| n1\n'
         "    n1 --> n2\n"
@@ -530,8 +530,8 @@ def test_counts_from_stats_appear_on_node_and_edge_labels_in_dot() -> None:
         'digraph "pipeline" {\n'
         "    rankdir=LR;\n"
         "    node [shape=box, style=rounded];\n"
-        '    "read" [label="read\\nin 10 · out 9 · dlq 1 · depth 0", penwidth=3];\n'
-        '    "clean" [label="clean\\nin 9 · out 7 · dlq 0 · depth 2"];\n'
+        '    "read" [label="read\\nin 10 · done 9 · dlq 1 · depth 0", penwidth=3];\n'
+        '    "clean" [label="clean\\nin 9 · done 7 · dlq 0 · depth 2"];\n'
         '    "store" [label="store"];\n'
         '    "read" -> "clean" [label="sent 9"];\n'
         '    "clean" -> "store";\n'
@@ -599,6 +599,7 @@ def help_desk() -> Graph:
 
 EXAMPLE_GRAPHS: dict[str, Callable[[], Graph]] = {
     "hello": lambda: hello.build()[0],
+    "instrumented": instrumented.build,
     "redis_orders": redis_orders.build,  # no Redis until the graph is moved there
     "actors": actors_wiring,
     "custom_channel": help_desk,
