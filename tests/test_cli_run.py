@@ -25,8 +25,8 @@ import structlog
 
 from spark_nodes.cli import main
 from spark_nodes.cli._logging import configure_logging
-from spark_nodes.cli.table import DeadLetterLine, render, stats_table, summary
 from spark_nodes.cli.run import InputError, read_inputs
+from spark_nodes.cli.table import DeadLetterLine, render, stats_table, summary
 from spark_nodes.graphs import Graph, GraphStats, NodeStats, Timing
 from tests import cli_run_graphs
 from tests.cli_process import Command

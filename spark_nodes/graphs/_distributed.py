@@ -16,6 +16,7 @@ import structlog
 
 from spark_nodes.channels.redis import RedisChannel
 from spark_nodes.graphs._redis_backend import GRAPH_RUN_KEY, RedisBackend
+from spark_nodes.graphs._redis_stats import StatsPublisher
 from spark_nodes.nodes._runtime import CYCLE_QUIET, SHUTDOWN_EXTERNAL, NodeRuntime
 
 if TYPE_CHECKING:
@@ -61,6 +62,9 @@ class Distribution:
         self.runtimes = runtimes
         self.epoch = 0
         """The run (of the graph, across processes) this one takes part in."""
+        self.stats = StatsPublisher(backend.redis, backend.stats_key, runtimes, graph=graph_name)
+        """Publishes this process's figures of its nodes: ``stats.run`` is a task of the
+        run, ``stats.publish_final`` is awaited when it ends (see ``_redis_stats``)."""
 
     def mailbox(self, node_id: str) -> RedisChannel:
         """The Redis mailbox of node ``node_id``."""

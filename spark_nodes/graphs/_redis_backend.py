@@ -3,6 +3,8 @@
 Every node's mailbox is a :class:`RedisChannel` whose stream is ``{ns}:{graph}:{node}``;
 the graph's own bookkeeping is one hash, ``{ns}:{graph}#graph``, which no mailbox key can
 collide with. All keys carry the ``{graph}`` hash tag: one Cluster slot per graph.
+Serving processes publish their figures into ``{ns}:{graph}#stats``, which
+``stats_counts`` reads (see :mod:`spark_nodes.graphs._redis_stats`).
 
 The shutdown protocol, per run (``epoch``; a run ends when every node has finished):
 
@@ -33,12 +35,21 @@ from redis.asyncio import Redis
 from spark_nodes._redis_client import ConnectionRetry, open_client, with_retries
 from spark_nodes.channels import ChannelMessage
 from spark_nodes.channels.codec import encode
-from spark_nodes.channels.redis import RedisChannel, has_hash_tag
+from spark_nodes.channels.redis import RedisChannel, has_hash_tag, stream_key
 from spark_nodes.channels.redis._scripts import TRIM_SETTLED
 from spark_nodes.errors import ChannelUnavailable, WiringError
+from spark_nodes.graphs._redis_stats import (
+    DEPTH_COUNT_LIMIT,
+    STATS_READ,
+    merge_reports,
+    parse_report,
+    stats_key,
+)
 from spark_nodes.nodes._runtime import CYCLE_QUIET
 
 if TYPE_CHECKING:
+    from spark_nodes.graphs._stats import Counts
+    from spark_nodes.graphs._topology import Topology
     from spark_nodes.nodes import Node
 
 __all__ = ["DEFAULT_PREFETCH", "GRAPH_RUN_KEY", "RedisBackend"]
@@ -228,6 +239,9 @@ class RedisBackend:
         self.mailboxes: dict[str, RedisChannel] = {}
         """The mailboxes made for the graph's nodes, by node id."""
         self._replies: OrderedDict[str, RedisChannel] = OrderedDict()
+        self.stats_key = stats_key(namespace, graph)
+        """The hash where serving processes publish their figures (see ``_redis_stats``)."""
+        self._stats_read = self.redis.register_script(STATS_READ)
 
     def channel_name(self, node_id: str) -> str:
         """The mailbox name of ``node_id``: ``{graph}:node_id``."""
@@ -426,6 +440,44 @@ class RedisBackend:
             error=ChannelUnavailable,
         )  # fmt: skip
         return idle == 1
+
+    async def stats_counts(self, graph_name: str, topology: Topology) -> Counts:
+        """Every serving process's figures of the graph, summed, and each mailbox's depth.
+
+        From any process, serving or not: one script call reads the stats hash the serving
+        processes publish to and every node's mailbox depth (entries not delivered to its
+        consumer group yet, plus delivered and not acked), at one instant; the reports are
+        merged by :func:`~spark_nodes.graphs._redis_stats.merge_reports`. Nodes of
+        ``topology`` that no process reported have zero counts.
+
+        Args:
+            graph_name: The graph's name, for errors.
+            topology: The graph's nodes as this process knows them.
+
+        Raises:
+            ChannelUnavailable: Redis could not be reached within the retries.
+        """
+        keys = [self.stats_key]
+        args: list[Any] = [DEPTH_COUNT_LIMIT]
+        for node in topology.nodes:
+            mailbox = self.mailboxes.get(node.id)
+            if mailbox is not None:
+                keys.append(mailbox.key)
+                args.append(mailbox.group)
+            else:  # wired after the graph moved to Redis: its mailbox is made at the next run
+                keys.append(stream_key(self.namespace, self.channel_name(node.id)))
+                args.append(self.options.get("group", "workers"))
+        reply: Any = await with_retries(
+            lambda: self._stats_read(keys=keys, args=args),
+            retry=self.retry, what=f"read the stats of graph {graph_name!r}",
+            error=ChannelUnavailable,
+        )  # fmt: skip
+        fields, depths = reply
+        reports = [parse_report(value) for value in fields[1::2]]
+        return merge_reports(
+            [report for report in reports if report is not None],
+            {node.id: int(depth) for node, depth in zip(topology.nodes, depths, strict=True)},
+        )
 
     async def aclose(self) -> None:
         """Close the mailboxes (their queued sends written), then the client if ours.

@@ -400,6 +400,8 @@ class Run:
             self._wake_idle_waiters()
             with anyio.CancelScope(shield=True), anyio.move_on_after(ON_STOP_TIMEOUT):
                 await self._stop_nodes()
+            if self.distribution is not None:  # stats: the final figures (shielded, bounded)
+                await self.distribution.stats.publish_final()
         if self.distribution is not None:
             await self.distribution.release_buffered()
             self._left_in_redis = await self.distribution.left()
@@ -436,8 +438,8 @@ class Run:
         for runtime in self.runtimes.values() if runtimes is None else runtimes:
             try:
                 await runtime.node.on_stop()
-            except Exception:  # noqa: BLE001 - logged: the other nodes still stop
-                _log.exception("on_stop failed", graph=self.graph.name, node=runtime.node.id)
+            except Exception:  # logged: the other nodes still stop
+                runtime.log.exception("on_stop failed")
 
     async def _run_loops(self, started: Callable[[], None] | None) -> None:
         """Start the loops, feed the input, and wait until every node has finished."""
@@ -454,6 +456,7 @@ class Run:
             if distribution is not None:
                 outer.start_soon(distribution.renew_leases)
                 outer.start_soon(distribution.end_quiet_cycles)
+                outer.start_soon(distribution.stats.run)  # stats: this process's figures
             if budget.max_seconds is not None:
                 outer.start_soon(self._stop_after, budget.max_seconds)
             if self.task.idle_timeout is not None:
@@ -539,8 +542,8 @@ class Run:
         if runtime.draining:
             try:
                 await runtime.drained()  # its outputs go before the shutdown passes on
-            except Exception:  # noqa: BLE001 - logged; the shutdown still goes on
-                _log.exception("on_drained failed", node=node.id)
+            except Exception:  # logged; the shutdown still goes on
+                runtime.log.exception("on_drained failed")
         self._finish(runtime)
         await self._pass_shutdown_on(runtime)
 

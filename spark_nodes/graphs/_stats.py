@@ -115,7 +115,7 @@ class StatsReader:
                 rate=(processed - processed_then.get(node_id, 0)) / span,
                 process_time=Timing.of(process_times) if isinstance(process_times, list) else None,
                 queue_time=Timing.of(queue_times) if isinstance(queue_times, list) else None,
-                workers=_int(figures, "workers") or 1,
+                workers=_int(figures, "workers") if "workers" in figures else 1,
             )
         edges: dict[str, EdgeStats] = {}
         names = [edge.name for node in topology.nodes for edge in node.edges]

@@ -243,6 +243,9 @@ class Graph:
         In memory: the current run's, else the last run's (all zero if none ran). On
         Redis: summed over every worker process that serves the graph, from any process.
         Rates are since the previous ``stats()`` call (the first: over the run).
+
+        Raises:
+            ChannelUnavailable: A Redis graph's server could not be reached.
         """
         return await self.read_stats(self._stats_reader)
 

@@ -70,7 +70,8 @@ class NodeStats:
         rate: Messages processed per second since the reader's previous snapshot.
         process_time: Recent ``process`` durations, if metered.
         queue_time: Recent times from send to the start of ``process``, if metered.
-        workers: Processes whose figures are summed here (1 in memory).
+        workers: Runs (worker processes) whose figures are summed here: 1 in memory; on
+            Redis every run that reported the node, ended ones included (0: none did).
     """
 
     node_id: str
