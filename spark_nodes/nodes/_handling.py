@@ -23,7 +23,7 @@ from spark_nodes.nodes._watch import REPLY_PREFIX, TraceWatch, invoke_record, is
 from spark_nodes.nodes.config import OnError
 from spark_nodes.nodes.context import Control, ExecutionContext
 from spark_nodes.nodes.message import NodeMessage
-from spark_nodes.nodes.observing import GraphEvent, NodeObservers, Outcome, notify
+from spark_nodes.nodes.observing import GraphEvent, NodeObservers, Outcome, edge_of, notify
 
 if TYPE_CHECKING:
     from spark_nodes.channels.mailbox import Commit, DurableMailbox, Mailbox
@@ -222,8 +222,7 @@ class Handling(Settling):
         message: ChannelMessage,
         outcome: Outcome | None = None,
     ) -> None:
-        metadata = message.raw_metadata
-        edge = metadata.get("edge") if metadata else None
+        edge = edge_of(message)
         observers = observed.of_input(edge)
         if observers:
             event = GraphEvent(phase, self.node.id, message, edge=edge, outcome=outcome)
@@ -257,12 +256,11 @@ class Handling(Settling):
         *,
         error: BaseException | None = None,
     ) -> None:
-        metadata = message.raw_metadata
         event = GraphEvent(
             "process_end",
             self.node.id,
             message,
-            edge=metadata.get("edge") if metadata else None,
+            edge=edge_of(message),
             attempt=attempt,
             duration=monotonic() - started,
             outcome=outcome,
@@ -342,12 +340,11 @@ class Handling(Settling):
         self, observers: list[Any], message: ChannelMessage, attempt: int
     ) -> dict[str, Any] | None:
         """Tell ``process_start``; return the metadata observers want outputs to carry."""
-        metadata = message.raw_metadata
         event = GraphEvent(
             "process_start",
             self.node.id,
             message,
-            edge=metadata.get("edge") if metadata else None,
+            edge=edge_of(message),
             attempt=attempt,
         )
         await notify(observers, event)

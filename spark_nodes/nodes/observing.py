@@ -40,6 +40,7 @@ __all__ = [
     "Outcome",
     "Phase",
     "Side",
+    "edge_of",
     "notify",
 ]
 
@@ -86,6 +87,13 @@ class GraphEvent:
 
 GraphObserver = Callable[[GraphEvent], Awaitable[None] | None]
 """``observer(event)``: a plain function or an ``async def``."""
+
+
+def edge_of(message: ChannelMessage) -> str | None:
+    """The edge ``message`` took (``metadata["edge"]``); ``None`` if sent from outside."""
+    metadata = message.raw_metadata
+    return metadata.get("edge") if metadata else None
+
 
 _failures: dict[int, int] = {}  # observers that raised, by id: logged once, then counted
 
