@@ -25,8 +25,8 @@ class RepeatLimiter(Generic[K]):
 
     __slots__ = ("_kinds", "interval")
 
-    def __init__(self, interval: float = REPEAT_INTERVAL) -> None:
-        self.interval = interval
+    def __init__(self, interval: float | None = None) -> None:
+        self.interval = REPEAT_INTERVAL if interval is None else interval
         self._kinds: dict[K, list[float]] = {}  # kind -> [last logged, held since]
 
     def admit(self, kind: K) -> int | None:

@@ -44,8 +44,8 @@ def stats_table(stats: GraphStats) -> Table:
 
     ``IN`` counts messages taken from the mailbox, ``DONE`` those processed successfully,
     ``OUT`` the outputs sent on or kept as results, ``MAILBOX`` what waits now, ``RETRIES``
-    the retries scheduled and ``DEAD`` the messages dead-lettered. ``WORKERS`` appears when
-    figures of several processes are summed (on Redis), ``P50``/``P99`` (``process`` time)
+    the retries scheduled and ``DEAD`` the messages dead-lettered. ``WORKERS`` (the processes
+    serving the node now) appears when figures come from Redis, ``P50``/``P99`` (``process`` time)
     when a node is metered. A footer totals the columns when there are several nodes.
     """
     nodes = list(stats.nodes.values())
@@ -119,7 +119,7 @@ def _line(text: str, style: str = "") -> Text:
 
 def _title(stats: GraphStats) -> str:
     state = f"running for {stats.elapsed:.1f} s" if stats.running else "not running"
-    return f"graph {stats.graph!r}: {state}, {stats.in_flight} in mailboxes"
+    return f"graph {stats.graph!r}: {state}, {stats.waiting} in mailboxes"
 
 
 def _row(node: NodeStats, *, workers: bool, metered: bool) -> list[RenderableType]:

@@ -351,9 +351,10 @@ def merge_reports(
     """Sum what every process reported into one read's :class:`Counts`.
 
     Counters and edges' ``sent`` are summed over the reports; ``workers`` is the number of
-    processes that reported a node; timing samples are interleaved newest first (the most
-    recently published report's first), at most :data:`MERGED_SAMPLES`. ``running``: some
-    run reported within :data:`RUNNING_INTERVALS` of its interval and has not ended;
+    processes serving a node now (their runs live); timing samples are interleaved newest
+    first (the most recently published report's first), at most :data:`MERGED_SAMPLES`.
+    ``running``: some run reported within :data:`RUNNING_INTERVALS` of its interval and has
+    not ended;
     ``elapsed``: since the earliest run started (until now, or until the last report if
     nothing runs). Every node of ``depths`` (the topology's) is in the result, those no
     process reported with zero counts.
@@ -379,14 +380,15 @@ def merge_reports(
         elapsed = max(until - first_start, 0.0)
     else:
         elapsed = 0.0
-    counts = Counts(elapsed=elapsed, running=running, edges=edges)
+    started = min((report.started for report in every), default=0.0)
+    counts = Counts(elapsed=elapsed, running=running, started=started, edges=edges)
     for node_id, node_reports in by_node.items():
         node_reports.sort(key=lambda report: report.published, reverse=True)
         figures: dict[str, object] = {
             name: sum(report.counters.get(name, 0) for report in node_reports) for name in COUNTERS
         }
         figures["mailbox_depth"] = depths.get(node_id, 0)
-        figures["workers"] = len({report.process for report in node_reports})
+        figures["workers"] = len({r.process for r in node_reports if r.live(now)})
         for kind in ("process_times", "queue_times"):
             samples = [getattr(report, kind) for report in node_reports]
             kept = [each for each in samples if each is not None]

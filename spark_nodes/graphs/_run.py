@@ -295,7 +295,7 @@ class Run:
         for node_id, runtime in self.runtimes.items():
             edges = [edge.name for edge in runtime.node.edges]
             runtime.observe(registry.for_node(node_id, edges), metered=node_id in metered)
-            runtime.routes.set_stamped(metered)
+            runtime.routes.set_metered(metered)
 
     def reply_channel(self, trace_id: str) -> BaseChannel | None:
         """The reply stream of a Redis invoke's trace; ``None`` in memory."""

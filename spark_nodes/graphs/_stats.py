@@ -32,6 +32,8 @@ class Counts:
 
     elapsed: float
     running: bool
+    started: float = 0.0
+    """When the counting started (a run's start): reads with another are of another run."""
     nodes: dict[str, dict[str, object]] = field(default_factory=dict)
     edges: dict[str, int] = field(default_factory=dict)
 
@@ -55,7 +57,7 @@ def memory_counts(run: Run, *, ended: float | None = None) -> Counts:
     ``ended``: when the run ended (``time.monotonic()``), if it has.
     """
     elapsed = (time.monotonic() if ended is None else ended) - run.started
-    counts = Counts(elapsed=elapsed, running=ended is None)
+    counts = Counts(elapsed=elapsed, running=ended is None, started=run.started)
     for node_id, runtime in run.runtimes.items():
         figures: dict[str, object] = {name: getattr(runtime, name) for name in COUNTERS}
         figures["mailbox_depth"] = runtime.waiting()
@@ -84,19 +86,20 @@ class StatsReader:
     __slots__ = ("_previous",)
 
     def __init__(self) -> None:
-        self._previous: tuple[float, dict[str, int], dict[str, int]] | None = None
+        # (when, the counts' start, processed per node, sent per edge)
+        self._previous: tuple[float, float, dict[str, int], dict[str, int]] | None = None
 
     def snapshot(self, name: str, topology: Topology, counts: Counts) -> GraphStats:
         """The snapshot of ``counts``; nodes and edges in wiring order (then the others)."""
         now = time.monotonic()
         previous = self._previous
-        if previous is None or counts.elapsed < now - previous[0]:
+        if previous is None or previous[1] != counts.started:
             # First read, or a new run since: rates over the run so far.
             since = now - counts.elapsed
             processed_then: dict[str, int] = {}
             sent_then: dict[str, int] = {}
         else:
-            since, processed_then, sent_then = previous
+            since, _, processed_then, sent_then = previous
         span = max(now - since, 1e-9)
         nodes: dict[str, NodeStats] = {}
         order = [node.id for node in topology.nodes]
@@ -132,6 +135,7 @@ class StatsReader:
             )
         self._previous = (
             now,
+            counts.started,
             {node_id: stats.processed for node_id, stats in nodes.items()},
             dict(counts.edges),
         )

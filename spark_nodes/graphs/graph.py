@@ -237,6 +237,10 @@ class Graph:
         if self._run is not None:
             self._run.apply_observers(self._observers)
 
+    def observer_errors(self, observer: GraphObserver) -> int:
+        """How many times ``observer``, attached to this graph, raised when called."""
+        return self._observers.errors(observer)
+
     async def stats(self) -> GraphStats:
         """A snapshot of every node's and edge's figures now (see :class:`GraphStats`).
 

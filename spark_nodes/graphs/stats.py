@@ -70,8 +70,8 @@ class NodeStats:
         rate: Messages processed per second since the reader's previous snapshot.
         process_time: Recent ``process`` durations, if metered.
         queue_time: Recent times from send to the start of ``process``, if metered.
-        workers: Runs (worker processes) whose figures are summed here: 1 in memory; on
-            Redis every run that reported the node, ended ones included (0: none did).
+        workers: Worker processes serving the node now: 1 in memory; on Redis those
+            whose runs reported lately and have not ended (the counts also sum ended ones).
     """
 
     node_id: str
@@ -136,6 +136,6 @@ class GraphStats:
         return asdict(self)
 
     @property
-    def in_flight(self) -> int:
-        """Messages waiting in the mailboxes, over all nodes."""
+    def waiting(self) -> int:
+        """Messages waiting for the nodes (their ``mailbox_depth``), over all nodes."""
         return sum(node.mailbox_depth for node in self.nodes.values())

@@ -64,8 +64,9 @@ class Route:
         steps: Whether outputs taking it count ``metadata["steps"]`` up (see
             ``Task.max_steps``): routes along a cycle, and every ``goto``.
         target_id: The target node's id.
-        sent: Outputs staged along it (a failed attempt's are taken back).
-        stamp: Whether outputs get ``metadata["sent_at"]`` (``time.time()``): the target
+        sent: Outputs staged along it, less those that were not sent after all (a failed
+            attempt's, a failed send's, a commit's that lost its lease).
+        stamps: Whether outputs get ``metadata["sent_at"]`` (``time.time()``): the target
             is metered, and measures how long they wait.
     """
 
@@ -77,7 +78,7 @@ class Route:
         "owner",
         "sent",
         "staged",
-        "stamp",
+        "stamps",
         "steps",
         "target_id",
     )
@@ -101,7 +102,7 @@ class Route:
         self.commits = commits
         self.target_id = ""
         self.sent = 0
-        self.stamp = False
+        self.stamps = False
 
 
 class Routes:
@@ -121,9 +122,9 @@ class Routes:
         "_node",
         "edges",
         "fixed",
+        "metered_targets",
         "pending",
         "single",
-        "stamped",
         "targets",
     )
 
@@ -139,8 +140,8 @@ class Routes:
         """The owners with outputs staged, in the order of their first one: delivered in
         that order, so that the target that got the first output hears of it first."""
         self._goto: dict[int, Route] | None = None
-        self.stamped: set[str] | frozenset[str] = frozenset()
-        """The targets whose routes stamp outputs (metered nodes; see :attr:`Route.stamp`)."""
+        self.metered_targets: set[str] | frozenset[str] = frozenset()
+        """The targets whose routes stamp outputs (metered nodes; see :attr:`Route.stamps`)."""
         edges = node.edges
         # Kept small: a 10,000-node graph makes one of these per node and run.
         if all(edge.condition is None for edge in edges):
@@ -173,7 +174,7 @@ class Routes:
             route = Route(name, channel, None, commits, steps=steps)
             self.targets.append(route)
         route.target_id = target.id
-        route.stamp = target.id in self.stamped
+        route.stamps = target.id in self.metered_targets
         return route
 
     def every_route(self) -> list[Route]:
@@ -181,11 +182,15 @@ class Routes:
         routes = list(self.fixed) if self.fixed is not None else list(self._by_edge.values())
         return routes + list((self._goto or {}).values())
 
-    def set_stamped(self, targets: set[str]) -> None:
-        """Stamp outputs to ``targets`` from now on (see :attr:`Route.stamp`)."""
-        self.stamped = targets
+    def named(self, name: str) -> Route | None:
+        """The route of the edge (or goto) called ``name``, if one was made."""
+        return next((route for route in self.every_route() if route.name == name), None)
+
+    def set_metered(self, targets: set[str]) -> None:
+        """Stamp outputs to ``targets`` from now on (see :attr:`Route.stamps`)."""
+        self.metered_targets = targets
         for route in self.every_route():
-            route.stamp = route.target_id in targets
+            route.stamps = route.target_id in targets
 
     def select(self, content: Any) -> list[Route]:
         """The routes an output with ``content`` takes (see :func:`select_edges`).
@@ -213,6 +218,8 @@ class Routes:
         known = self._goto
         if known is None:
             known = self._goto = {}
+            if self.fixed is self.targets:  # shared to save memory; a goto's new target
+                self.fixed = list(self.targets)  # must not become every output's
         routes = []
         for target in dict.fromkeys(targets):
             route = known.get(id(target))
@@ -230,9 +237,8 @@ class Forwarding:
     """
 
     __slots__ = (
-        "carry",
+        "delivered",
         "node",
-        "observed_sends",
         "outputs_made",
         "routes",
         "run",
@@ -245,10 +251,9 @@ class Forwarding:
     terminal_outputs: int
     outputs_made: int
     """Outputs forwarded (or kept as terminal) so far: a new one is a new node result."""
-    carry: dict[str, Any] | None
-    """Metadata observers add to every output of the current ``process`` call."""
-    observed_sends: list[tuple[Route, ChannelMessage]] | None
-    """With observers: the outputs staged for the message in hand, for their ``send``."""
+    delivered: list[ChannelMessage] | None
+    """With observers: the outputs delivered (or committed) and not told yet, for their
+    ``send`` events; ``None`` when nothing observes the node."""
 
     def forward(  # noqa: PLR0912 - one frame: a call per output costs what staging does
         self,
@@ -260,6 +265,8 @@ class Forwarding:
         *,
         steps: int = 0,
         origin: object = None,
+        carry: dict[str, Any] | None = None,
+        staged: list[ChannelMessage] | None = None,
     ) -> None:
         """Stage ``output`` along the edges it takes (or to the ``goto`` targets).
 
@@ -267,6 +274,9 @@ class Forwarding:
         mailbox commits to. An output that takes no edge is a terminal output of the run.
         ``steps``: the steps the message being handled has taken (see :func:`steps_of`).
         ``origin``: that message, for a trace being watched (see ``_watch``).
+        ``carry``: metadata observers add to every output of the call (see ``observing``).
+        ``staged``: where to note the outputs staged for delivery (an attempt's, which a
+        failure takes back).
 
         Raises:
             StepFailed: An edge condition raised, or the output would take one step more
@@ -292,7 +302,6 @@ class Forwarding:
         if len(routes) > 1:  # a fan-out: its copies share a new correlation id (for joins)
             correlation = [*(correlation or ()), new_message_id()][-CORRELATION_DEPTH:]
         source = node.id
-        carry = self.carry
         for route in routes:
             route.sent += 1
             if extra:
@@ -310,9 +319,11 @@ class Forwarding:
                 metadata["steps"] = steps + 1
             if carry:
                 metadata.update(carry)
-            if route.stamp:
+            if route.stamps:
                 metadata["sent_at"] = time()
-            self._stage(route, unchecked_message(content, metadata), sends)
+            elif extra and "sent_at" in metadata:
+                del metadata["sent_at"]  # a relayed input's: not this hop's
+            self._stage(route, unchecked_message(content, metadata), sends, staged)
         self.run.in_flight += len(routes)
 
     def _check_and_watch(
@@ -336,10 +347,13 @@ class Forwarding:
         if watch is not None:
             watch.emitted(self.node.id, content, len(routes), origin)
 
-    def _stage(self, route: Route, message: ChannelMessage, sends: Sends | None) -> None:
-        observed = self.observed_sends
-        if observed is not None:
-            observed.append((route, message))
+    def _stage(
+        self,
+        route: Route,
+        message: ChannelMessage,
+        sends: Sends | None,
+        noted: list[ChannelMessage] | None,
+    ) -> None:
         if sends is not None and route.commits:
             sends.append((route.channel, message))
             return
@@ -347,6 +361,8 @@ class Forwarding:
         if not staged:
             self.routes.pending.append(route.owner)
         staged.append(message)
+        if noted is not None:
+            noted.append(message)
 
     def _terminal(
         self,
@@ -360,6 +376,7 @@ class Forwarding:
         node = self.node
         self.terminal_outputs += 1
         metadata = {**extra} if extra else {}
+        metadata.pop("sent_at", None)  # a relayed input's stamp: not part of a result
         metadata["trace_id"] = trace_id
         metadata["source_node"] = node.id
         output = NodeMessage(content, metadata)
@@ -374,8 +391,17 @@ class Forwarding:
                 record = {"output": content, "metadata": metadata}
                 sends.append((replies, invoke_record(record)))
 
-    def unwatch(self, messages: list[ChannelMessage]) -> None:
-        """Outputs that will not be sent after all: the traces watching them stop counting them."""
+    def unsent(self, messages: list[ChannelMessage]) -> None:
+        """Outputs that will not be sent after all: nothing counts them any more.
+
+        Their edges take them off ``sent``; the traces watching them stop waiting for them.
+        """
+        routes = self.routes
+        for message in messages:
+            metadata = message.raw_metadata
+            route = routes.named(metadata.get("edge", "")) if metadata else None
+            if route is not None:
+                route.sent -= 1
         watches = self.run.watches
         if not watches:
             return
@@ -385,15 +411,23 @@ class Forwarding:
             if watch is not None:
                 watch.dropped(1)
 
-    def drop_staged(self, counts: list[int]) -> None:
-        """Drop the outputs staged after the lengths ``counts`` (a failed attempt's)."""
-        dropped = 0
+    def drop_staged(self, outputs: list[ChannelMessage]) -> None:
+        """Take ``outputs`` (a failed attempt's) back from what is staged for delivery.
+
+        Those another loop of the node delivered meanwhile are out: they stay counted.
+        """
+        if not outputs:
+            return
+        dropping = {id(output) for output in outputs}
+        dropped: list[ChannelMessage] = []
         routes = self.routes
-        for index, route in enumerate(routes.targets):
-            count = counts[index] if index < len(counts) else 0  # a goto added the route
-            dropped += len(route.staged) - count
-            route.sent -= len(route.staged) - count
-            self.unwatch(route.staged[count:])
-            del route.staged[count:]
+        for route in routes.targets:
+            staged = route.staged
+            if staged:
+                kept = [output for output in staged if id(output) not in dropping]
+                if len(kept) != len(staged):
+                    dropped += [output for output in staged if id(output) in dropping]
+                    staged[:] = kept
         routes.pending = [route for route in routes.pending if route.staged]
-        self.run.in_flight -= dropped
+        self.unsent(dropped)
+        self.run.in_flight -= len(dropped)

@@ -182,6 +182,7 @@ class Handling(Settling):
         )
         outputs_before = self.outputs_made
         settled: dict[str, Any] = {"forwarded": 0}
+        control: Control | None = None
         try:
             control, sends = await self._attempts(message, hand, view, first, failed)
             if control is not None and (control.cancel or control.stop):
@@ -213,7 +214,7 @@ class Handling(Settling):
         if replies is not None:
             await self.send_record(replies, settled)
         if observed is not None:
-            await self._observe_settled(observed, message, outcome)
+            await self._settle_observed(observed, message, outcome, control)
 
     async def _observe_input(
         self,
@@ -226,25 +227,46 @@ class Handling(Settling):
         observers = observed.of_input(edge)
         if observers:
             event = GraphEvent(phase, self.node.id, message, edge=edge, outcome=outcome)
-            await notify(observers, event)
+            await self._notify(observers, event)
 
-    async def _observe_settled(
-        self, observed: NodeObservers, message: ChannelMessage, outcome: Outcome
+    async def _notify(self, observers: list[Any], event: GraphEvent) -> None:
+        observed = self.observed  # (None: detached meanwhile; the failures go uncounted)
+        await notify(observers, event, observed.failures if observed is not None else {})
+
+    async def _settle_observed(
+        self,
+        observed: NodeObservers,
+        message: ChannelMessage,
+        outcome: Outcome,
+        control: Control | None,
     ) -> None:
-        """Settle the message's outputs now, then tell their ``send`` and its ``ack``."""
+        """Settle what is staged now; tell each delivered output's ``send``, then the acks.
+
+        The ``ack`` of the message (unless a join holds it), and of the parts it released.
+        """
         await self.before_waiting()
-        sends = self.observed_sends
-        if sends:
-            self.observed_sends = []
-            node_id = self.node.id
-            for route, output in sends:
-                observers = observed.of_output(route.name)
-                if observers:
-                    event = GraphEvent(
-                        "send", node_id, output, edge=route.name, target=route.target_id
-                    )
-                    await notify(observers, event)
-        await self._observe_input(observed, "ack", message, outcome)
+        await self.tell_sends()
+        if control is None or not control.hold:
+            await self._observe_input(observed, "ack", message, outcome)
+        for part in control.release if control is not None else ():
+            if part is not message:
+                await self._observe_input(observed, "ack", part, "ok")
+
+    async def tell_sends(self) -> None:
+        """Tell the observers the ``send`` of each output delivered since the last call."""
+        observed, delivered = self.observed, self.delivered
+        if observed is None or not delivered:
+            return
+        self.delivered = []
+        node_id = self.node.id
+        for output in delivered:
+            edge = edge_of(output) or ""
+            observers = observed.of_output(edge)
+            if observers:
+                route = self.routes.named(edge)
+                target = route.target_id if route is not None else None
+                event = GraphEvent("send", node_id, output, edge=edge, target=target)
+                await notify(observers, event, observed.failures)
 
     async def _observe_end(
         self,
@@ -266,7 +288,7 @@ class Handling(Settling):
             outcome=outcome,
             error=error,
         )
-        await notify(observers, event)
+        await self._notify(observers, event)
 
     async def _attempts(
         self,
@@ -286,54 +308,60 @@ class Handling(Settling):
         watches = self.run.watches
         watch = watches.get(view[1]) if watches else None
         observed = self.observed
-        watchers = observed.process if observed is not None and first is None else None
+        # Attempt 1 begun on the fast path was timed there (and told nothing): go on from it.
+        begun = first is not None or failed is not None
+        process_observers = observed.process if observed is not None and not begun else None
         while True:
-            undo = _Undo(self, hand, watch)
+            start = _AttemptStart(self, hand, watch)
             sends: Sends | None = (
                 [] if self.durable is not None and message.raw_ack is not None else None
             )
-            if watchers:
-                self.carry = await self._observe_start(watchers, message, attempt)
+            carry = None
+            if process_observers:
+                carry = await self._observe_start(process_observers, message, attempt)
             started = monotonic()
             try:
                 control = await self._attempt(
-                    message, hand, view, attempt, first=first, sends=sends, failed=failed
-                )
+                    message, hand, view, attempt, first=first, sends=sends, failed=failed,
+                    carry=carry, staged=start.staged,
+                )  # fmt: skip
             except StepFailed as failure:
-                undo.attempt_failed(message, sends, started)
-                if watchers:
-                    await self._observe_end(
-                        watchers, message, attempt, started, "dead_letter", error=failure.error
-                    )
+                start.failed(message, sends, started if not begun else None)
+                if process_observers:
+                    await self._observe_end(process_observers, message, attempt, started,
+                                            "dead_letter", error=failure.error)  # fmt: skip
                 failure.attempts = attempt
                 raise
             except Exception as error:  # process failing is expected: retried, dead-lettered
-                undo.attempt_failed(message, sends, started)
+                start.failed(message, sends, started if not begun else None)
                 first = failed = None
+                begun = False
                 policy = self.node.config.retry
                 retry = (
-                    not undo.shown()  # a retry would repeat outputs others saw
+                    not start.shown()  # a retry would repeat outputs others saw
                     and not self.stopping
                     and policy.should_retry(attempt, error)
                 )
-                if watchers:
+                if process_observers:
                     ended: Outcome = "retry" if retry else "dead_letter"
-                    await self._observe_end(watchers, message, attempt, started, ended, error=error)
+                    await self._observe_end(process_observers, message, attempt, started, ended,
+                                            error=error)  # fmt: skip
                 if not retry:
                     raise StepFailed("process", error, attempt) from error
-                watchers = observed.process if observed is not None else None
+                process_observers = observed.process if observed is not None else None
                 self.retried += 1
                 await self.before_waiting()
                 await anyio.sleep(policy.delay(attempt))
                 attempt += 1
                 continue
-            self.carry = None
-            if self.meter is not None:
+            if self.meter is not None and not begun:
                 self.meter.timed(
                     monotonic() - started, time(), message.raw_metadata if attempt == 1 else None
                 )
-            if watchers:
-                await self._observe_end(watchers, message, attempt, started, _outcome(control))
+            if process_observers:
+                await self._observe_end(
+                    process_observers, message, attempt, started, _outcome(control)
+                )
             return control, sends
 
     async def _observe_start(
@@ -347,14 +375,15 @@ class Handling(Settling):
             edge=edge_of(message),
             attempt=attempt,
         )
-        await notify(observers, event)
+        await self._notify(observers, event)
         return event.carry or None
 
-    def drop_attempt(self, marks: list[int], sends: Sends | None) -> None:
-        self.drop_staged(marks)
+    def drop_attempt(self, staged: list[ChannelMessage], sends: Sends | None) -> None:
+        """Take back a failed attempt's outputs: ``staged`` for delivery, ``sends`` for a commit."""
+        self.drop_staged(staged)
         if sends:
             self.run.in_flight -= len(sends)
-            self.unwatch([output for _, output in sends])
+            self.unsent([output for _, output in sends])
             sends.clear()
 
     async def _attempt(
@@ -367,10 +396,14 @@ class Handling(Settling):
         first: tuple[ExecutionContext, Any] | None,
         sends: Sends | None,
         failed: Exception | None,
+        carry: dict[str, Any] | None = None,
+        staged: list[ChannelMessage] | None = None,
     ) -> Control | None:
         """One attempt: run ``process``, stage its outputs; return what it asked of the run.
 
-        ``first``/``failed``: what attempt 1 did already, on the fast path.
+        ``first``/``failed``: what attempt 1 did already, on the fast path. ``carry``:
+        metadata observers add to every output. ``staged``: where to note the outputs
+        staged for delivery.
 
         Raises:
             Exception: What ``process`` (or routing: :class:`StepFailed`) raised.
@@ -387,7 +420,7 @@ class Handling(Settling):
             elif kind is Kind.ASYNC:
                 result = await self.node.process(context)
             else:
-                await self._generate(context, view, sends, hand)
+                await self._generate(context, view, sends, hand, (carry, staged))
                 result = None
         if result.__class__ is CoroutineType:
             result = await result  # a plain def that returned a coroutine
@@ -402,12 +435,18 @@ class Handling(Settling):
         goto = control.goto if control is not None else None
         for output in outputs:
             self.forward(
-                output, view[1], view[2], goto, sends, steps=steps_of(view[0]), origin=message
-            )
+                output, view[1], view[2], goto, sends,
+                steps=steps_of(view[0]), origin=message, carry=carry, staged=staged,
+            )  # fmt: skip
         return control
 
     async def _generate(
-        self, context: ExecutionContext, view: View, sends: Sends | None, hand: Hand
+        self,
+        context: ExecutionContext,
+        view: View,
+        sends: Sends | None,
+        hand: Hand,
+        noting: tuple[dict[str, Any] | None, list[ChannelMessage] | None],
     ) -> None:
         """Forward each item of a generator ``process`` as it is produced.
 
@@ -418,20 +457,29 @@ class Handling(Settling):
         items = self.node.process(context)
         if self.kind is Kind.ASYNC_GENERATOR:
             async for item in items:
-                await self._forward_item(context, item, view, sends, hand)
+                await self._forward_item(context, item, view, sends, hand, noting)
         else:
             for item in items:
-                await self._forward_item(context, item, view, sends, hand)
+                await self._forward_item(context, item, view, sends, hand, noting)
 
-    async def _forward_item(
-        self, context: ExecutionContext, item: Any, view: View, sends: Sends | None, hand: Hand
+    async def _forward_item(  # noqa: PLR0917 - the attempt's parts, passed down one level
+        self,
+        context: ExecutionContext,
+        item: Any,
+        view: View,
+        sends: Sends | None,
+        hand: Hand,
+        noting: tuple[dict[str, Any] | None, list[ChannelMessage] | None],
     ) -> None:
+        """Forward one item as soon as it comes; ``noting``: the attempt's carry and staged."""
         control = context.control
         if control is not None and (control.cancel or control.stop):
             return
         goto = control.goto if control is not None else None
         steps = steps_of(view[0])
-        self.forward(item, view[1], view[2], goto, sends, steps=steps, origin=context.message)
+        carry, staged = noting
+        self.forward(item, view[1], view[2], goto, sends, steps=steps, origin=context.message,
+                     carry=carry, staged=staged)  # fmt: skip
         forwarded = self.forwarded
         rest = self.deliver()
         if rest is not None or self.forwarded != forwarded:  # (in a commit: not shown yet)
@@ -482,7 +530,10 @@ class Handling(Settling):
                 await channel.send(output)
             except Exception as error:
                 raise StepFailed("forward", error) from error
-            self.forwarded += not is_invoke_record(output)
+            if not is_invoke_record(output):
+                self.forwarded += 1
+                if self.delivered is not None:
+                    self.delivered.append(output)
         rest = self.deliver(owner=True)
         if rest is not None:
             await rest
@@ -525,35 +576,34 @@ def _outcome(control: Control | None) -> Outcome:
     return "goto" if control.goto else "ok"
 
 
-class _Undo:
-    """What undoing one attempt needs: where its outputs start (staged, watched, observed)."""
+class _AttemptStart:
+    """Where one attempt's outputs start (staged, watched): what undoing it needs."""
 
-    __slots__ = ("hand", "marks", "observed", "runtime", "shown_before", "watch", "watched")
+    __slots__ = ("hand", "runtime", "shown_before", "staged", "watch", "watched")
 
     def __init__(self, runtime: Handling, hand: Hand, watch: TraceWatch | None) -> None:
         self.runtime = runtime
         self.hand = hand
-        self.marks = [len(route.staged) for route in runtime.routes.targets]
+        self.staged: list[ChannelMessage] = []
+        """The attempt's outputs staged for delivery (noted by ``forward``)."""
         self.watch = watch
         self.watched = watch.mark() if watch is not None else None
         self.shown_before = hand.shown
-        sends = runtime.observed_sends
-        self.observed = len(sends) if sends is not None else 0
 
     def shown(self) -> bool:
         """Whether some of the attempt's outputs are out already (a generator's items)."""
         return self.hand.shown != self.shown_before
 
-    def attempt_failed(self, message: ChannelMessage, sends: Sends | None, started: float) -> None:
-        """Drop the failed attempt's outputs; count it (and time it, if metered)."""
+    def failed(self, message: ChannelMessage, sends: Sends | None, started: float | None) -> None:
+        """Drop the failed attempt's outputs and count it.
+
+        ``started``: when it started, to time it (on a metered node); ``None``: timed already.
+        """
         runtime = self.runtime
-        runtime.carry = None
-        if runtime.observed_sends is not None:
-            del runtime.observed_sends[self.observed :]
-        if runtime.meter is not None:
+        if runtime.meter is not None and started is not None:
             runtime.meter.timed(monotonic() - started, time(), None)
         runtime.failed_attempts += 1
-        runtime.drop_attempt(self.marks, sends)
+        runtime.drop_attempt(self.staged, sends)
         watch, watched = self.watch, self.watched
         if watch is not None and watched is not None and not self.shown():
             watch.rewind(watched, message)

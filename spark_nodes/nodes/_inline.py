@@ -80,7 +80,7 @@ class Inline(Handling):
         node, routes, asynchronous = self.node, self.routes, self.kind is Kind.ASYNC
         process, route, per_message = node.process, routes.single, self.run.watch_each_message
         staged = route.staged if route is not None else []
-        meter, stamp = self.meter, route is not None and route.stamp
+        meter, stamp = self.meter, route is not None and route.stamps
         timed = meter is not None or stamp  # one test a message when neither
         process_times, queue_times = (
             (meter.process_times, meter.queue_times) if meter is not None else ([], [])
@@ -125,6 +125,8 @@ class Inline(Handling):
                         result = await result
                         count = len(taken)  # a stopping worker may shorten the batch
                 except Exception as error:  # noqa: BLE001 - handled (retried...) the general way
+                    if meter is not None:  # timed here: the general path goes on from it
+                        meter.timed(monotonic() - started, time(), metadata)
                     self.bail = (_view(inputs, message, metadata), None, error)
                     break
                 if timed:
@@ -158,8 +160,11 @@ class Inline(Handling):
                             out["edge"] = route.name
                         else:
                             out = {"trace_id": trace_id, "source_node": node.id, "edge": route.name}
-                        if stamp:
-                            out["sent_at"] = now
+                        if timed:
+                            if stamp:
+                                out["sent_at"] = now
+                            elif "sent_at" in out:
+                                del out["sent_at"]  # a relayed input's: not this hop's
                         forwarded: ChannelMessage = _new_object(ChannelMessage)
                         forwarded.payload, forwarded.raw_metadata = content, out
                         forwarded.raw_ack = forwarded.raw_id = forwarded.deferred = None
@@ -254,6 +259,7 @@ class Inline(Handling):
                 self._count_durable(handled)
                 handled = 0
                 await self.before_waiting()  # (before process: it is not to blame)
+            timed = False
             try:
                 result = node.process(context)
                 if asynchronous:
@@ -261,6 +267,7 @@ class Inline(Handling):
                     self.slow_process = monotonic() - context.started_at > _SLOW_PROCESS
                 if meter is not None:
                     meter.timed(monotonic() - context.started_at, time(), metadata)
+                    timed = True
                 if result.__class__ is CoroutineType or context.emitted or context.control:
                     self.bail = (view, (context, result), None)
                     break
@@ -280,11 +287,15 @@ class Inline(Handling):
                         out["trace_id"], out["source_node"] = view[1], node.id
                         out["edge"] = single.name
                         single.sent += 1
-                        if single.stamp:
+                        if single.stamps:
                             out["sent_at"] = time()
+                        elif meter is not None and "sent_at" in out:
+                            del out["sent_at"]  # a relayed input's: not this hop's
                         sends.append((single.channel, unchecked_message(content, out)))
                         self.run.in_flight += 1
             except Exception as error:  # noqa: BLE001 - handled (retried...) the general way
+                if meter is not None and not timed:  # timed here: the general path goes on
+                    meter.timed(monotonic() - context.started_at, time(), metadata)
                 self.bail = (view, None, error)
                 break
             if result is not None:

@@ -19,7 +19,7 @@ from spark_nodes.channels import BaseChannel, ChannelMessage
 from spark_nodes.channels.mailbox import Commit, DurableMailbox, is_durable, is_mailbox, mailbox_of
 from spark_nodes.channels.memory import InMemoryChannel
 from spark_nodes.channels.message import new_message_id
-from spark_nodes.nodes._forwarding import Route, Routes
+from spark_nodes.nodes._forwarding import Routes
 from spark_nodes.nodes._handling import Hand, kind_of
 from spark_nodes.nodes._loop import CYCLE_QUIET, SHUTDOWN_EXTERNAL, WorkerLoop
 from spark_nodes.nodes._metering import Meter
@@ -160,16 +160,21 @@ class NodeRuntime(WorkerLoop):
         self.terminal_outputs = 0
         self.restarts = 0
         self.observed: NodeObservers | None = None
-        self.observed_sends: list[tuple[Route, ChannelMessage]] | None = None
-        self.carry: dict[str, Any] | None = None
+        self.delivered: list[ChannelMessage] | None = None
         self.meter: Meter | None = None
         self.repeats = None
         self._log = None
 
     def observe(self, observers: NodeObservers | None, *, metered: bool) -> None:
-        """Call ``observers`` from now on (``None``: none); keep timings if ``metered``."""
+        """Call ``observers`` from now on (``None``: none); keep timings if ``metered``.
+
+        From the next batch: a batch the fast path has in hand goes on unobserved.
+        """
         self.observed = observers
-        self.observed_sends = [] if observers is not None else None
+        if observers is None:
+            self.delivered = None
+        elif self.delivered is None:  # (kept if it has outputs not told yet)
+            self.delivered = []
         if metered:
             if self.meter is None:
                 self.meter = Meter()
@@ -228,6 +233,7 @@ class NodeRuntime(WorkerLoop):
                     self.forward(output, trace_id, None)
         finally:
             await self.before_waiting()
+            await self.tell_sends()
 
     def quiet(self) -> bool:
         """Whether the node has nothing to do: mailbox empty, nothing in hand or staged."""

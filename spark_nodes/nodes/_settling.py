@@ -105,6 +105,8 @@ class Settling(Forwarding):
             staged = route.staged
             count = route.mailbox.offer_many(staged)
             self.forwarded += count
+            if self.delivered is not None:
+                self.delivered += staged[:count]
             if count < len(staged):
                 if late is None:
                     late = []
@@ -135,18 +137,20 @@ class Settling(Forwarding):
                     if owner:
                         unsent = len(messages) - index + sum(len(m) for _, m in late[number + 1 :])
                         self.run.in_flight -= unsent  # this one and the rest never arrive
-                        self.unwatch(messages[index:])
+                        self.unsent(messages[index:])
                         for _, rest in late[number + 1 :]:
-                            self.unwatch(rest)
+                            self.unsent(rest)
                         raise StepFailed("forward", error) from error
                     self.run.in_flight -= 1
-                    self.unwatch([message])
+                    self.unsent([message])
                     await self.dead_letter(message, error, "forward")
                 except BaseException:
                     self._keep_unsent([(route, messages[index:]), *late[number + 1 :]])
                     raise
                 else:
                     self.forwarded += 1
+                    if self.delivered is not None:
+                        self.delivered.append(message)
 
     def _keep_unsent(self, unsent: list[tuple[Route, list[ChannelMessage]]]) -> None:
         for route, messages in unsent:
@@ -155,7 +159,7 @@ class Settling(Forwarding):
                 continue
             # A durable mailbox holds only what its store holds: these never got there.
             self.run.in_flight -= len(messages)
-            self.unwatch(messages)
+            self.unsent(messages)
             self.log.error("outputs lost: cancelled while sending them",
                            target=route.channel.name, count=len(messages))  # fmt: skip
 
@@ -205,10 +209,12 @@ class Settling(Forwarding):
         for done, sends, was_handled in zip(committed, batch.sends, handled, strict=True):
             if done:
                 self.forwarded += sum(not is_invoke_record(output) for _, output in sends)
+                if self.delivered is not None:
+                    self.delivered += (out for _, out in sends if not is_invoke_record(out))
             else:
                 lost += 1
                 self.run.in_flight -= len(sends)
-                self.unwatch([output for _, output in sends])
+                self.unsent([output for _, output in sends])
                 if was_handled:
                     self.processed -= 1
         if lost:
@@ -273,7 +279,7 @@ class Settling(Forwarding):
                 committed += await self._commit_until_reachable(single, alone=True)
             except (MessageEncodeError, MessageTooLarge) as error:
                 self.run.in_flight -= len(sends)
-                self.unwatch([output for _, output in sends])
+                self.unsent([output for _, output in sends])
                 # An invoke's record of this message goes after its dead letter instead.
                 replies = [target for target, output in sends if _settles_invoke(output)]
                 sends.clear()  # not forwarded: counted as delivered by nobody

@@ -95,14 +95,14 @@ def edge_of(message: ChannelMessage) -> str | None:
     return metadata.get("edge") if metadata else None
 
 
-_failures: dict[int, int] = {}  # observers that raised, by id: logged once, then counted
-
-
-async def notify(observers: Iterable[GraphObserver], event: GraphEvent) -> None:
+async def notify(
+    observers: Iterable[GraphObserver], event: GraphEvent, failures: dict[int, int]
+) -> None:
     """Call each observer with ``event`` in order, awaiting async ones; isolate failures.
 
-    An observer that raises is logged with its name the first time, counted after
-    (``observer_errors()``); the others are still called.
+    An observer that raises is logged with its name the first time, then counted in
+    ``failures`` (by the observer's ``id``: its registry's, which holds it); the others are
+    still called.
     """
     for observer in observers:
         try:
@@ -110,8 +110,8 @@ async def notify(observers: Iterable[GraphObserver], event: GraphEvent) -> None:
             if result is not None and inspect.isawaitable(result):
                 await result
         except Exception:  # noqa: BLE001 - an observer must never break delivery
-            count = _failures.get(id(observer), 0)
-            _failures[id(observer)] = count + 1
+            count = failures.get(id(observer), 0)
+            failures[id(observer)] = count + 1
             if count == 0:
                 _log.exception(
                     "graph observer failed (logged once; later failures are counted)",
@@ -120,11 +120,6 @@ async def notify(observers: Iterable[GraphObserver], event: GraphEvent) -> None:
                     node=event.node,
                     msg_id=event.message.id,
                 )
-
-
-def observer_errors(observer: GraphObserver) -> int:
-    """How many times ``observer`` raised when called by a graph of this process."""
-    return _failures.get(id(observer), 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +144,10 @@ class NodeObservers:
     inputs: list[tuple[GraphObserver, str | None]] = field(default_factory=list)
     process: list[GraphObserver] = field(default_factory=list)
     outputs: dict[str, list[GraphObserver]] = field(default_factory=dict)
+    failures: dict[int, int] = field(default_factory=dict)
+    """How often each observer raised (its registry's counts, shared)."""
+    output_order: list[GraphObserver] = field(default_factory=list)
+    """The observers of ``send``, in the order they were attached."""
 
     def of_input(self, edge: str | None) -> list[GraphObserver]:
         """The observers of a ``receive``/``ack`` of a message that took ``edge``."""
@@ -161,18 +160,18 @@ class NodeObservers:
             return every or []
         if every is None:
             return own
-        return [o for o in self._order if o in every or o in own]
-
-    _order: list[GraphObserver] = field(default_factory=list)
+        return [o for o in self.output_order if o in every or o in own]
 
 
 class ObserverRegistry:
     """Which observers a graph has, attached where; what each node's runtime calls."""
 
-    __slots__ = ("_attachments", "version")
+    __slots__ = ("_attachments", "failures", "version")
 
     def __init__(self) -> None:
         self._attachments: list[_Attachment] = []
+        self.failures: dict[int, int] = {}
+        """How often each attached observer raised, by ``id`` (see :meth:`errors`)."""
         self.version = 0
         """Bumped by each change: a run re-reads the registry when it changes."""
 
@@ -187,11 +186,21 @@ class ObserverRegistry:
         self.version += 1
 
     def remove(self, observer: GraphObserver) -> int:
-        """Detach every attachment of ``observer``; return how many there were."""
-        before = len(self._attachments)
-        self._attachments = [a for a in self._attachments if a.observer is not observer]
+        """Detach every attachment of ``observer``; return how many there were.
+
+        Compared by equality: a bound method is made anew on each access.
+        """
+        gone = [a for a in self._attachments if a.observer == observer]
+        self._attachments = [a for a in self._attachments if a.observer != observer]
+        for attachment in gone:
+            self.failures.pop(id(attachment.observer), None)
         self.version += 1
-        return before - len(self._attachments)
+        return len(gone)
+
+    def errors(self, observer: GraphObserver) -> int:
+        """How often ``observer`` (attached here) raised when called."""
+        ids = {id(a.observer) for a in self._attachments if a.observer == observer}
+        return sum(self.failures.get(each, 0) for each in ids)
 
     def attached(self) -> list[tuple[GraphObserver, str | None, str | None, Side]]:
         """Every attachment, in order: ``(observer, node, edge, side)``."""
@@ -204,7 +213,7 @@ class ObserverRegistry:
         called per event: the runtime meters the node for them instead.
         """
         out = set(out_edges)
-        found = NodeObservers()
+        found = NodeObservers(failures=self.failures)
         for a in self._attachments:
             if getattr(a.observer, "metered", False):
                 continue
@@ -216,7 +225,7 @@ class ObserverRegistry:
                     found.outputs.setdefault(a.edge, []).append(a.observer)
                 else:
                     continue
-                found._order.append(a.observer)
+                found.output_order.append(a.observer)
                 continue
             if a.node is not None and a.node != node_id:
                 continue
@@ -225,7 +234,7 @@ class ObserverRegistry:
                 found.process.append(a.observer)
             if a.side in ("output", "both"):
                 found.outputs.setdefault("*", []).append(a.observer)
-                found._order.append(a.observer)
+                found.output_order.append(a.observer)
         if not (found.inputs or found.process or found.outputs):
             return None
         return found

@@ -17,6 +17,7 @@ from spark_nodes import (
     RetryPolicy,
     Task,
     TaskType,
+    _log_limit,
 )
 from spark_nodes.graphs import Timing
 from spark_nodes.nodes._metering import SAMPLES
@@ -25,6 +26,7 @@ from tests.graph_support import Collect
 pytestmark = pytest.mark.anyio
 
 LONG = TaskType.LONG_RUNNING
+ONCE = RetryPolicy(max_attempts=1)
 
 
 class Inc(Node):
@@ -126,7 +128,7 @@ async def test_mailbox_depth_shows_what_waits() -> None:
             gate.opened.set()
             await graph.wait_idle()
     assert stats.nodes["gate"].mailbox_depth == 4
-    assert stats.in_flight == 4
+    assert stats.waiting == 4
     assert sink.items == [0, 1, 2, 3, 4]
 
 
@@ -222,7 +224,10 @@ async def test_a_metrics_observer_observes_one_graph() -> None:
     assert (await metrics.snapshot()).graph == second.name
 
 
-async def test_a_failure_repeating_is_logged_with_a_rate_limit_and_a_count() -> None:
+async def test_a_failure_repeating_is_logged_with_a_rate_limit_and_a_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_log_limit, "REPEAT_INTERVAL", 3600.0)  # all within one interval
     odd, sink = Odd(id="odd"), Collect(id="sink")
     odd >> sink
     graph = Graph(start=odd)
@@ -237,4 +242,68 @@ async def test_a_failure_repeating_is_logged_with_a_rate_limit_and_a_count() -> 
     assert (first["node"], first["graph"], first["held_back"]) == ("odd", graph.name, 0)
     assert first["error_type"] == "builtins.ValueError"
     assert summary["held_back"] == 299
+    assert first["log_every"] == 3600.0
     assert "repeats not logged one by one" in summary["event"]
+
+
+def test_the_repeat_limiter_lets_one_through_per_interval_with_the_count_held_back() -> None:
+    limiter: _log_limit.RepeatLimiter[str] = _log_limit.RepeatLimiter(interval=0.0)
+    assert [limiter.admit("a"), limiter.admit("a")] == [0, 0]  # an interval of 0: every one
+    slow: _log_limit.RepeatLimiter[str] = _log_limit.RepeatLimiter(interval=3600.0)
+    admitted = [slow.admit("a"), slow.admit("a"), slow.admit("a"), slow.admit("b")]
+    assert admitted == [0, None, None, 0]
+    assert slow.held() == {"a": 2}
+    assert slow.held() == {}  # reported once
+
+
+async def test_after_a_run_ended_rates_fall_to_zero() -> None:
+    graph, _ = pipeline()
+    with anyio.fail_after(10):
+        await graph.run(Task(inputs=1))
+    first, second = await graph.stats(), await graph.stats()
+    assert first.nodes["a"].rate > 0  # over the run
+    assert second.nodes["a"].rate == 0.0  # nothing handled since
+    assert second.edges["a->b"].rate == 0.0
+
+
+async def test_each_call_is_timed_once_whichever_path_handles_it() -> None:
+    class Emits(Node):
+        def process(self, context: ExecutionContext) -> None:
+            context.emit(context.inputs.content)  # the fast path hands it to the general one
+
+    class SlowFailure(Node):
+        async def process(self, context: ExecutionContext) -> Any:
+            await anyio.sleep(0.02)
+            raise ValueError("slow, then fails")
+
+    emits, slow = Emits(id="emits"), SlowFailure(id="slow", config=NodeConfig(retry=ONCE))
+    emits >> slow
+    graph = Graph(start=emits)
+    metrics = MetricsObserver()
+    graph.observe(metrics)
+    with anyio.fail_after(10):
+        async with graph.open_run(Task(type=LONG)):
+            for i in range(10):
+                await graph.send("emits", i)
+            await graph.wait_idle()
+            stats = await metrics.snapshot()
+    emitted, failing = stats.nodes["emits"], stats.nodes["slow"]
+    assert emitted.processed == 10
+    assert emitted.process_time is not None
+    assert emitted.process_time.count == 10
+    assert failing.process_time is not None
+    assert failing.process_time.count == 10
+    assert failing.process_time.p50 >= 0.02  # the failed call's own duration
+    assert failing.queue_time is not None
+    assert failing.queue_time.count == 10
+
+
+async def test_stamps_do_not_reach_results_or_unmetered_nodes() -> None:
+    a, b, c = Node(id="a"), Node(id="b"), Node(id="c")  # relays: they pass metadata on
+    a >> b >> c
+    graph = Graph(start=a)
+    graph.observe(MetricsObserver(), node="b")
+    with anyio.fail_after(10):
+        result = await graph.run(Task(inputs="x"))
+    assert [output.content for output in result.outputs] == ["x"]
+    assert all("sent_at" not in output.metadata for output in result.outputs)

@@ -10,8 +10,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from spark_nodes import ExecutionContext, Graph, Node, NodeConfig, RetryPolicy, Task, TaskType
+from spark_nodes.channels import InMemoryChannel
 from spark_nodes.graphs import GraphEvent
-from spark_nodes.nodes.observing import observer_errors
 from tests.graph_support import Collect
 
 pytestmark = pytest.mark.anyio
@@ -227,7 +227,7 @@ async def test_an_observer_that_raises_is_logged_once_and_breaks_nothing() -> No
     failures = [log for log in logs if log["event"].startswith("graph observer failed")]
     assert len(failures) == 1
     assert "broken" in failures[0]["observer"]
-    assert observer_errors(broken) == 15
+    assert graph.observer_errors(broken) == 15
 
 
 async def test_observers_attached_or_removed_during_a_run_take_effect() -> None:
@@ -291,3 +291,129 @@ def test_bad_attachments_are_refused_with_what_exists() -> None:
         graph.observe(42)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="does not observe"):
         graph.unobserve(Record())
+
+
+async def test_loops_of_one_node_keep_their_messages_apart() -> None:
+    fail_now, failure_told = anyio.Event(), anyio.Event()
+
+    class OneFails(Node):
+        async def process(self, context: ExecutionContext) -> Any:
+            if context.inputs.content == 1:
+                await fail_now.wait()
+                raise ValueError("one fails")
+            return context.inputs.content
+
+    once = NodeConfig(concurrency=2, retry=RetryPolicy(max_attempts=1))
+    node, sink = OneFails(id="a", config=once), Collect(id="sink")
+    node >> sink
+    graph = Graph(start=node)
+    told: list[tuple[str, Any, str | None]] = []
+
+    async def observer(event: GraphEvent) -> None:
+        number = event.message.payload
+        if event.phase == "process_start":
+            event.carry["number"] = number
+        elif event.phase == "process_end" and number == 2:
+            fail_now.set()  # message 1 fails while message 2's output waits to be sent
+            await failure_told.wait()
+        elif event.phase == "process_end":
+            failure_told.set()
+        else:
+            told.append((event.phase, number, event.outcome))
+
+    graph.observe(observer, node="a")
+    with anyio.fail_after(10):
+        async with graph.open_run(Task(type=LONG)):
+            await graph.send("a", 1)
+            await graph.send("a", 2)
+            await graph.wait_idle()
+    assert sink.items == [2]
+    assert [m.metadata["number"] for m in sink.received] == [2]  # its own call's carry
+    assert ("send", 2, None) in told
+    acks = {number: outcome for phase, number, outcome in told if phase == "ack"}
+    assert acks == {1: "dead_letter", 2: "ok"}
+
+
+async def test_a_send_that_fails_is_not_told_and_not_counted() -> None:
+    closed = InMemoryChannel(name="closed-box")
+    a, b, c = Node(id="a"), Collect(id="b"), Node(id="c", mailbox=closed)
+    a >> [b, c]
+    closed.close()
+    graph = Graph(start=a)
+    record = Record()
+    graph.observe(record, node="a")
+    with anyio.fail_after(10):
+        async with graph.open_run(Task(type=LONG)) as run:
+            await graph.send("a", "x")
+            await graph.wait_idle()
+            stats = await graph.stats()
+    assert run.result is not None
+    assert run.result.dead_lettered == 1
+    assert [(e.edge, e.target) for e in record.events if e.phase == "send"] == [("a->b", "b")]
+    assert [e.outcome for e in record.events if e.phase == "ack"] == ["dead_letter"]
+    assert {name: e.sent for name, e in stats.edges.items()} == {"a->b": 1, "a->c": 0}
+
+
+async def test_items_a_generator_sent_before_it_failed_are_told() -> None:
+    class Two(Node):
+        def process(self, context: ExecutionContext) -> Iterator[Any]:
+            yield 1
+            yield 2
+            raise ValueError("after two items")
+
+    two, sink = Two(id="a"), Collect(id="sink")
+    two >> sink
+    graph = Graph(start=two)
+    record = Record()
+    graph.observe(record, node="a")
+    with anyio.fail_after(10):
+        async with graph.open_run(Task(type=LONG)):
+            await graph.send("a", "x")
+            await graph.wait_idle()
+            stats = await graph.stats()
+    assert sink.items == [1, 2]  # out already: a retry would repeat them, so none is made
+    assert [e.message.payload for e in record.events if e.phase == "send"] == [1, 2]
+    assert [e.outcome for e in record.events if e.phase == "ack"] == ["dead_letter"]
+    assert stats.edges["a->sink"].sent == 2
+
+
+async def test_a_bound_method_is_detached_by_the_same_method() -> None:
+    graph, *_ = pipeline()
+
+    class Tap:
+        def __init__(self) -> None:
+            self.seen = 0
+
+        def on_event(self, event: GraphEvent) -> None:
+            self.seen += 1
+
+    tap = Tap()
+    graph.observe(tap.on_event, node="b")
+    graph.unobserve(tap.on_event)  # a new bound method object, equal to the attached one
+    with anyio.fail_after(10):
+        async with graph.open_run(Task(type=LONG)):
+            await feed(graph, 1)
+    assert tap.seen == 0
+
+
+async def test_a_goto_counts_once_and_observers_do_not_change_routing() -> None:
+    class Router(Node):
+        def process(self, context: ExecutionContext) -> Any:
+            if context.inputs.content == "jump":
+                context.goto("c")
+            return context.inputs.content
+
+    router, b, c = Router(id="a"), Collect(id="b"), Collect(id="c")
+    router >> b
+    b >> c  # (c is in the graph; a reaches it by goto only)
+    graph = Graph(start=router)
+    graph.observe(Record(), node="a")
+    with anyio.fail_after(10):
+        async with graph.open_run(Task(type=LONG)):
+            for content in ("jump", "normal", "normal"):
+                await graph.send("a", content)
+                await graph.wait_idle()
+            stats = await graph.stats()
+    assert (b.items, c.items) == (["normal", "normal"], ["jump"])
+    assert stats.edges["a->b"].sent == 2
+    assert stats.edges["a~>c"].sent == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -97,3 +98,43 @@ async def test_a_metered_redis_graph_times_its_nodes(cluster: Cluster) -> None:
     assert queued is not None
     assert queued.count == 10
     assert stats.edges["first->second"].sent == 10
+
+
+class YieldsThenFails(Node):
+    """Yields an item, then fails its first attempt."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.tries = 0
+
+    def process(self, context: ExecutionContext) -> Iterator[Any]:
+        self.tries += 1
+        yield "item"
+        if self.tries == 1:
+            raise ValueError("first attempt fails after its item")
+
+
+def generator_pipeline() -> Graph:
+    retry = RetryPolicy(max_attempts=2, initial_delay=0.001, jitter=0.0)
+    gen, sink = YieldsThenFails(id="gen", config=NodeConfig(retry=retry)), Sink(id="sink")
+    gen >> sink
+    return Graph(gen, name="generated")
+
+
+async def test_a_failed_attempt_s_commit_outputs_are_not_counted_or_told(
+    cluster: Cluster,
+) -> None:
+    server, client = cluster.process(generator_pipeline), cluster.process(generator_pipeline)
+    events: list[GraphEvent] = []
+    server.observe(events.append, node="gen")
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(server.serve)
+            await client.send("gen", 1)
+            await client.wait_idle()
+            await client.shutdown()
+    assert await client.state.get("seen") == ["item"]  # the retry's: committed with it
+    assert (await client.stats()).edges["gen->sink"].sent == 1
+    assert [e.message.payload for e in events if e.phase == "send"] == ["item"]
+    ends = [e.outcome for e in events if e.phase == "process_end"]
+    assert ends == ["retry", "ok"]
