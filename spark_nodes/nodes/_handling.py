@@ -246,10 +246,11 @@ class Handling(Settling):
         """
         await self.before_waiting()
         await self.tell_sends()
-        if control is None or not control.hold:
+        held = control is not None and control.hold
+        if not held:
             await self._observe_input(observed, "ack", message, outcome)
         for part in control.release if control is not None else ():
-            if part is not message:
+            if held or part is not message:  # (a holding message may release itself too)
                 await self._observe_input(observed, "ack", part, "ok")
 
     async def tell_sends(self) -> None:

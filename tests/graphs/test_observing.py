@@ -9,7 +9,16 @@ import anyio
 import pytest
 from structlog.testing import capture_logs
 
-from spark_nodes import ExecutionContext, Graph, Node, NodeConfig, RetryPolicy, Task, TaskType
+from spark_nodes import (
+    ExecutionContext,
+    Graph,
+    JoinNode,
+    Node,
+    NodeConfig,
+    RetryPolicy,
+    Task,
+    TaskType,
+)
 from spark_nodes.channels import InMemoryChannel
 from spark_nodes.graphs import GraphEvent
 from tests.graph_support import Collect
@@ -417,3 +426,25 @@ async def test_a_goto_counts_once_and_observers_do_not_change_routing() -> None:
     assert (b.items, c.items) == (["normal", "normal"], ["jump"])
     assert stats.edges["a->b"].sent == 2
     assert stats.edges["a~>c"].sent == 1
+
+
+async def test_a_join_s_first_part_is_acked_when_the_join_releases_it() -> None:
+    start, left, right = Node(id="start"), Inc(id="left"), Inc(id="right")
+    join, sink = JoinNode(id="join"), Collect(id="sink")
+    start >> [left, right] >> join >> sink
+    graph = Graph(start=start)
+    record = Record()
+    graph.observe(record, node="join", side="input")
+    with anyio.fail_after(10):
+        async with graph.open_run(Task(type=LONG)):
+            await graph.send("start", 1)
+            await graph.wait_idle()
+    assert sink.items == [{"left": 2, "right": 2}]
+    phases = [(e.phase, e.edge) for e in record.events if e.phase in ("receive", "ack")]
+    first, second = phases[0][1], phases[1][1]
+    assert phases == [
+        ("receive", first),
+        ("receive", second),  # the first part is held meanwhile: not acked yet
+        ("ack", first),  # both released by the merge, in the order they came
+        ("ack", second),
+    ]
