@@ -251,9 +251,7 @@ class StatsPublisher:
         now = time.time()
         fields: dict[str, bytes] = {}
         for node_id, runtime in self.runtimes.items():
-            edges: dict[str, int] = {}
-            for route in runtime.routes.every_route():
-                edges[route.name] = edges.get(route.name, 0) + route.sent
+            edges = runtime.routes.sent_by_edge()
             report: dict[str, Any] = {
                 "v": REPORT_VERSION,
                 "node": node_id,

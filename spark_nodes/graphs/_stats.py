@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from spark_nodes.graphs.stats import EdgeStats, GraphStats, NodeStats, Timing
+from spark_nodes.nodes.edges import edge_ends
 
 if TYPE_CHECKING:
     from spark_nodes.graphs._run import Run
     from spark_nodes.graphs._topology import Topology
 
-__all__ = ["COUNTERS", "Counts", "StatsReader", "edge_ends", "idle_counts", "memory_counts"]
+__all__ = ["COUNTERS", "Counts", "StatsReader", "idle_counts", "memory_counts"]
 
 
 @dataclass(slots=True)
@@ -66,18 +67,9 @@ def memory_counts(run: Run, *, ended: float | None = None) -> Counts:
             figures["process_times"] = list(meter.process_times)
             figures["queue_times"] = list(meter.queue_times)
         counts.nodes[node_id] = figures
-        for route in runtime.routes.every_route():
-            counts.edges[route.name] = counts.edges.get(route.name, 0) + route.sent
+        for name, sent in runtime.routes.sent_by_edge().items():
+            counts.edges[name] = counts.edges.get(name, 0) + sent
     return counts
-
-
-def edge_ends(name: str) -> tuple[str, str]:
-    """``(source, target)`` of an edge name ``"a->b"`` (or a goto's ``"a~>b"``)."""
-    for arrow in ("->", "~>"):
-        source, found, target = name.partition(arrow)
-        if found:
-            return source, target
-    return name, ""
 
 
 class StatsReader:

@@ -182,6 +182,13 @@ class Routes:
         routes = list(self.fixed) if self.fixed is not None else list(self._by_edge.values())
         return routes + list((self._goto or {}).values())
 
+    def sent_by_edge(self) -> dict[str, int]:
+        """What was sent along each edge (and goto) so far, by name."""
+        sent: dict[str, int] = {}
+        for route in self.every_route():
+            sent[route.name] = sent.get(route.name, 0) + route.sent
+        return sent
+
     def named(self, name: str) -> Route | None:
         """The route of the edge (or goto) called ``name``, if one was made."""
         return next((route for route in self.every_route() if route.name == name), None)

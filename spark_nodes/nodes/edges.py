@@ -17,6 +17,7 @@ __all__ = [
     "EdgeBuilder",
     "Equals",
     "Otherwise",
+    "edge_ends",
     "select_edges",
     "sorted_edges",
 ]
@@ -119,6 +120,15 @@ class Edge:
         condition = "" if self.condition is None else f" when {self.condition!r}"
         tier = f" priority={self.priority}" if self.priority not in (0, OTHERWISE_PRIORITY) else ""
         return f"<Edge {self.name}{condition}{tier}>"
+
+
+def edge_ends(name: str) -> tuple[str, str]:
+    """``(source, target)`` of an edge name ``"a->b"`` (or a goto's ``"a~>b"``)."""
+    for arrow in ("->", "~>"):
+        source, found, target = name.partition(arrow)
+        if found:
+            return source, target
+    return name, ""
 
 
 def sorted_edges(edges: list[Edge]) -> list[Edge]:

@@ -31,6 +31,7 @@ from typing import Any, Literal
 import structlog
 
 from spark_nodes.channels import ChannelMessage
+from spark_nodes.nodes.edges import edge_ends
 
 __all__ = [
     "GraphEvent",
@@ -218,7 +219,7 @@ class ObserverRegistry:
             if getattr(a.observer, "metered", False):
                 continue
             if a.edge is not None:
-                source, _, target = a.edge.partition("->")
+                source, target = edge_ends(a.edge)
                 if target == node_id:
                     found.inputs.append((a.observer, a.edge))
                 if source == node_id and a.edge in out:
