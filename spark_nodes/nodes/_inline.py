@@ -41,6 +41,7 @@ SETTLE_FIRST: Final[Any] = ((), None, None)  # compared by identity
 _COMMIT_AFTER: Final = 0.05  # seconds a durable batch stays open while sync work goes on
 _SLOW_PROCESS: Final = 0.001  # an await of process this long waited for I/O: settle before
 _NONE: Final[Any] = object()
+_NO_SAMPLES: Final[tuple[list[float], list[float]]] = ([], [])  # unmetered: never appended to
 _new_object = object.__new__
 _refcount = sys.getrefcount
 _UNSHARED: Final = 2  # the local name and getrefcount's own argument
@@ -83,7 +84,7 @@ class Inline(Handling):
         meter, stamp = self.meter, route is not None and route.stamps
         timed = meter is not None or stamp  # one test a message when neither
         process_times, queue_times = (
-            (meter.process_times, meter.queue_times) if meter is not None else ([], [])
+            (meter.process_times, meter.queue_times) if meter is not None else _NO_SAMPLES
         )
         handled = outputs = 0
         last: Any = _NONE

@@ -35,7 +35,6 @@ async def supervise(
     again after ``RestartPolicy.delay(n)`` (unless the node was stopped meanwhile).
     """
     node = runtime.node
-    log = runtime.log
     policy = node.config.restart
     crashes: list[float] = []
     while True:
@@ -45,21 +44,21 @@ async def supervise(
             try:
                 await node.on_failure(error)
             except Exception:  # logged; supervision goes on
-                log.exception("on_failure failed")
+                runtime.log.exception("on_failure failed")
             if stopping():
-                log.info("worker loop ended with an error while stopping",
+                runtime.log.info("worker loop ended with an error while stopping",
                          error=repr(error))  # fmt: skip
                 return
             now = anyio.current_time()  # the clock the restart delays sleep on
             crashes = [t for t in crashes if now - t <= policy.within_seconds]
             if len(crashes) >= policy.max_restarts:
-                log.exception("worker loop crashed too often", restarts=len(crashes),
+                runtime.log.exception("worker loop crashed too often", restarts=len(crashes),
                               exc_info=error)  # fmt: skip
                 give_up(error)
                 return
             crashes.append(now)
             runtime.restarts += 1
-            log.warning("worker loop crashed; restarting", restart=len(crashes),
+            runtime.log.warning("worker loop crashed; restarting", restart=len(crashes),
                         exc_info=error)  # fmt: skip
         else:
             return
