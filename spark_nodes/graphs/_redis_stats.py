@@ -17,6 +17,12 @@ nodes it hosts every :data:`PUBLISH_INTERVAL` seconds, and once more when its ru
         process_times, queue_times
                     up to REPORT_SAMPLES recent durations, newest first (metered nodes only)
 
+When a run ends, its last figures are added to the node's ``"<node>@retired"`` field (a
+report with process ``"retired"``, no samples) and its own field is deleted, in one
+transaction (:meth:`StatsPublisher.retire`): the hash holds a field per node and live run,
+plus one per node for every run that ended. (A run that dies without its last report
+leaves its field: it still counts what it last published.)
+
 The hash expires :data:`STATS_TTL` seconds after its last report, so an abandoned graph's
 stats do not stay in Redis. A reader (``graph.stats()``, from any process) reads the hash
 and every node's mailbox depth in one script call (:data:`STATS_READ`) and sums what the
@@ -40,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import structlog
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, WatchError
 
 from spark_nodes.channels.codec import pack, unpack
 from spark_nodes.errors import MessageDecodeError
@@ -81,6 +87,12 @@ PUBLISH_TIMEOUT = 5.0
 
 STATS_TTL: Final = 7 * 24 * 3600
 """Seconds the stats hash lives after its last report (7 days): an abandoned graph's go."""
+
+RETIRED: Final = "retired"
+"""The process name of a node's retired total: what every ended run of it added up to."""
+
+RETIRE_TRIES: Final = 20
+"""Tries of the optimistic transaction that retires an ended run's figures."""
 
 REPORT_SAMPLES: Final = 256
 """Timing samples of each kind one report carries (the most recent)."""
@@ -208,7 +220,8 @@ class StatsPublisher:
         if not self.began:
             return
         with anyio.CancelScope(shield=True):
-            await self.publish(final=True)
+            if not await self.retire():
+                await self.publish(final=True)  # at least the figures, unfolded
 
     async def publish(self, *, final: bool = False) -> bool:
         """Write one report per hosted node; whether they were written. Never raises.
@@ -246,10 +259,59 @@ class StatsPublisher:
             _log.info("stats published again", graph=self.graph, key=self.key)
         return True
 
+    async def retire(self) -> bool:
+        """Fold this run's last figures into its nodes' retired totals; whether it was done.
+
+        Adds them to each hosted node's retired total and deletes the run's own fields, in
+        one transaction. Never raises.
+
+        Optimistic (``WATCH``): other processes write the hash every second, so a few
+        tries may be needed; after :data:`RETIRE_TRIES` the caller writes a final report
+        instead.
+        """
+        if not self.runtimes:
+            return True
+        own = {node_id: f"{node_id}@{self.token}" for node_id in self.runtimes}
+        retired = {node_id: f"{node_id}@{RETIRED}" for node_id in self.runtimes}
+        finals = self.report_maps(final=True)
+        try:
+            with anyio.fail_after(self.timeout):
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    for _ in range(RETIRE_TRIES):
+                        try:
+                            await pipe.watch(self.key)
+                            before = await pipe.hmget(self.key, list(retired.values()))
+                            totals = {
+                                retired[node_id]: pack(
+                                    _retired(finals[node_id], old, node_id),
+                                    where=f"retired stats of {node_id!r}",
+                                )
+                                for node_id, old in zip(retired, before, strict=True)
+                            }
+                            pipe.multi()  # type: ignore[no-untyped-call]
+                            pipe.hset(self.key, mapping=totals)  # type: ignore[arg-type]
+                            pipe.hdel(self.key, *own.values())
+                            pipe.expire(self.key, STATS_TTL)
+                            await pipe.execute()
+                        except WatchError:
+                            continue
+                        return True
+        except (RedisError, OSError, TimeoutError) as error:
+            _log.warning("stats of an ended run not folded", graph=self.graph, key=self.key,
+                         error=f"{type(error).__name__}: {error}")  # fmt: skip
+        return False
+
     def reports(self, *, final: bool = False) -> dict[str, bytes]:
         """The hash fields of this process's reports now: one per hosted node."""
+        return {
+            f"{node_id}@{self.token}": pack(report, where=f"stats of {node_id!r}")
+            for node_id, report in self.report_maps(final=final).items()
+        }
+
+    def report_maps(self, *, final: bool = False) -> dict[str, dict[str, Any]]:
+        """This process's reports now, one per hosted node, before they are packed."""
         now = time.time()
-        fields: dict[str, bytes] = {}
+        fields: dict[str, dict[str, Any]] = {}
         for node_id, runtime in self.runtimes.items():
             edges = runtime.routes.sent_by_edge()
             report: dict[str, Any] = {
@@ -267,8 +329,40 @@ class StatsPublisher:
             if meter is not None:
                 report["process_times"] = meter.process_times[: -REPORT_SAMPLES - 1 : -1]
                 report["queue_times"] = meter.queue_times[: -REPORT_SAMPLES - 1 : -1]
-            fields[f"{node_id}@{self.token}"] = pack(report, where=f"stats of {node_id!r}")
+            fields[node_id] = report
         return fields
+
+
+def _retired(final: dict[str, Any], before: object, node_id: str) -> dict[str, Any]:
+    """The node's retired total: ``before`` (a packed one, if any) plus a run's ``final``.
+
+    Its samples are the latest run's that had some (a sum of samples means nothing).
+    """
+    old = parse_report(before) if isinstance(before, bytes) else None
+    counters, edges = dict(final["counters"]), dict(final["edges"])
+    started, published = final["started"], final["published"]
+    if old is not None:
+        for name, value in old.counters.items():
+            counters[name] = counters.get(name, 0) + value
+        for name, value in old.edges.items():
+            edges[name] = edges.get(name, 0) + value
+        started, published = min(started, old.started), max(published, old.published)
+    total: dict[str, Any] = {
+        "v": REPORT_VERSION,
+        "node": node_id,
+        "process": RETIRED,
+        "started": started,
+        "published": published,
+        "interval": final["interval"],
+        "final": True,
+        "counters": counters,
+        "edges": edges,
+    }
+    for kind in ("process_times", "queue_times"):
+        samples = final.get(kind) or (getattr(old, kind) if old is not None else None)
+        if samples:
+            total[kind] = samples
+    return total
 
 
 @dataclass(frozen=True, slots=True)

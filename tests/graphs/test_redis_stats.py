@@ -476,3 +476,33 @@ async def test_worker_processes_publish_their_figures_and_a_final_report_when_st
     assert live.edges["first->second"].sent == live.edges["second->sink"].sent == 20
     assert not ended.running
     assert processed("first", "second", count=20)(ended)
+
+
+async def test_ended_runs_fold_into_one_retired_total_per_node(
+    cluster: Cluster, raw: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_redis_stats, "PUBLISH_INTERVAL", FAST)
+    reader = cluster.process(pipeline)
+    metrics = MetricsObserver()
+    for run in range(3):
+        worker = cluster.process(pipeline)
+        if run == 2:
+            worker.observe(metrics)  # the last run's samples stay with the total
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(serve, worker, None)
+                await stats_when(reader, lambda s: s.running)
+                for number in range(10):
+                    await reader.send("first", number)
+                await stats_when(reader, processed("sink", count=10 * (run + 1)))
+                worker.stop()
+    fields: Any = await raw.hgetall(stats_key(cluster))
+    assert sorted(fields) == [b"first@retired", b"second@retired", b"sink@retired"]
+    stats = await reader.stats()
+    assert not stats.running
+    assert processed("first", "second", "sink", count=30)(stats)
+    assert stats.edges["second->sink"].sent == 30
+    assert [node.workers for node in stats.nodes.values()] == [0, 0, 0]
+    timing = stats.nodes["second"].process_time
+    assert timing is not None
+    assert timing.count == 10  # the samples of the last run that had some
