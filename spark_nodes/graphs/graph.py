@@ -237,6 +237,11 @@ class Graph:
         if self._run is not None:
             self._run.apply_observers(self._observers)
 
+    @property
+    def observers(self) -> list[tuple[Any, str | None, str | None, Side]]:
+        """Every observer attached, in order, as ``(observer, node, edge, side)``."""
+        return self._observers.attached()
+
     def observer_errors(self, observer: GraphObserver) -> int:
         """How many times ``observer``, attached to this graph, raised when called."""
         return self._observers.errors(observer)

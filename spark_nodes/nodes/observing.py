@@ -167,24 +167,18 @@ class NodeObservers:
 class ObserverRegistry:
     """Which observers a graph has, attached where; what each node's runtime calls."""
 
-    __slots__ = ("_attachments", "failures", "version")
+    __slots__ = ("_attachments", "failures")
 
     def __init__(self) -> None:
         self._attachments: list[_Attachment] = []
         self.failures: dict[int, int] = {}
         """How often each attached observer raised, by ``id`` (see :meth:`errors`)."""
-        self.version = 0
-        """Bumped by each change: a run re-reads the registry when it changes."""
-
-    def __bool__(self) -> bool:
-        return bool(self._attachments)
 
     def add(
         self, observer: GraphObserver, *, node: str | None, edge: str | None, side: Side
     ) -> None:
         """Attach ``observer`` (validated by the graph)."""
         self._attachments.append(_Attachment(observer, node, edge, side))
-        self.version += 1
 
     def remove(self, observer: GraphObserver) -> int:
         """Detach every attachment of ``observer``; return how many there were.
@@ -195,7 +189,6 @@ class ObserverRegistry:
         self._attachments = [a for a in self._attachments if a.observer != observer]
         for attachment in gone:
             self.failures.pop(id(attachment.observer), None)
-        self.version += 1
         return len(gone)
 
     def errors(self, observer: GraphObserver) -> int:

@@ -398,7 +398,9 @@ async def test_a_bound_method_is_detached_by_the_same_method() -> None:
 
     tap = Tap()
     graph.observe(tap.on_event, node="b")
+    assert graph.observers == [(tap.on_event, "b", None, "both")]
     graph.unobserve(tap.on_event)  # a new bound method object, equal to the attached one
+    assert graph.observers == []
     with anyio.fail_after(10):
         async with graph.open_run(Task(type=LONG)):
             await feed(graph, 1)
