@@ -307,6 +307,22 @@ class Graph:
         return run is not None and run.stop_reason is None and run.shutdown_reason is None
 
     @property
+    def redis(self) -> Redis:
+        """The Redis client of a Redis graph (for your own reads next to the graph's).
+
+        Raises:
+            WiringError: The graph is in memory.
+        """
+        if self._backend is None:
+            raise WiringError(f"graph {self.name!r} is in memory: it has no Redis client")
+        return self._backend.redis
+
+    @property
+    def namespace(self) -> str | None:
+        """The key namespace of a Redis graph; ``None`` for an in-memory one."""
+        return None if self._backend is None else self._backend.namespace
+
+    @property
     def distributed(self) -> bool:
         """Whether the graph runs on Redis (``backend=...``)."""
         return self._backend is not None

@@ -192,9 +192,7 @@ async def dead_letter_count(graph: Graph) -> int:
 
 
 def _client(graph: Graph) -> Redis:
-    backend = graph._backend
-    assert backend is not None
-    return backend.redis
+    return graph.redis
 
 
 async def done_count(graph: Graph) -> int:

@@ -592,3 +592,14 @@ async def test_a_stopped_worker_says_what_it_left_in_redis(cluster: Cluster) -> 
     left = run.result.left["slow"]
     assert 0 < left < 20  # counted in Redis: unread or pending
     assert f"slow: {left}" in str(run.result)
+
+
+async def test_a_graph_gives_its_redis_client_and_namespace(cluster: Cluster, raw: Redis) -> None:
+    graph = cluster.process(pipeline)
+    assert graph.namespace == cluster.namespace
+    await graph.redis.set(f"{cluster.namespace}:mine", b"1")  # the graph's own client
+    assert await raw.get(f"{cluster.namespace}:mine") == b"1"
+    in_memory = pipeline()
+    assert in_memory.namespace is None
+    with pytest.raises(WiringError, match="is in memory: it has no Redis client"):
+        _ = in_memory.redis
