@@ -174,6 +174,38 @@ def test_inspect_json_has_stable_keys_for_scripts(
     assert set(billing) == set(orders)
 
 
+def test_inspect_lists_only_mailboxes_not_every_stream_under_the_namespace(
+    mailboxes: Mailboxes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = redis.Redis.from_url(mailboxes.url)
+    try:
+        reply = f"{mailboxes.namespace}:{{shop}}:invoke:{'5e' * 16}"  # a graph's invoke reply
+        client.xadd(reply, {"m": b"x"})
+        client.xgroup_create(reply, "workers", id="0")
+        client.hset(f"{reply}:stats", "sent", 1)
+        client.xadd(f"{mailboxes.namespace}:{{mine}}:events", {"v": "1"})  # one's own stream
+        client.xadd(f"{mailboxes.namespace}:audit", {"v": "1"})
+    finally:
+        client.close()
+    status, out, _ = run(
+        capsys, "inspect", "--redis", mailboxes.url, "--namespace", mailboxes.namespace
+    )
+    assert status == 0
+    assert [line.split()[0] for line in out.splitlines()[1:3]] == [
+        mailboxes.orders,
+        mailboxes.billing,
+    ]
+    assert out.splitlines()[3] == ""  # then the consumers' table: no third mailbox row
+    assert "invoke" not in out
+    assert "events" not in out
+    assert ":dead" not in out
+    status, out, _ = run(
+        capsys, "inspect", "--redis", mailboxes.url, "--namespace", mailboxes.namespace, "--json"
+    )
+    keys = [mailbox["key"] for mailbox in json.loads(out)["mailboxes"]]
+    assert keys == [mailboxes.orders, mailboxes.billing]
+
+
 def test_inspect_reads_the_url_from_the_environment(
     mailboxes: Mailboxes, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -371,9 +403,10 @@ def test_dlq_list_json_gives_every_field_and_the_decoded_message(
     first, foreign = document["dead_letters"]
     assert document["next_after"] == foreign["id"]
     assert set(first) == {
-        "id", "time", "reason", "error", "entry", "deliveries", "consumer", "details", "fields",
-        "data", "message",
+        "id", "mailbox", "time", "reason", "error", "entry", "deliveries", "consumer", "details",
+        "fields", "data", "message",
     }  # fmt: skip
+    assert first["mailbox"] == mailboxes.orders
     assert first["error"] == "ValueError: bad order\nTraceback ..."
     assert first["consumer"] == "worker-1"
     assert first["message"]["payload"] == {"order": 1}

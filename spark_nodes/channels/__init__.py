@@ -23,6 +23,7 @@ from spark_nodes.channels.inspection import (
     drop_dead_letter,
     find_mailboxes,
     inspect_mailbox,
+    inspect_mailboxes,
     inspect_namespace,
     replay_dead_letter,
 )
@@ -72,6 +73,7 @@ __all__ = [
     "drop_dead_letter",
     "find_mailboxes",
     "inspect_mailbox",
+    "inspect_mailboxes",
     "inspect_namespace",
     "new_message_id",
     "replay_dead_letter",

@@ -7,31 +7,33 @@ them from any process, with any ``redis.asyncio.Redis`` client made with
 
 - :func:`find_mailboxes` and :func:`inspect_namespace` discover the mailboxes under a
   namespace; :func:`inspect_mailbox` reads one (length, consumer groups, each consumer's
-  pending entries and idle time, delayed messages, dead letters, counters).
+  pending entries and idle time, delayed messages, dead letters, counters), in one script
+  call, so every figure is of the same instant; :func:`inspect_mailboxes` reads several
+  that way (a graph's, which share a hash tag).
 - :func:`dead_letters` pages through a mailbox's dead letters, oldest first;
   :func:`replay_dead_letter` puts one back into its mailbox, atomically, and
   :func:`drop_dead_letter` deletes one.
 
 Every function takes the mailbox's *stream key* (``spark_nodes:{orders}``, as
 :func:`~spark_nodes.channels.redis.stream_key` makes it and :func:`find_mailboxes` lists
-it). Each reading is a snapshot of a moment: a busy mailbox has moved on by the time it is
-shown. ``spark-nodes inspect`` and ``spark-nodes dlq`` are the same functions on the
+it). Each reading is a snapshot of one instant: a busy mailbox has moved on by the time it
+is shown. ``spark-nodes inspect`` and ``spark-nodes dlq`` are the same functions on the
 command line.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
 from spark_nodes._redis_client import ConnectionRetry, with_retries
 from spark_nodes.channels.codec import decode
 from spark_nodes.channels.message import ChannelMessage
-from spark_nodes.channels.redis._layout import MailboxKeys
+from spark_nodes.channels.redis._layout import MailboxKeys, has_hash_tag, hash_tag
 from spark_nodes.channels.redis._scripts import REPLAY
 from spark_nodes.errors import ChannelUnavailable, MessageDecodeError
 
@@ -44,6 +46,7 @@ __all__ = [
     "drop_dead_letter",
     "find_mailboxes",
     "inspect_mailbox",
+    "inspect_mailboxes",
     "inspect_namespace",
     "replay_dead_letter",
 ]
@@ -56,6 +59,64 @@ _GLOB_SPECIAL: Final = re.compile(r"([\\*?\[\]])")
 _RECORD_FIELDS: Final = frozenset(
     {b"m", b"reason", b"error", b"entry", b"deliveries", b"consumer", b"time"}
 )
+# The reply stream of a Redis graph's invoke: {namespace}:{graph}:invoke:<uuid hex> (see
+# spark_nodes.graphs.invoke). A RedisChannel too, but the invoker's, not a node's mailbox.
+_REPLY_STREAM: Final = re.compile(r"\}:invoke:[0-9a-f]{32}\Z")
+_LAYOUT_CHECKS: Final = 500  # candidate streams checked per round trip by find_mailboxes
+
+_MAILBOXES_READ: Final = """
+-- Read mailboxes at one instant. KEYS: per mailbox, its stream, delayed set, dead-letter
+-- stream and counters hash. ARGV[1]: the most entries counted on each side of a group's
+-- last delivered id when Redis does not know its lag (Redis < 7).
+-- Returns per mailbox {type of the stream key, length, delayed, dead letters, the
+-- counters as HGETALL gives them, groups}; per group {name, pending, last delivered id,
+-- lag (-1: too long to count), consumers}; per consumer {name, pending, idle ms}.
+local limit = tonumber(ARGV[1])
+local function fields(reply)
+  local info = {}
+  for f = 1, #reply, 2 do info[reply[f]] = reply[f + 1] end
+  return info
+end
+local mailboxes = {}
+for i = 1, #KEYS, 4 do
+  local stream = KEYS[i]
+  local kind = redis.call('TYPE', stream)['ok']
+  local length, groups = 0, {}
+  if kind == 'stream' then
+    length = redis.call('XLEN', stream)
+    for _, reply in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+      local group = fields(reply)
+      local lag = group['lag']
+      if type(lag) ~= 'number' then  -- Redis 6, or Redis 7 that cannot tell
+        -- Entries up to the last delivered id are few (settled ones are trimmed): count
+        -- those first, however long the backlog after it; else count the backlog.
+        local last = group['last-delivered-id']
+        local upto = #redis.call('XRANGE', stream, '-', last, 'COUNT', limit + 1)
+        if upto <= limit then
+          lag = length - upto
+        else
+          local after = #redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', limit + 1)
+          if after <= limit then lag = after else lag = -1 end
+        end
+      end
+      local consumers = {}
+      for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', stream, group['name'])) do
+        local consumer = fields(c)
+        consumers[#consumers + 1] = {consumer['name'], consumer['pending'], consumer['idle']}
+      end
+      groups[#groups + 1] = {
+        group['name'], group['pending'], group['last-delivered-id'], lag, consumers
+      }
+    end
+  end
+  mailboxes[#mailboxes + 1] = {
+    kind, length, redis.call('ZCARD', KEYS[i + 1]), redis.call('XLEN', KEYS[i + 2]),
+    redis.call('HGETALL', KEYS[i + 3]), groups
+  }
+end
+return mailboxes
+"""
+"""The Lua script :func:`inspect_mailboxes` reads mailboxes with: read-only, one instant."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,13 +238,31 @@ class DeadLetter:
         except MessageDecodeError:
             return None
 
+    @property
+    def error_type(self) -> str | None:
+        """The error's type as a graph records it (``builtins.ValueError``), if recorded.
+
+        A graph's dead letter keeps the error's message in :attr:`error` and its type
+        here (the ``error_type`` detail); other dead-lettering code may give neither.
+        """
+        return self.details.get("error_type") or None
+
+    @property
+    def attempts(self) -> int | None:
+        """How many times a graph's node tried the message (the ``attempts`` detail)."""
+        value = self.details.get("attempts", "")
+        return int(value) if value.isdigit() else None
+
 
 async def inspect_mailbox(
     redis: Redis, key: str, *, retry: ConnectionRetry | None = None
 ) -> MailboxInfo:
-    """Read what the mailbox whose stream is ``key`` holds.
+    """Read what the mailbox whose stream is ``key`` holds, at one instant.
 
-    A mailbox nobody has sent to yet reads as empty.
+    One script call reads every figure (the stream, its groups and consumers, the lag
+    counts, the delayed set, the dead letters, the counters), so they all agree: the
+    ``pending`` and ``length`` of a busy mailbox are of the same moment. A mailbox nobody
+    has sent to yet reads as empty.
 
     Args:
         redis: A client made with ``decode_responses=False``.
@@ -196,23 +275,78 @@ async def inspect_mailbox(
         TypeError: ``redis`` is not a ``redis.asyncio.Redis``.
         ChannelUnavailable: Redis could not be reached within the retries.
     """
+    (info,) = await inspect_mailboxes(redis, [key], retry=retry)
+    return info
+
+
+async def inspect_mailboxes(
+    redis: Redis, keys: Sequence[str], *, retry: ConnectionRetry | None = None
+) -> list[MailboxInfo]:
+    """Read several mailboxes at one instant, in one script call: one reading per key.
+
+    What :func:`inspect_mailbox` reads of one, for all of ``keys`` together, so an entry
+    moving from one of them to another is counted once (a graph's mailboxes, read by
+    :func:`~spark_nodes.graphs.inspecting.inspect_graph`). On Redis Cluster the keys must
+    share a hash tag (a graph's do: ``{graph}``).
+
+    Args:
+        redis: A client made with ``decode_responses=False``.
+        keys: The mailboxes' stream keys.
+        retry: Retries when Redis cannot be reached; :class:`ConnectionRetry` by default.
+
+    Returns:
+        One :class:`MailboxInfo` per key, in the order of ``keys``.
+
+    Raises:
+        ValueError: A key holds something other than a stream, or the client decodes
+            responses.
+        TypeError: ``redis`` is not a ``redis.asyncio.Redis``.
+        ChannelUnavailable: Redis could not be reached within the retries.
+    """
     _check_client(redis)
-    return await with_retries(
-        lambda: _read_mailbox(redis, key),
+    keys = list(keys)
+    if not keys:
+        return []
+    names: list[str] = []
+    for key in keys:
+        mailbox = MailboxKeys.of(key)
+        names += (mailbox.stream, mailbox.delayed, mailbox.dead, mailbox.stats)
+    read = redis.register_script(_MAILBOXES_READ)
+    what = f"inspect {keys[0]!r}" if len(keys) == 1 else f"inspect {len(keys)} mailboxes"
+    replies: Any = await with_retries(
+        lambda: read(keys=names, args=[_LAG_COUNT_LIMIT]),
         retry=retry or ConnectionRetry(),
-        what=f"inspect {key!r}",
+        what=what,
         error=ChannelUnavailable,
     )
+    return [_mailbox_info(key, reply) for key, reply in zip(keys, replies, strict=True)]
 
 
 async def find_mailboxes(
-    redis: Redis, namespace: str = "spark_nodes", *, retry: ConnectionRetry | None = None
+    redis: Redis,
+    namespace: str = "spark_nodes",
+    *,
+    tag: str | None = None,
+    retry: ConnectionRetry | None = None,
 ) -> list[str]:
     """The stream keys of the mailboxes under ``namespace``, sorted.
 
     Scans the keyspace (``SCAN ... TYPE stream``, which does not block the server) for
-    streams under ``{namespace}:``, leaving out dead-letter streams and a distributed
-    graph's own keys. On Redis Cluster, it sees the keys of the node the client talks to.
+    streams under ``{namespace}:`` that have a mailbox's layout (see
+    :mod:`spark_nodes.channels.redis`): a hash tag after the namespace, and a consumer
+    group or the counters hash (``{key}:stats``) beside the stream, which every send,
+    receive and dead letter makes. Other streams are not mailboxes and are left out: a
+    mailbox's dead-letter stream (``{key}:dead``), the reply stream of a Redis graph's
+    ``invoke`` (``{namespace}:{graph}:invoke:<id>``), a graph's own keys
+    (``{namespace}:{graph}#...``), and any stream of your own. On Redis Cluster, it sees
+    the keys of the node the client talks to.
+
+    Args:
+        redis: A client made with ``decode_responses=False``.
+        namespace: The key prefix.
+        tag: Only the mailboxes whose hash tag is ``tag``, right after the namespace (a
+            Redis graph's name: ``{namespace}:{tag}...``).
+        retry: Retries when Redis cannot be reached; :class:`ConnectionRetry` by default.
 
     Raises:
         ValueError: The client decodes responses.
@@ -220,15 +354,14 @@ async def find_mailboxes(
         ChannelUnavailable: Redis could not be reached within the retries.
     """
     _check_client(redis)
-    pattern = _GLOB_SPECIAL.sub(r"\\\1", namespace) + ":*"
+    prefix = f"{namespace}:" if tag is None else f"{namespace}:{{{tag}}}"
+    pattern = _GLOB_SPECIAL.sub(r"\\\1", prefix) + "*"
 
     async def scan() -> list[str]:
         found: set[str] = set()  # SCAN may return a key more than once
         async for name in redis.scan_iter(match=pattern, count=1000, _type="stream"):
-            key = name.decode(errors="replace")
-            if not key.endswith(":dead") and "}#" not in key:
-                found.add(key)
-        return sorted(found)
+            found.add(name.decode(errors="replace"))
+        return await _with_mailbox_layout(redis, namespace, found)
 
     return await with_retries(
         scan, retry=retry or ConnectionRetry(), what=f"scan {namespace!r}", error=ChannelUnavailable
@@ -240,13 +373,23 @@ async def inspect_namespace(
 ) -> list[MailboxInfo]:
     """Read every mailbox under ``namespace`` (see :func:`find_mailboxes`), by key.
 
+    The mailboxes that share a hash tag (a graph's) are read together, at one instant
+    (:func:`inspect_mailboxes`); the others one by one.
+
     Raises:
         ValueError: The client decodes responses.
         TypeError: ``redis`` is not a ``redis.asyncio.Redis``.
         ChannelUnavailable: Redis could not be reached within the retries.
     """
     keys = await find_mailboxes(redis, namespace, retry=retry)
-    return [await inspect_mailbox(redis, key, retry=retry) for key in keys]
+    by_tag: dict[str, list[str]] = {}
+    for key in keys:
+        by_tag.setdefault(hash_tag(key), []).append(key)
+    read: dict[str, MailboxInfo] = {}
+    for tagged in by_tag.values():
+        for info in await inspect_mailboxes(redis, tagged, retry=retry):
+            read[info.key] = info
+    return [read[key] for key in keys]
 
 
 async def dead_letters(
@@ -377,61 +520,59 @@ async def drop_dead_letter(
     return deleted == 1 or tries > 1
 
 
-async def _read_mailbox(redis: Redis, key: str) -> MailboxInfo:
-    keys = MailboxKeys.of(key)
-    pipe = redis.pipeline(transaction=True)
-    pipe.type(key)
-    pipe.zcard(keys.delayed)
-    pipe.xlen(keys.dead)
-    pipe.hgetall(keys.stats)
-    kind, delayed, dead, stats = await pipe.execute()
-    counters = {name.decode(): int(value) for name, value in stats.items() if value.isdigit()}
-    if kind == b"none":
-        return MailboxInfo(key, 0, (), delayed, dead, counters)
-    if kind != b"stream":
+async def _with_mailbox_layout(redis: Redis, namespace: str, streams: set[str]) -> list[str]:
+    """The keys among ``streams`` (under ``namespace``) that have a mailbox's layout, sorted."""
+    candidates = sorted(
+        key
+        for key in streams
+        if has_hash_tag(key[len(namespace) + 1 :])
+        and "}#" not in key  # a graph's own keys
+        and not _REPLY_STREAM.search(key)
+        and not (key.endswith(":dead") and key[: -len(":dead")] in streams)
+    )
+    found: list[str] = []
+    for start in range(0, len(candidates), _LAYOUT_CHECKS):
+        chunk = candidates[start : start + _LAYOUT_CHECKS]
+        pipe = redis.pipeline(transaction=False)
+        for key in chunk:
+            pipe.exists(MailboxKeys.of(key).stats)
+            pipe.xinfo_groups(key)
+        replies = await pipe.execute(raise_on_error=False)
+        for index, key in enumerate(chunk):
+            stats, groups = replies[2 * index], replies[2 * index + 1]
+            # An error: the stream was deleted since the scan, so it is no mailbox now.
+            if stats == 1 or (isinstance(groups, list) and groups):
+                found.append(key)
+    return found
+
+
+def _mailbox_info(key: str, reply: Any) -> MailboxInfo:
+    """A :class:`MailboxInfo` of one mailbox's part of a ``_MAILBOXES_READ`` reply."""
+    kind, length, delayed, dead, stats, replies = reply
+    if kind not in (b"stream", b"none"):
         raise ValueError(
             f"{key!r} is a Redis {kind.decode()}, not a mailbox's stream; find_mailboxes() "
             f"lists the mailboxes"
         )
-    try:
-        replies: Any = await redis.xinfo_groups(key)
-    except ResponseError as error:
-        if "no such key" not in str(error).lower():
-            raise
-        return MailboxInfo(key, 0, (), delayed, dead, counters)  # deleted since: empty
-    pipe = redis.pipeline(transaction=True)  # one snapshot: lag counts need the length
-    pipe.xlen(key)
-    for reply in replies:
-        pipe.xinfo_consumers(key, reply["name"])
-        if reply.get("lag") is None:
-            last = reply["last-delivered-id"].decode()
-            pipe.xrange(key, f"({last}", "+", count=_LAG_COUNT_LIMIT + 1)
-            pipe.xrange(key, "-", last, count=_LAG_COUNT_LIMIT + 1)
-    results = iter(await pipe.execute())
-    length: int = next(results)
-    groups: list[GroupInfo] = []
-    for reply in replies:
-        consumers = tuple(
-            ConsumerInfo(c["name"].decode(errors="replace"), c["pending"], c["idle"] / 1000)
-            for c in next(results)
+    counters = {
+        name.decode(): int(value)
+        for name, value in zip(stats[::2], stats[1::2], strict=True)
+        if value.isdigit()
+    }
+    groups = tuple(
+        GroupInfo(
+            name=name.decode(errors="replace"),
+            consumers=tuple(
+                ConsumerInfo(consumer.decode(errors="replace"), held, idle / 1000)
+                for consumer, held, idle in consumers
+            ),
+            pending=pending,
+            last_delivered=last.decode(),
+            lag=None if lag < 0 else lag,
         )
-        lag: int | None = reply.get("lag")
-        if lag is None:
-            after, upto = next(results), next(results)
-            if len(after) <= _LAG_COUNT_LIMIT:
-                lag = len(after)
-            elif len(upto) <= _LAG_COUNT_LIMIT:
-                lag = length - len(upto)
-        groups.append(
-            GroupInfo(
-                name=reply["name"].decode(errors="replace"),
-                consumers=consumers,
-                pending=reply["pending"],
-                last_delivered=reply["last-delivered-id"].decode(),
-                lag=lag,
-            )
-        )
-    return MailboxInfo(key, length, tuple(groups), delayed, dead, counters)
+        for name, pending, last, lag, consumers in replies
+    )
+    return MailboxInfo(key, length, groups, delayed, dead, counters)
 
 
 def _dead_letter(mailbox: str, entry: bytes, record: dict[bytes, bytes]) -> DeadLetter:

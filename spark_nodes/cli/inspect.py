@@ -2,7 +2,9 @@
 
 One row per mailbox (its stream key, the entries it holds and how many are pending, the
 delayed messages and dead letters, and its counters), then one row per consumer (what it
-holds and how long it has been idle). ``--json`` prints the same as one JSON document with
+holds and how long it has been idle). Only mailboxes are listed, not every stream under
+the namespace (see :func:`~spark_nodes.channels.find_mailboxes`); each is read at one
+instant, a graph's mailboxes together. ``--json`` prints the same as one JSON document with
 stable keys, for scripts. ``--watch [SECONDS]`` reads and redraws them every SECONDS
 (2) until Ctrl-C: in place on a terminal, one reading after the other elsewhere (with
 ``--json``: one JSON document per line).
@@ -51,12 +53,14 @@ WATCH_EVERY: Final = 2.0
 """Seconds between readings of ``--watch`` given without a number."""
 
 _DESCRIPTION = """\
-Show every durable mailbox under a namespace: its stream key (what 'spark-nodes dlq
---mailbox' takes), the entries it holds, how many are pending (delivered, not acked yet),
-delayed messages, dead letters, and its counters since it was made; then each consumer,
-with what it holds and how long it has been idle. LAG is the entries not delivered to the
-group yet ('?': too many to count cheaply). --watch re-reads and redraws them every
-SECONDS (2) until Ctrl-C; with --json, one JSON document per line per reading."""
+Show every durable mailbox under a namespace (dead-letter streams, a graph's invoke reply
+streams and other streams are left out): its stream key (what 'spark-nodes dlq --mailbox'
+takes), the entries it holds, how many are pending (delivered, not acked yet), delayed
+messages, dead letters, and its counters since it was made, each mailbox read at one
+instant; then each consumer, with what it holds and how long it has been idle. LAG is
+the entries not delivered to the group yet ('?': too many to count cheaply). --watch
+re-reads and redraws them every SECONDS (2) until Ctrl-C; with --json, one JSON document
+per line per reading."""
 
 
 def add_parser(commands: Any) -> None:

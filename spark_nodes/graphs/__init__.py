@@ -1,6 +1,7 @@
 """Graphs: run wired nodes together, in one pass or as long-running workers."""
 
 from spark_nodes.graphs.graph import Graph
+from spark_nodes.graphs.inspecting import GraphInspection
 from spark_nodes.graphs.invoke import InvokeFailure, InvokeResult
 from spark_nodes.graphs.metrics import MetricsObserver
 from spark_nodes.graphs.result import GraphResult, StopReason
@@ -15,6 +16,7 @@ __all__ = [
     "EdgeStats",
     "Graph",
     "GraphEvent",
+    "GraphInspection",
     "GraphObserver",
     "GraphResult",
     "GraphStats",

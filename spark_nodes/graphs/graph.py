@@ -29,6 +29,7 @@ from spark_nodes.graphs.checkpoint import (
     take_checkpoint,
     write_checkpoint,
 )
+from spark_nodes.graphs.inspecting import inspect_graph
 from spark_nodes.graphs.invoke import InvokeResult, invoke_in_memory, invoke_on_redis
 from spark_nodes.graphs.result import GraphResult
 from spark_nodes.graphs.running import RunningGraph
@@ -47,6 +48,7 @@ from spark_nodes.nodes.observing import GraphObserver, ObserverRegistry, Side
 from spark_nodes.state import GraphState, MemoryState, RedisState
 
 if TYPE_CHECKING:
+    from spark_nodes.graphs.inspecting import GraphInspection
     from spark_nodes.graphs.metrics import MetricsObserver
     from spark_nodes.graphs.stats import GraphStats
 
@@ -316,6 +318,18 @@ class Graph:
         if self._backend is None:
             raise WiringError(f"graph {self.name!r} is in memory: it has no Redis client")
         return self._backend.redis
+
+    async def inspect(self) -> GraphInspection:
+        """Every mailbox of a Redis graph, read in one atomic script call, from any process.
+
+        Per node: length, pending entries per consumer (with idle time), lag, delayed
+        messages and dead letters (see :mod:`spark_nodes.graphs.inspecting`).
+
+        Raises:
+            WiringError: The graph is in memory.
+            ChannelUnavailable: Redis could not be reached.
+        """
+        return await inspect_graph(self)
 
     @property
     def namespace(self) -> str | None:
