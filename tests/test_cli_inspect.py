@@ -25,6 +25,7 @@ from structlog.testing import capture_logs
 
 from spark_nodes._redis_client import open_client
 from spark_nodes.channels import ChannelMessage, MailboxInfo, RedisChannel, dead_letters
+from spark_nodes.channels.inspection import ConsumerInfo, GroupInfo
 from spark_nodes.cli import main
 from spark_nodes.cli.inspect import render
 from tests.cli_process import Command
@@ -167,7 +168,7 @@ def test_inspect_json_has_stable_keys_for_scripts(
     assert set(group) == {"name", "pending", "lag", "last_delivered", "consumers"}
     assert (group["name"], group["pending"], group["lag"]) == ("workers", 1, 1)
     (consumer,) = group["consumers"]
-    assert set(consumer) == {"name", "pending", "idle"}
+    assert set(consumer) == {"name", "pending", "idle", "live"}
     assert (consumer["name"], consumer["pending"]) == ("worker-1", 1)
     assert billing["key"] == mailboxes.billing
     assert billing["groups"] == []
@@ -531,3 +532,22 @@ def test_replay_and_drop_need_ids_or_all(capsys: pytest.CaptureFixture[str]) -> 
     with pytest.raises(SystemExit) as exit_info:
         main(["dlq", "drop", "--mailbox", "x", "--id", "1-0", "--all"])
     assert exit_info.value.code == 2
+
+
+def test_inspect_shows_live_consumers_and_counts_the_others() -> None:
+    consumers = (
+        ConsumerInfo(name="busy", pending=2, idle=3600.0),  # dead, but holds entries
+        ConsumerInfo(name="reading", pending=0, idle=0.1),
+        ConsumerInfo(name="gone", pending=0, idle=3600.0),
+    )
+    group = GroupInfo(name="workers", consumers=consumers, pending=2, last_delivered="1-0", lag=0)
+    box = MailboxInfo(
+        key="ns:{box}", length=2, groups=(group,), delayed=0, dead_letters=0, counters={}
+    )
+    shown = render("ns", [box]).splitlines()
+    names = [line.split()[3] for line in shown if line.startswith("ns:{box}") and "workers" in line]
+    assert names == ["busy", "reading"]
+    assert shown[-1] == "(1 idle consumers holding nothing not shown: --all-consumers)"
+    every = render("ns", [box], all_consumers=True).splitlines()
+    assert [line.split()[3] for line in every if "workers" in line] == ["busy", "reading", "gone"]
+    assert [c.live for c in consumers] == [True, True, False]

@@ -119,13 +119,17 @@ return mailboxes
 """The Lua script :func:`inspect_mailboxes` reads mailboxes with: read-only, one instant."""
 
 
+LIVE_CONSUMER_IDLE: Final = 60.0
+"""Seconds a consumer holding nothing may be idle and still be shown (see ``live``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ConsumerInfo:
     """One consumer of a group: a receiving channel object (or one that used to be).
 
     Attributes:
-        name: The consumer name (``RedisChannel(consumer=...)``, ``{host}-{pid}-{n}`` by
-            default).
+        name: The consumer name (``RedisChannel(consumer=...)``, ``{host}-{pid}-{token}-{n}``
+            by default; ``(released)`` holds entries a worker gave back, for any to take).
         pending: Entries delivered to it and neither acked nor dead-lettered yet.
         idle: Seconds since it last read or claimed an entry.
     """
@@ -133,6 +137,15 @@ class ConsumerInfo:
     name: str
     pending: int
     idle: float
+
+    @property
+    def live(self) -> bool:
+        """Whether it counts: it holds entries (even if its worker died), or read lately.
+
+        A live worker reads every fraction of a second; one idle for a minute and holding
+        nothing is gone, and a live worker's sweep deletes it (``consumer_max_idle``).
+        """
+        return self.pending > 0 or self.idle < LIVE_CONSUMER_IDLE
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from spark_nodes.channels.inspection import MailboxInfo, inspect_namespace
+from spark_nodes.channels.inspection import ConsumerInfo, MailboxInfo, inspect_namespace
 from spark_nodes.cli._args import positive_float
 from spark_nodes.cli._redis import CLI_RETRY, add_redis_option, format_table, run_on_redis
 
@@ -72,6 +72,11 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--namespace", default="spark_nodes", help="key prefix (%(default)s)")
     parser.add_argument("--json", action="store_true", help="print JSON, for scripts")
     parser.add_argument(
+        "--all-consumers",
+        action="store_true",
+        help="list every consumer, also those idle for a minute and holding nothing",
+    )
+    parser.add_argument(
         "--watch",
         nargs="?",
         type=positive_float,
@@ -90,13 +95,14 @@ def run(args: argparse.Namespace) -> int:
 
     async def show(redis: Redis) -> int:
         if args.watch is not None:
-            await _watch(redis, args.namespace, args.watch, as_json=args.json)
+            await _watch(redis, args.namespace, args.watch, as_json=args.json,
+                         all_consumers=args.all_consumers)  # fmt: skip
             return 0
         mailboxes = await inspect_namespace(redis, args.namespace, retry=CLI_RETRY)
         if args.json:
             print(json.dumps(_document(args.namespace, mailboxes), indent=2))
         else:
-            print(render(args.namespace, mailboxes))
+            print(render(args.namespace, mailboxes, all_consumers=args.all_consumers))
         return 0
 
     return run_on_redis("inspect", args.redis, show)
@@ -108,6 +114,7 @@ def render(
     *,
     taken_at: float | None = None,
     every: float | None = None,
+    all_consumers: bool = False,
 ) -> str:
     """The tables ``inspect`` prints for ``mailboxes`` (or a line saying there are none).
 
@@ -117,6 +124,8 @@ def render(
         taken_at: When they were read (``time.time()``): with ``--watch``, a first line
             says when, and how often they are read again.
         every: Seconds between readings, for that line.
+        all_consumers: List every consumer; by default only live ones (holding entries,
+            or idle less than a minute), with a line counting the others.
     """
     lines = []
     if taken_at is not None:
@@ -124,13 +133,15 @@ def render(
         again = f", every {every:g} s" if every is not None else ""
         lines += [f"namespace {namespace!r} at {when}{again} (Ctrl-C to stop)", ""]
     if mailboxes:
-        lines += _tables(mailboxes)
+        lines += _tables(mailboxes, all_consumers=all_consumers)
     else:
         lines.append(f"no mailboxes under namespace {namespace!r}")
     return "\n".join(lines)
 
 
-async def _watch(redis: Redis, namespace: str, every: float, *, as_json: bool) -> None:
+async def _watch(
+    redis: Redis, namespace: str, every: float, *, as_json: bool, all_consumers: bool
+) -> None:
     """Read and show the mailboxes every ``every`` seconds until SIGINT or SIGTERM."""
     console = Console(highlight=False)
     failure: list[Exception] = []
@@ -139,9 +150,10 @@ async def _watch(redis: Redis, namespace: str, every: float, *, as_json: bool) -
             tasks.start_soon(_cancel_on_signal, signals, tasks.cancel_scope)
             try:
                 if console.is_terminal and not as_json:
-                    await _redraw(redis, namespace, every, console)
+                    await _redraw(redis, namespace, every, console, all_consumers)
                 else:
-                    await _print_readings(redis, namespace, every, as_json=as_json)
+                    await _print_readings(redis, namespace, every, as_json=as_json,
+                                          all_consumers=all_consumers)  # fmt: skip
             except Exception as error:  # noqa: BLE001 - raised below, not in a group
                 failure.append(error)
                 tasks.cancel_scope.cancel()
@@ -149,16 +161,21 @@ async def _watch(redis: Redis, namespace: str, every: float, *, as_json: bool) -
         raise failure[0]  # Redis went away: the caller says so in one line
 
 
-async def _redraw(redis: Redis, namespace: str, every: float, console: Console) -> None:
+async def _redraw(
+    redis: Redis, namespace: str, every: float, console: Console, all_consumers: bool
+) -> None:
     with Live(console=console, auto_refresh=False) as live:
         while True:
             mailboxes = await inspect_namespace(redis, namespace, retry=CLI_RETRY)
-            shown = render(namespace, mailboxes, taken_at=time.time(), every=every)
+            shown = render(namespace, mailboxes, taken_at=time.time(), every=every,
+                           all_consumers=all_consumers)  # fmt: skip
             live.update(Text(shown), refresh=True)
             await anyio.sleep(every)  # the readings' pace, not a wait for work
 
 
-async def _print_readings(redis: Redis, namespace: str, every: float, *, as_json: bool) -> None:
+async def _print_readings(
+    redis: Redis, namespace: str, every: float, *, as_json: bool, all_consumers: bool
+) -> None:
     while True:
         mailboxes = await inspect_namespace(redis, namespace, retry=CLI_RETRY)
         if as_json:
@@ -166,7 +183,8 @@ async def _print_readings(redis: Redis, namespace: str, every: float, *, as_json
             document.update(_document(namespace, mailboxes))
             print(json.dumps(document), flush=True)
         else:
-            print(render(namespace, mailboxes, taken_at=time.time(), every=every))
+            print(render(namespace, mailboxes, taken_at=time.time(), every=every,
+                         all_consumers=all_consumers))  # fmt: skip
             print(flush=True)  # a blank line between readings
         await anyio.sleep(every)
 
@@ -181,7 +199,7 @@ def _document(namespace: str, mailboxes: list[MailboxInfo]) -> dict[str, Any]:
     return {"namespace": namespace, "mailboxes": [_json(m) for m in mailboxes]}
 
 
-def _tables(mailboxes: list[MailboxInfo]) -> list[str]:
+def _tables(mailboxes: list[MailboxInfo], *, all_consumers: bool) -> list[str]:
     rows: list[list[object]] = []
     for m in mailboxes:
         counts = [m.counters.get(name, 0) for name in COUNTERS[:6]]
@@ -192,18 +210,31 @@ def _tables(mailboxes: list[MailboxInfo]) -> list[str]:
         rows,
     )  # fmt: skip
     consumers: list[list[object]] = []
+    hidden = 0
     for m in mailboxes:
         for group in m.groups:
             lag = "?" if group.lag is None else str(group.lag)
+            shown = [c for c in group.consumers if all_consumers or c.live]
+            hidden += len(group.consumers) - len(shown)
             rows_of_group: list[list[object]] = [
-                [m.key, group.name, lag, c.name, c.pending, f"{c.idle:.1f}s"]
-                for c in group.consumers
+                [m.key, group.name, lag, c.name, c.pending, f"{c.idle:.1f}s"] for c in shown
             ]
             consumers += rows_of_group or [[m.key, group.name, lag, "-", 0, "-"]]
     if consumers:
         lines.append("")
         lines += format_table(["MAILBOX", "GROUP", "LAG", "CONSUMER", "PENDING", "IDLE"], consumers)
+    if hidden:
+        lines.append(f"({hidden} idle consumers holding nothing not shown: --all-consumers)")
     return lines
+
+
+def _consumer_json(consumer: ConsumerInfo) -> dict[str, Any]:
+    return {
+        "name": consumer.name,
+        "pending": consumer.pending,
+        "idle": round(consumer.idle, 3),
+        "live": consumer.live,
+    }
 
 
 def _json(mailbox: MailboxInfo) -> dict[str, Any]:
@@ -222,10 +253,7 @@ def _json(mailbox: MailboxInfo) -> dict[str, Any]:
                 "pending": group.pending,
                 "lag": group.lag,
                 "last_delivered": group.last_delivered,
-                "consumers": [
-                    {"name": c.name, "pending": c.pending, "idle": round(c.idle, 3)}
-                    for c in group.consumers
-                ],
+                "consumers": [_consumer_json(c) for c in group.consumers],
             }
             for group in mailbox.groups
         ],

@@ -6,7 +6,21 @@ lease renewal), ``_scripts`` (the Lua scripts) and ``_channel`` (the class itsel
 """
 
 from spark_nodes.channels.redis._channel import RedisChannel
-from spark_nodes.channels.redis._layout import MailboxKeys, has_hash_tag, hash_tag, stream_key
+from spark_nodes.channels.redis._layout import (
+    RELEASED_CONSUMER,
+    MailboxKeys,
+    has_hash_tag,
+    hash_tag,
+    stream_key,
+)
 from spark_nodes.channels.redis._leases import Lease
 
-__all__ = ["Lease", "MailboxKeys", "RedisChannel", "has_hash_tag", "hash_tag", "stream_key"]
+__all__ = [
+    "RELEASED_CONSUMER",
+    "Lease",
+    "MailboxKeys",
+    "RedisChannel",
+    "has_hash_tag",
+    "hash_tag",
+    "stream_key",
+]

@@ -20,6 +20,7 @@ from spark_nodes.channels.base import BaseChannel, ChannelStatistics, Observer
 from spark_nodes.channels.mailbox import Commit
 from spark_nodes.channels.message import ChannelMessage, OnceAck
 from spark_nodes.channels.redis._layout import (
+    RELEASED_CONSUMER,
     MailboxKeys,
     Settings,
     default_consumer_name,
@@ -49,6 +50,11 @@ def _check_names(channel_name: object, namespace: object, group: object, consume
             raise TypeError(f"{label} must be a non-empty str, not {text!r}")
     if consumer is not None and (not isinstance(consumer, str) or not consumer):
         raise TypeError(f"consumer must be a non-empty str, not {consumer!r}")
+    if consumer == RELEASED_CONSUMER:
+        raise ValueError(
+            f"consumer name {RELEASED_CONSUMER!r} is reserved (it holds given-back entries); "
+            f"choose another"
+        )
     return channel_name
 
 
@@ -91,8 +97,12 @@ class RedisChannel(BaseChannel):
     and ``delivery_count``.
 
     ``close()`` refuses new sends here and ends receiving once the local buffer is
-    delivered; it does not touch Redis. :meth:`aclose` also writes queued sends and closes
-    the client if the channel made it. ``async with RedisChannel(...)`` does both.
+    delivered; it does not touch Redis. :meth:`aclose` also writes queued sends, gives
+    back prefetched entries, deletes this consumer from the group if it holds nothing
+    (:meth:`remove_consumer`) and closes the client if the channel made it. ``async with
+    RedisChannel(...)`` does both. A consumer left behind (its process died, or exited
+    holding entries) is deleted by any live consumer of the group once its entries were
+    reclaimed and it has been idle for ``consumer_max_idle``.
 
     It is a durable mailbox (:class:`~spark_nodes.channels.mailbox.DurableMailbox`): a worker
     loop takes what is prefetched, handles it, and settles the whole batch (its outputs to
@@ -111,8 +121,10 @@ class RedisChannel(BaseChannel):
             are explicit and de-duplicated): ``Redis(..., retry=Retry(NoBackoff(), 0))``.
         namespace: Prefix of every key.
         group: The consumer group (one per mailbox).
-        consumer: This receiver's consumer name; ``{host}-{pid}-{n}`` when omitted. Give a
-            stable one (a pod name) to have a restarted worker finish its own entries first.
+        consumer: This receiver's consumer name; ``{host}-{pid}-{token}-{n}`` when omitted
+            (unique per channel object). Give a stable one (a pod name) to have a
+            restarted worker finish its own entries first; two live channel objects of
+            one mailbox must never share one (they would take each other's entries).
         name: For logs and observers; ``channel_name`` when omitted.
         observers: See :class:`BaseChannel`.
         prefetch: Entries read per round trip (and buffered here).
@@ -128,11 +140,17 @@ class RedisChannel(BaseChannel):
         retry: Retries when Redis cannot be reached; :class:`ConnectionRetry` by default.
         result_key: Where a commit keeps the node's latest output (a graph's mailbox sets
             it; it must share the mailbox's hash tag); ``None`` keeps none.
+        consumer_max_idle: Seconds after which a consumer of the group that holds no
+            entry and has not read is deleted by this one (checked every half of it, at
+            most every 60 s, while this one receives); ``None`` deletes none. A live
+            consumer reads every ``block``, so only a dead or paused one is deleted (a
+            paused one comes back with its next read).
 
     Raises:
         TypeError: Neither or both of ``redis_url`` and ``redis`` are given, or
             ``channel_name`` is missing.
-        ValueError: A number is out of range.
+        ValueError: A number is out of range, or ``consumer`` is the reserved name
+            ``"(released)"``.
     """
 
     __slots__ = (
@@ -176,6 +194,7 @@ class RedisChannel(BaseChannel):
         send_batch: int = 256,
         retry: ConnectionRetry | None = None,
         result_key: str | None = None,
+        consumer_max_idle: float | None = 3600.0,
     ) -> None:
         if (redis_url is None) == (redis is None):
             raise TypeError("give RedisChannel either redis_url='redis://...' or redis=<client>")
@@ -190,6 +209,7 @@ class RedisChannel(BaseChannel):
             idempotency_window=idempotency_window,
             max_pending_sends=max_pending_sends,
             send_batch=send_batch,
+            consumer_max_idle=consumer_max_idle,
         )
         super().__init__(name=name or channel_name, observers=observers)
         self._owns_client = redis is None
@@ -690,11 +710,13 @@ class RedisChannel(BaseChannel):
     async def release_buffered(self) -> int:
         """Give back the buffered messages (received from Redis, not handed out yet).
 
-        They become reclaimable by other consumers at once, and their delivery counts go
-        back to what they were, unless a handler took them before (a worker gave back the
-        message it was cancelled on: that delivery counts, so a message that always
-        outlasts the grace period still reaches ``max_deliveries``). A worker that stops
-        calls this, so its prefetched entries do not wait out the visibility timeout.
+        They become reclaimable by other consumers at once (they are parked on the
+        consumer :data:`RELEASED_CONSUMER`, so this one no longer holds them and may
+        leave the group), and their delivery counts go back to what they were, unless a
+        handler took them before (a worker gave back the message it was cancelled on:
+        that delivery counts, so a message that always outlasts the grace period still
+        reaches ``max_deliveries``). A worker that stops calls this, so its prefetched
+        entries do not wait out the visibility timeout.
 
         Returns:
             How many entries were released.
@@ -712,6 +734,23 @@ class RedisChannel(BaseChannel):
         buffer.clear()
         buffer.extend(kept)
         return await self._leases.release(leases)
+
+    async def remove_consumer(self) -> bool:
+        """Delete this channel's consumer from the group, unless it holds entries.
+
+        Atomic: a consumer that holds entries (handed out and not settled; given-back
+        ones do not count, see :meth:`release_buffered`) is kept, since deleting it
+        would drop them; they are reclaimed by others after ``visibility_timeout`` and
+        the consumer is deleted later by a live one's sweep (see ``consumer_max_idle``).
+        Receiving again makes the consumer anew. :meth:`aclose` calls this.
+
+        Returns:
+            Whether the consumer is gone (or never existed).
+
+        Raises:
+            ChannelUnavailable: Redis could not be reached within the retries.
+        """
+        return await self._leases.remove_consumer()
 
     def lease_of(self, message: ChannelMessage) -> Lease:
         """The lease of a message received from this channel.
@@ -753,10 +792,12 @@ class RedisChannel(BaseChannel):
         self._closed = True
 
     async def aclose(self) -> None:
-        """Close; write queued sends and acks; give back the buffer; close an own client.
+        """Close; write queued sends and acks; give back the buffer; leave; close a client.
 
         Messages prefetched and not received yet are given back (see
-        :meth:`release_buffered`); the client is closed if the channel made it.
+        :meth:`release_buffered`), then this consumer is deleted from the group if it
+        holds nothing more (see :meth:`remove_consumer`; failures to do either are
+        logged); the client is closed if the channel made it.
 
         Raises:
             ChannelUnavailable: Queued sends could not be written; the client is closed
@@ -766,16 +807,41 @@ class RedisChannel(BaseChannel):
         try:
             await self._outbox.flush()
             await self._leases.flush_acks()
-            if any(message.raw_ack is not None for message in self._reader.buffer):
-                try:
-                    await self.release_buffered()
-                except ChannelUnavailable:
-                    _log.warning("could not give back prefetched entries on close; others "
-                                 "reclaim them after the visibility timeout",
-                                 channel=self.name, exc_info=True)  # fmt: skip
+            await self._reader.wait_fetched()  # what a read under way brings is given back too
+            if await self._give_back_buffer():
+                await self._leave_group()
         finally:
             if self._owns_client:
                 await self._redis.aclose()
+
+    async def _give_back_buffer(self) -> bool:
+        """Release what is buffered, on close; whether nothing is left held for it."""
+        if not any(message.raw_ack is not None for message in self._reader.buffer):
+            return True
+        try:
+            await self.release_buffered()
+        except ChannelUnavailable:
+            _log.warning("could not give back prefetched entries on close; others "
+                         "reclaim them after the visibility timeout",
+                         channel=self.name, exc_info=True)  # fmt: skip
+            return False
+        return True
+
+    async def _leave_group(self) -> None:
+        """Delete our consumer on close if it holds nothing; log why it stays otherwise."""
+        if not self._reader.joined:
+            return  # never read: Redis has no consumer of ours
+        try:
+            gone = await self.remove_consumer()
+        except ChannelUnavailable:
+            _log.warning("could not remove the consumer on close; live consumers delete it "
+                         "after consumer_max_idle", channel=self.name, consumer=self.consumer,
+                         exc_info=True)  # fmt: skip
+            return
+        if not gone:
+            _log.info("consumer kept on close: it holds entries, which others reclaim after "
+                      "the visibility timeout", channel=self.name, consumer=self.consumer,
+                      held=len(self._leases.held))  # fmt: skip
 
     async def __aenter__(self) -> Self:
         return self

@@ -11,6 +11,12 @@ whole graph) lives in one Redis Cluster slot::
     {namespace}:{tag}:producer:… each producer's last batch number (retries land once)
     {namespace}:{tag}:idem:…     idempotency keys seen within the window
     {namespace}:{tag}:closed     set when a distributed graph closed this mailbox
+
+Consumers come and go with the channel objects that read: a consumer is made by its first
+read, deleted by its channel's ``aclose`` once it holds nothing, and deleted by any live
+consumer's periodic sweep once it has held nothing for ``consumer_max_idle``. Entries given
+back (``release_buffered``) are parked on the consumer :data:`RELEASED_CONSUMER`, where any
+consumer reclaims them at once.
 """
 
 from __future__ import annotations
@@ -18,10 +24,14 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import secrets
 import socket
+import threading
 from dataclasses import dataclass
+from typing import Final
 
 __all__ = [
+    "RELEASED_CONSUMER",
     "MailboxKeys",
     "Settings",
     "default_consumer_name",
@@ -30,7 +40,16 @@ __all__ = [
     "stream_key",
 ]
 
+RELEASED_CONSUMER: Final = "(released)"
+"""The consumer that holds given-back entries until another one reclaims them (at once:
+they are parked idle past the visibility timeout). No channel reads under this name."""
+
+# Sweeps of stale consumers: at most this often per channel object, however long the age.
+_MAX_SWEEP_INTERVAL: Final = 60.0
+
 _consumer_numbers = itertools.count(1)
+_naming = threading.Lock()
+_process_token: tuple[int, str] = (0, "")
 
 
 def has_hash_tag(name: str) -> bool:
@@ -57,8 +76,19 @@ def stream_key(namespace: str, channel_name: str) -> str:
 
 
 def default_consumer_name() -> str:
-    """``{hostname}-{pid}-{n}``: unique per channel object among live processes."""
-    return f"{socket.gethostname()}-{os.getpid()}-{next(_consumer_numbers)}"
+    """``{hostname}-{pid}-{token}-{n}``: unique per channel object among live processes.
+
+    ``n`` counts the channel objects of this process (threads and event loops included);
+    ``token`` is random per process, because host name and pid alone repeat: containers
+    sharing the host's network (and so its host name) each run their worker as pid 1.
+    """
+    global _process_token  # noqa: PLW0603 - one token per process, renewed after a fork
+    with _naming:
+        pid = os.getpid()
+        if _process_token[0] != pid:
+            _process_token = (pid, secrets.token_hex(3))
+        number = next(_consumer_numbers)
+    return f"{socket.gethostname()}-{pid}-{_process_token[1]}-{number}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +146,8 @@ class Settings:
     idempotency_ms: int
     max_pending: int
     send_batch: int
+    consumer_max_idle_ms: int  # 0: stale consumers are kept
+    sweep_interval: float
 
     @classmethod
     def check(
@@ -130,6 +162,7 @@ class Settings:
         idempotency_window: float,
         max_pending_sends: int,
         send_batch: int,
+        consumer_max_idle: float | None = 3600.0,
     ) -> Settings:
         """Check each value and convert it.
 
@@ -153,6 +186,7 @@ class Settings:
             ("block", block),
             ("visibility_timeout", visibility_timeout),
             ("idempotency_window", idempotency_window),
+            ("consumer_max_idle", 1.0 if consumer_max_idle is None else consumer_max_idle),
         ):
             if isinstance(seconds, bool) or not isinstance(seconds, int | float):
                 raise TypeError(f"{label} must be a number of seconds, not {seconds!r}")
@@ -169,4 +203,8 @@ class Settings:
             idempotency_ms=max(1, round(idempotency_window * 1000)),
             max_pending=max_pending_sends,
             send_batch=send_batch,
+            consumer_max_idle_ms=(
+                0 if consumer_max_idle is None else max(1, round(consumer_max_idle * 1000))
+            ),
+            sweep_interval=min((consumer_max_idle or 0.0) / 2, _MAX_SWEEP_INTERVAL),
         )

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from spark_nodes._redis_client import ConnectionRetry, with_retries
 from spark_nodes.channels._coalesce import Coalescer
 from spark_nodes.channels.message import ChannelMessage, OnceAck
-from spark_nodes.channels.redis._layout import MailboxKeys, Settings
+from spark_nodes.channels.redis._layout import RELEASED_CONSUMER, MailboxKeys, Settings
 from spark_nodes.channels.redis._scripts import Scripts
 from spark_nodes.errors import ChannelUnavailable, LeaseLost
 
@@ -295,6 +295,8 @@ class LeaseBook:
     async def release(self, leases: list[Lease]) -> int:
         """Make ``leases`` reclaimable by others at once; return how many were released.
 
+        Their entries move to :data:`RELEASED_CONSUMER` (see ``RELEASE``).
+
         Raises:
             ChannelUnavailable: Redis could not be reached within the retries (they stay
                 held: others reclaim them after the visibility timeout).
@@ -309,12 +311,30 @@ class LeaseBook:
                 b"%s %d %d " % (lease.entry, lease.deliveries, not lease.handed_out)
                 for lease in leases
             ),
+            RELEASED_CONSUMER,
         ]
         released: int = await with_retries(
             lambda: self._scripts.release(keys=[self._keys.stream], args=args),
             retry=self._retry, what=f"release on {self._name!r}", error=ChannelUnavailable,
         )  # fmt: skip
         return released
+
+    async def remove_consumer(self) -> bool:
+        """Delete this consumer from the group if it holds no entry; whether it is gone.
+
+        Atomic (``REMOVE_CONSUMER``): a consumer holding entries is kept, so none is lost.
+
+        Raises:
+            ChannelUnavailable: Redis could not be reached within the retries.
+        """
+        keys = [self._keys.stream]
+        args = [self._group, self._consumer]
+        gone: int = await with_retries(
+            lambda: self._scripts.remove_consumer(keys=keys, args=args),
+            retry=self._retry, what=f"remove consumer {self._consumer!r} of {self._name!r}",
+            error=ChannelUnavailable,
+        )  # fmt: skip
+        return gone == 1
 
     async def run_settling(
         self, lease: Lease, script: Any, keys: list[Any], args: list[Any], what: str

@@ -4,7 +4,8 @@ One round trip (``fetch``) moves due delayed entries into the stream, reads the 
 of a distributed graph, and reads entries to deliver, by priority: this consumer's own
 pending entries (once, at start, after a restart), stale entries of others (every
 ``claim_interval``), new entries (``prefetch`` at a time). An entry delivered before comes
-alone: see ``_queue_reads``. Good entries go to a local buffer; an
+alone: see ``_queue_reads``. Every ``sweep_interval`` the same round trip deletes the
+group's stale consumers (``SWEEP_CONSUMERS``). Good entries go to a local buffer; an
 entry that cannot be decoded, is too large or was delivered ``max_deliveries`` times is
 dead-lettered with the reason and its original bytes.
 """
@@ -25,7 +26,7 @@ from redis.exceptions import ResponseError
 from spark_nodes._redis_client import ConnectionRetry, with_retries
 from spark_nodes.channels.codec import ENVELOPE_VERSION, decode, unpack_envelope
 from spark_nodes.channels.message import ChannelMessage, unchecked_message
-from spark_nodes.channels.redis._layout import MailboxKeys, Settings
+from spark_nodes.channels.redis._layout import RELEASED_CONSUMER, MailboxKeys, Settings
 from spark_nodes.channels.redis._leases import Lease, LeaseBook, now_text
 from spark_nodes.channels.redis._scripts import Scripts
 from spark_nodes.errors import ChannelUnavailable, MessageDecodeError
@@ -64,11 +65,13 @@ class Reader:
         "_fetching",
         "_group",
         "_group_ready",
+        "_in_idle_hook",
         "_keys",
         "_leases",
         "_name",
         "_next_claim",
         "_next_move_due",
+        "_next_sweep",
         "_on_idle",
         "_own_cursor",
         "_read_own_first",
@@ -77,6 +80,7 @@ class Reader:
         "_scripts",
         "_settings",
         "buffer",
+        "joined",
         "peak",
         "remote_closed",
     )
@@ -110,10 +114,15 @@ class Reader:
         self.remote_closed = False
         """Set once the mailbox's distributed graph closed it (see watch_remote_close)."""
         self._fetching: anyio.Event | None = None
+        self._in_idle_hook = False
         self._group_ready = False
         self._read_own_first = True
         self._own_cursor = "0"
         self._next_claim = self._next_move_due = 0.0
+        # Sweeps start at the first read: a restarted worker clears what dead ones left.
+        self._next_sweep = 0.0 if settings.consumer_max_idle_ms else float("inf")
+        self.joined = False
+        """Set at the first read: the consumer may exist in Redis from then on."""
         self._claim_start = "-"
         self._close_epoch: int | None = None
         self._on_idle: Callable[[], Awaitable[None]] | None = None
@@ -128,7 +137,8 @@ class Reader:
         """Whether a settling call may read the next entries in its round trip.
 
         Only when the buffer is empty (the consumer reads next anyway), no read is under
-        way, and neither a claim nor due delayed entries are waiting for a full fetch.
+        way, and neither a claim, a sweep nor due delayed entries are waiting for a full
+        fetch.
         """
         now = time.monotonic()
         return (
@@ -138,7 +148,18 @@ class Reader:
             and not (self._read_own_first or closed or self.remote_closed)
             and now < self._next_claim
             and now < self._next_move_due
+            and now < self._next_sweep
         )
+
+    async def wait_fetched(self) -> None:
+        """Wait for the read under way, if any, to end (whatever it brought is buffered).
+
+        Not for the idle hook after it (the read is over by then), which may be what
+        calls this.
+        """
+        fetching = self._fetching
+        if fetching is not None and not self._in_idle_hook:
+            await fetching.wait()
 
     async def fill(self) -> None:
         """Read more entries into the buffer, or wait for the read another receiver does.
@@ -157,10 +178,13 @@ class Reader:
                 error=ChannelUnavailable,
             )  # fmt: skip
             if not self.buffer and self._on_idle is not None and not self.remote_closed:
+                self._in_idle_hook = True
                 try:
                     await self._on_idle()
                 except Exception:  # noqa: BLE001 - logged; the next idle read calls it again
                     _log.exception("idle hook failed", channel=self._name)
+                finally:
+                    self._in_idle_hook = False
         finally:
             self._fetching = None
             fetching.set()
@@ -174,22 +198,25 @@ class Reader:
         move_due = now >= self._next_move_due
         if move_due:  # delayed messages are delivered at most this much late
             self._next_move_due = now + self._settings.block_ms / 1000
+        sweep = now >= self._next_sweep
+        if sweep:
+            self._next_sweep = now + self._settings.sweep_interval
         watching_close = self._close_epoch is not None
+        self.joined = True
         try:
             replies = await self._read(
-                own_first=own_first, claim=claim, move_due=move_due, alone=not watching_close
-            )
+                own_first=own_first, claim=claim, move_due=move_due, sweep=sweep,
+                alone=not watching_close,
+            )  # fmt: skip
         except ResponseError as error:
             if "NOGROUP" in str(error):
                 self._group_ready = False  # the stream was deleted: make it again
                 return
             raise
-        if move_due:
-            replies = replies[1:]  # how many were moved
-        if watching_close:
-            closed = replies.pop(0)
-            if closed is not None and int(closed) >= (self._close_epoch or 0):
-                self.remote_closed = True
+        if move_due or watching_close or sweep:
+            replies = self._strip_extras(
+                replies, move_due=move_due, watching_close=watching_close, sweep=sweep
+            )
         if own_first:
             entries = self._own_entries(*replies)
         elif claim:
@@ -199,12 +226,30 @@ class Reader:
         if entries:
             await self.accept(entries)
 
+    def _strip_extras(
+        self, replies: list[Any], *, move_due: bool, watching_close: bool, sweep: bool
+    ) -> list[Any]:
+        """Act on the replies queued before the read's (see ``_queue_reads``); the rest."""
+        if move_due:
+            replies = replies[1:]  # how many were moved
+        if watching_close:
+            closed = replies.pop(0)
+            if closed is not None and int(closed) >= (self._close_epoch or 0):
+                self.remote_closed = True
+        if sweep:
+            deleted = replies.pop(0)
+            if deleted:
+                _log.info("stale consumers removed", channel=self._name,
+                          consumers=[name.decode(errors="replace") for name in deleted],
+                          max_idle=self._settings.consumer_max_idle_ms / 1000)  # fmt: skip
+        return replies
+
     async def _read(
-        self, *, own_first: bool, claim: bool, move_due: bool, alone: bool
+        self, *, own_first: bool, claim: bool, move_due: bool, sweep: bool, alone: bool
     ) -> list[Any]:
         """Send the fetch's commands; return their replies, in order."""
         scripts = self._scripts
-        if alone and not (own_first or claim or move_due):
+        if alone and not (own_first or claim or move_due or sweep):
             # The common read alone: a plain command costs less than a pipeline of one.
             read = self._redis.xreadgroup(
                 self._group, self._consumer, {self._keys.stream: ">"},
@@ -214,11 +259,15 @@ class Reader:
         if not scripts.loaded:
             await scripts.run(scripts.load(self._redis))
         async with self._redis.pipeline(transaction=False) as pipe:
-            self._queue_reads(pipe, own_first=own_first, claim=claim, move_due=move_due)
+            self._queue_reads(
+                pipe, own_first=own_first, claim=claim, move_due=move_due, sweep=sweep
+            )
             replies: list[Any] = await scripts.run(pipe.execute())
         return replies
 
-    def _queue_reads(self, pipe: Pipeline, *, own_first: bool, claim: bool, move_due: bool) -> None:
+    def _queue_reads(
+        self, pipe: Pipeline, *, own_first: bool, claim: bool, move_due: bool, sweep: bool
+    ) -> None:
         keys = self._keys
         settings = self._settings
         scripts = self._scripts
@@ -228,6 +277,11 @@ class Reader:
             )
         if self._close_epoch is not None:
             pipe.get(keys.closed)
+        if sweep:
+            scripts.queue(
+                pipe, scripts.sweep_consumers, [keys.stream],
+                [self._group, settings.consumer_max_idle_ms, self._consumer],
+            )  # fmt: skip
         cursor = self._own_cursor
         streams: dict[Any, Any] = {keys.stream: cursor if own_first else ">"}
         group, consumer = self._group, self._consumer
@@ -246,7 +300,7 @@ class Reader:
                 pipe, scripts.claim, [keys.stream, keys.dead, keys.stats],
                 [
                     group, consumer, settings.visibility_ms, self._claim_start, 1,
-                    settings.max_deliveries, settings.dead_maxlen, now_text(),
+                    settings.max_deliveries, settings.dead_maxlen, now_text(), RELEASED_CONSUMER,
                 ],
             )  # fmt: skip
         else:
@@ -367,7 +421,8 @@ def _decode(data: bytes, lease: Lease) -> ChannelMessage:
     if (
         envelope.__class__ is not dict
         or len(envelope) != _ENVELOPE_SIZE
-        or envelope.get("v") != ENVELOPE_VERSION
+        or envelope.get("v").__class__ is not int  # exactly: True and 1.0 equal 1 too
+        or envelope["v"] != ENVELOPE_VERSION
     ):
         return decode(data, ack=lease)
     ident = envelope.get("id")
@@ -377,6 +432,7 @@ def _decode(data: bytes, lease: Lease) -> ChannelMessage:
         ident.__class__ is str
         and ident
         and metadata.__class__ is dict
+        and (not metadata or all(map(str.__instancecheck__, metadata)))  # str keys only
         and shutdown.__class__ is bool
         and "payload" in envelope
     ):

@@ -34,9 +34,11 @@ __all__ = [
     "MOVE_DUE",
     "OWNED",
     "RELEASE",
+    "REMOVE_CONSUMER",
     "RENEW",
     "REPLAY",
     "SEND",
+    "SWEEP_CONSUMERS",
     "TRIM_SETTLED",
     "Scripts",
 ]
@@ -287,11 +289,12 @@ CLAIM: Final = (
 -- batch, judging each on its own delivery count: an entry already delivered max times is
 -- moved to the dead-letter stream (it failed, or killed or stalled its workers, that
 -- often); the others are claimed for this consumer. Entries deleted from the stream while
--- pending are dropped from the pending list.
+-- pending are dropped from the pending list. The parking consumer of given-back entries
+-- (see RELEASE) is deleted once it holds none.
 -- KEYS[1] stream, KEYS[2] dead-letter stream, KEYS[3] stats
 -- ARGV[1] group, ARGV[2] consumer, ARGV[3] visibility timeout (ms), ARGV[4] start id,
 -- ARGV[5] batch size, ARGV[6] max deliveries, ARGV[7] dead-letter max length ('0':
--- unbounded), ARGV[8] time (for the record, from the client)
+-- unbounded), ARGV[8] time (for the record, from the client), ARGV[9] the parking consumer
 -- Returns {next start id ('0' when the scan is complete), claimed ids, their deliveries,
 -- their envelopes, dead-lettered count}.
 redis.replicate_commands()
@@ -299,8 +302,10 @@ local batch = tonumber(ARGV[5])
 local stale = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], ARGV[4], '+', batch)
 local ids, counts, envelopes, dead, settled = {}, {}, {}, 0, 0
 local max = tonumber(ARGV[6])
+local unparked = false
 for _, p in ipairs(stale) do
   local id, holder, idle, deliveries = p[1], p[2], p[3], p[4]
+  if holder == ARGV[9] then unparked = true end
   local entry = redis.call('XRANGE', KEYS[1], id, id)
   if #entry == 0 then
     redis.call('XACK', KEYS[1], ARGV[1], id)
@@ -342,6 +347,9 @@ for _, p in ipairs(stale) do
   end
 end
 if dead + settled > 0 then trim_settled(KEYS[1]) end
+if unparked and #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[9]) == 0 then
+  redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[9])
+end
 if dead > 0 then redis.call('HINCRBY', KEYS[3], 'dead_lettered', dead) end
 if #ids > 0 then redis.call('HINCRBY', KEYS[3], 'reclaimed', #ids) end
 local next_start = '0'
@@ -411,14 +419,17 @@ RELEASE: Final = (
 -- Give back entries this consumer holds but will not handle: make them reclaimable at
 -- once (idle = the visibility timeout); for those no handler ever had, take back the
 -- delivery they counted, so the next claim does not count one that never happened.
+-- They move to the parking consumer (ARGV[5]): this one then holds only what it works
+-- on, and can leave the group (REMOVE_CONSUMER) while others have yet to reclaim them.
 -- KEYS[1] stream; ARGV[1] group, ARGV[2] consumer, ARGV[3] visibility timeout (ms),
 -- ARGV[4] "id deliveries uncounted " words (uncounted: 1 if no handler ever had it, so
--- the delivery is taken back; 0 keeps it). Returns how many were released.
+-- the delivery is taken back; 0 keeps it), ARGV[5] the parking consumer.
+-- Returns how many were released.
 redis.replicate_commands()
 local released = 0
 for id, deliveries, uncounted in string.gmatch(ARGV[4], '(%S+) (%S+) (%S+)') do
   if owned(KEYS[1], ARGV[1], id, ARGV[2], deliveries) == 1 then
-    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id, 'IDLE', ARGV[3],
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[5], 0, id, 'IDLE', ARGV[3],
       'RETRYCOUNT', tonumber(deliveries) - tonumber(uncounted), 'JUSTID')
     released = released + 1
   end
@@ -426,6 +437,46 @@ end
 return released
 """
 )
+
+
+REMOVE_CONSUMER: Final = """
+-- Delete a consumer from its group, but only if it holds no entry: XGROUP DELCONSUMER
+-- drops the consumer's pending entries with it, and they would never be delivered again.
+-- KEYS[1] stream; ARGV[1] group, ARGV[2] consumer.
+-- Returns 1 when the consumer is gone (deleted, or there was none), 0 when it holds
+-- entries and stays.
+redis.replicate_commands()
+local pending = redis.pcall('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
+if pending.err then return 1 end  -- no stream or no group: no consumer either
+if #pending > 0 then return 0 end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+SWEEP_CONSUMERS: Final = """
+-- Delete the group's consumers that hold no entry and have not read or claimed for longer
+-- than the bound: dead workers, once their entries were reclaimed (a consumer that holds
+-- entries is never deleted: they would be lost). A live consumer reads every `block`;
+-- one deleted anyway (it paused longer than the bound) comes back with its next read.
+-- XINFO CONSUMERS reports `idle` since the last read or claim on Redis 6.2 and 7.x.
+-- KEYS[1] stream; ARGV[1] group, ARGV[2] the most idle time kept (ms), ARGV[3] the
+-- sweeping consumer (never deleted: it is live).
+-- Returns the names deleted.
+redis.replicate_commands()
+local consumers = redis.pcall('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+if consumers.err then return {} end
+local max_idle = tonumber(ARGV[2])
+local deleted = {}
+for _, reply in ipairs(consumers) do
+  local info = {}
+  for i = 1, #reply, 2 do info[reply[i]] = reply[i + 1] end
+  if info['pending'] == 0 and info['idle'] > max_idle and info['name'] ~= ARGV[3] then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info['name'])
+    deleted[#deleted + 1] = info['name']
+  end
+end
+return deleted
+"""
 
 
 class Scripts:
@@ -446,9 +497,11 @@ class Scripts:
         "loaded",
         "move_due",
         "release",
+        "remove_consumer",
         "renew",
         "replay",
         "send",
+        "sweep_consumers",
     )
 
     def __init__(self, redis: Redis) -> None:
@@ -461,12 +514,14 @@ class Scripts:
         self.move_due = redis.register_script(MOVE_DUE)
         self.replay = redis.register_script(REPLAY)
         self.release = redis.register_script(RELEASE)
+        self.remove_consumer = redis.register_script(REMOVE_CONSUMER)
+        self.sweep_consumers = redis.register_script(SWEEP_CONSUMERS)
         self.loaded = False
 
     async def load(self, redis: Redis) -> None:
         """Make sure the server knows every script queued in pipelines (one round trip)."""
         async with redis.pipeline(transaction=False) as pipe:
-            for script in (self.ack, self.commit, self.claim, self.move_due):
+            for script in (self.ack, self.commit, self.claim, self.move_due, self.sweep_consumers):
                 pipe.script_load(script.script)
             await pipe.execute()
         self.loaded = True
