@@ -34,6 +34,7 @@ from spark_nodes.errors import (
     MessageTooLarge,
     SparkNodesError,
     StepLimitExceeded,
+    UnsupportedEventLoop,
     WiringError,
 )
 from spark_nodes.graphs import (
@@ -112,6 +113,7 @@ __all__ = [
     "Task",
     "TaskType",
     "TypedState",
+    "UnsupportedEventLoop",
     "WiringError",
     "errors",
 ]

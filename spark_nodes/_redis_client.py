@@ -4,6 +4,11 @@ redis-py 8 retries failed commands by itself (three times, by default). A blindl
 XADD can land twice, so our clients are made with redis-py's retries off and every call
 that may need one goes through :func:`with_retries`, whose callers make their writes
 idempotent (a producer sequence number, a fenced ack, a script that checks first).
+
+redis-py's client is asyncio only: under trio it fails deep inside (``no running event
+loop``). :func:`with_retries`, the door every call goes through, first checks the event
+loop with :func:`require_asyncio` and raises :class:`UnsupportedEventLoop`, which says why.
+The clients :func:`open_client` makes skip their close there (see :class:`_Client`).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import anyio
+import sniffio
 import structlog
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -22,9 +28,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from spark_nodes.backoff import Backoff
-from spark_nodes.errors import BackendUnavailable
+from spark_nodes.errors import BackendUnavailable, UnsupportedEventLoop
 
-__all__ = ["RETRIABLE", "ConnectionRetry", "open_client", "with_retries"]
+__all__ = ["RETRIABLE", "ConnectionRetry", "open_client", "require_asyncio", "with_retries"]
 
 T = TypeVar("T")
 
@@ -68,6 +74,21 @@ class ConnectionRetry(Backoff):
         Backoff.__post_init__(self)
 
 
+class _Client(Redis):
+    """redis-py's asyncio client, whose close does nothing unless asyncio runs it.
+
+    Under trio every call was refused before it connected (:func:`require_asyncio`), so
+    there is nothing to close; redis-py's close would still ``asyncio.gather`` the pool's
+    connections, which makes a stray asyncio event loop (or raises ``There is no current
+    event loop``) and hides the error the user should see.
+    """
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        """Close the connections (see ``redis.asyncio.Redis.aclose``); only on asyncio."""
+        if _on_asyncio():
+            await super().aclose(close_connection_pool)
+
+
 def open_client(url: str, *, socket_timeout: float = 10.0) -> Redis:
     """A redis-py asyncio client for ``url``, with redis-py's own retries off.
 
@@ -77,7 +98,7 @@ def open_client(url: str, *, socket_timeout: float = 10.0) -> Redis:
     Raises:
         ValueError: ``url`` is not a Redis URL.
     """
-    return Redis.from_url(
+    return _Client.from_url(
         url,
         retry=Retry(NoBackoff(), 0),
         decode_responses=False,
@@ -85,6 +106,34 @@ def open_client(url: str, *, socket_timeout: float = 10.0) -> Redis:
         socket_connect_timeout=5.0,
         health_check_interval=30,
     )
+
+
+def require_asyncio(what: str) -> None:
+    """Raise :class:`UnsupportedEventLoop` unless asyncio runs the current task.
+
+    Costs about 0.5 us (sniffio), against a round trip of 50 us or more: checked per call.
+
+    Args:
+        what: The call, for the message (``"send to 'orders'"``).
+
+    Raises:
+        UnsupportedEventLoop: Another event loop (trio) runs the task: redis-py cannot.
+    """
+    if not _on_asyncio():
+        library = sniffio.current_async_library()
+        raise UnsupportedEventLoop(
+            f"{what}: the Redis backend cannot run under {library}: it talks to Redis through "
+            f"redis-py's asyncio client, which needs an asyncio event loop; run the program "
+            f'under asyncio (anyio.run(main, backend="asyncio")) or keep the graph in memory'
+        )
+
+
+def _on_asyncio() -> bool:
+    """Whether asyncio runs the current task (or a loop sniffio cannot name: let it try)."""
+    try:
+        return sniffio.current_async_library() == "asyncio"
+    except sniffio.AsyncLibraryNotFoundError:
+        return True
 
 
 async def with_retries(
@@ -102,7 +151,10 @@ async def with_retries(
     Raises:
         BackendUnavailable: ``error``, after ``retry.attempts`` failed tries; its
             ``__cause__`` is the last failure.
+        UnsupportedEventLoop: The task runs under trio (or another loop than asyncio),
+            which redis-py's client cannot use; nothing was sent.
     """
+    require_asyncio(what)
     failures = 0
     while True:
         try:

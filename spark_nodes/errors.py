@@ -34,6 +34,7 @@ __all__ = [
     "SparkNodesError",
     "StateConflict",
     "StepLimitExceeded",
+    "UnsupportedEventLoop",
     "WiringError",
 ]
 
@@ -212,4 +213,14 @@ class StepLimitExceeded(SparkNodesError):
 
     Not raised to you: it is the error of the dead letter the message becomes (phase
     ``"max_steps"``), so that a self-feeding loop cannot run for ever.
+    """
+
+
+class UnsupportedEventLoop(SparkNodesError, RuntimeError):
+    """A Redis backend was used from an event loop other than asyncio (e.g. trio).
+
+    Raised by the first call that would reach Redis (a send, a receive, a state read, a
+    graph's ``send``, ``serve``, ``run`` or ``stats``), before anything is sent: redis-py's
+    client is asyncio only. Run the program under asyncio (``anyio.run(main,
+    backend="asyncio")``) or keep the graph in memory. Subclasses :class:`RuntimeError`.
     """

@@ -4,6 +4,10 @@ An encoded message is a msgpack map, the *envelope*::
 
     {"v": 1, "id": str, "payload": <value>, "metadata": {str: <value>}, "shutdown": bool}
 
+Every field's type is checked exactly when decoding: ``v`` is the int 1 (not ``True``, not
+``1.0``, which equal it), ``id`` a non-empty str, ``metadata`` a map with str keys,
+``shutdown`` a bool (not 0 or 1); anything else is not an envelope.
+
 ``ack`` is a local callback and never travels. A value is "plain data": ``None``, ``bool``,
 ``int`` (64-bit), ``float``, ``str``, ``bytes`` (``bytearray``/``memoryview`` arrive as
 ``bytes``), ``list`` and ``tuple`` (both arrive as ``list``), and ``dict`` with ``str`` or
@@ -33,6 +37,9 @@ ENVELOPE_VERSION: Final = 1
 """The envelope version this build writes and reads."""
 
 _ENVELOPE_KEYS: Final = frozenset({"v", "id", "payload", "metadata", "shutdown"})
+_NOT_OURS: Final = "not a spark_nodes envelope"
+# isinstance bound to str: all(map(_is_str, keys)) checks 4 keys in ~150 ns, a generator 270.
+_is_str: Final[Callable[[object], bool]] = str.__instancecheck__
 _MAX_DEPTH: Final = 512  # msgpack's own nesting limit when packing
 _PLAIN_DATA: Final = (
     "send plain data: dict (str or bytes keys), list, tuple, str, bytes, int, float, bool, None"
@@ -109,11 +116,17 @@ def encode(message: ChannelMessage, *, check: bool = True) -> bytes:
     Raises:
         MessageEncodeError: The payload or metadata holds something msgpack cannot encode;
             the message names its type and path, e.g. ``payload["items"][3]: Decimal``.
+            With ``check``, also a metadata key that is not a str (decode refuses it).
         TypeError: ``message`` is not a :class:`ChannelMessage`.
     """
     if not isinstance(message, ChannelMessage):
         raise TypeError(f"encode() takes a ChannelMessage, not {type(message).__name__}")
     metadata = message.raw_metadata or {}
+    if check and metadata and not all(map(_is_str, metadata)):
+        key = next(key for key in metadata if not _is_str(key))
+        raise MessageEncodeError(
+            f"metadata: key {key!r} of type {type(key).__name__}; metadata keys must be str"
+        )
     envelope = {
         "v": ENVELOPE_VERSION,
         "id": message.id,
@@ -149,19 +162,23 @@ def decode(
 
     Raises:
         MessageDecodeError: The bytes are garbage, truncated, followed by trailing bytes,
-            valid msgpack that is not an envelope, or an envelope of an unknown version;
-            ``reason`` says which and ``data`` keeps the bytes.
+            valid msgpack that is not an envelope (a field missing, extra or of another
+            type, checked exactly: a version ``True`` or ``1.0`` is not 1), or an envelope
+            of an unknown version; ``reason`` says which and ``data`` keeps the bytes.
     """
     raw = _as_bytes(data)
     envelope = _read(raw)
-    if not isinstance(envelope, dict):
+    if type(envelope) is not dict:
+        raise MessageDecodeError(f"{_NOT_OURS}: expected a map, got {_type_name(envelope)}", raw)
+    if "v" not in envelope:
+        raise MessageDecodeError(f"{_NOT_OURS}: no version field 'v'", raw)
+    version = envelope["v"]
+    if type(version) is not int:  # exactly: True and 1.0 equal 1, and are not versions
         raise MessageDecodeError(
-            f"not a spark_nodes envelope: expected a map, got {_type_name(envelope)}", raw
+            f"{_NOT_OURS}: version 'v' must be an int, got {_type_name(version)} {version!r}",
+            raw,
         )
-    version = envelope.get("v")
     if version != ENVELOPE_VERSION:
-        if "v" not in envelope:
-            raise MessageDecodeError("not a spark_nodes envelope: no version field 'v'", raw)
         raise MessageDecodeError(
             f"unknown envelope version {version!r}; this spark_nodes reads version "
             f"{ENVELOPE_VERSION} (upgrade the reader or drain with the writer's version)",
@@ -171,18 +188,24 @@ def decode(
         missing = ", ".join(sorted(_ENVELOPE_KEYS - envelope.keys()))
         extra = ", ".join(sorted(map(repr, envelope.keys() - _ENVELOPE_KEYS)))
         raise MessageDecodeError(
-            f"not a spark_nodes envelope: missing keys [{missing}], unexpected keys [{extra}]", raw
+            f"{_NOT_OURS}: missing keys [{missing}], unexpected keys [{extra}]", raw
         )
     ident, metadata, shutdown = envelope["id"], envelope["metadata"], envelope["shutdown"]
-    if not isinstance(ident, str) or not ident:
-        raise MessageDecodeError(f"bad envelope: 'id' must be a non-empty str, got {ident!r}", raw)
-    if not isinstance(metadata, dict):
+    if type(ident) is not str or not ident:
+        raise MessageDecodeError(f"{_NOT_OURS}: 'id' must be a non-empty str, got {ident!r}", raw)
+    if type(metadata) is not dict:
         raise MessageDecodeError(
-            f"bad envelope: 'metadata' must be a map, got {_type_name(metadata)}", raw
+            f"{_NOT_OURS}: 'metadata' must be a map, got {_type_name(metadata)}", raw
         )
-    if not isinstance(shutdown, bool):
+    for key in metadata:
+        if type(key) is not str:
+            raise MessageDecodeError(
+                f"{_NOT_OURS}: 'metadata' keys must be str, got {_type_name(key)} {key!r}", raw
+            )
+    if type(shutdown) is not bool:
         raise MessageDecodeError(
-            f"bad envelope: 'shutdown' must be a bool, got {_type_name(shutdown)}", raw
+            f"{_NOT_OURS}: 'shutdown' must be a bool, got {_type_name(shutdown)} {shutdown!r}",
+            raw,
         )
     return ChannelMessage(envelope["payload"], metadata or None, ack, shutdown, id=ident)
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 
+from spark_nodes._redis_client import require_asyncio
 from spark_nodes.channels import ChannelMessage
 from spark_nodes.errors import InvokeFailed, InvokeTimeout
 from spark_nodes.nodes import NodeMessage
@@ -87,6 +88,7 @@ async def invoke_on_redis(
         InvokeFailed: A message of the trace was dead-lettered.
         ChannelUnavailable: Redis could not be reached.
     """
+    require_asyncio(f"invoke {node_id!r}")  # before a reply stream needs cleaning up
     mailbox = backend.mailboxes[node_id]
     trace = f"{REPLY_PREFIX}{uuid.uuid4().hex}"
     replies = backend.reply_channel(trace, reader=True)

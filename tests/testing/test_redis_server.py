@@ -53,6 +53,7 @@ def test_a_server_that_cannot_start_reports_its_log() -> None:
 
 
 def test_find_redis_server_honours_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SPARK_NODES_REDIS_SERVER", raising=False)  # (it would win)
     monkeypatch.setenv("REDIS_SERVER", "/opt/redis/bin/redis-server")
     assert find_redis_server() == "/opt/redis/bin/redis-server"
     monkeypatch.delenv("REDIS_SERVER")
