@@ -19,7 +19,8 @@ that a stopping worker gives its prefetched entries back (no test waits a minute
 short one lets another worker reclaim unfinished work quickly. Both prefetch several
 entries, so a worker holds some it has not started.
 
-The rest are targets for the command's error paths and for ``load_graph``.
+The rest are targets for the command's error paths, for ``load_graph``, and for the
+worker's settings (factories that take them, graphs with mailbox options of their own).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import anyio
 import structlog
 
 from spark_nodes import ExecutionContext, Graph, Node
+from spark_nodes.cli.worker import WorkerSettings
 
 HOLD_LIMIT = 30.0
 """The longest a held payload waits for its ``go``: a forgotten one fails, not hangs."""
@@ -117,3 +119,59 @@ NOT_A_GRAPH = "a string"
 def not_a_graph_factory() -> str:
     """A function that returns something else than a Graph."""
     return NOT_A_GRAPH
+
+
+# -- factories that take the worker's settings -------------------------------------------------
+
+received: list[WorkerSettings] = []
+"""The settings :func:`with_settings` was called with, in this process."""
+
+
+def with_settings(settings: WorkerSettings) -> Graph:
+    """``gate >> record`` (60 s leases) that logs and keeps the settings it was given."""
+    received.append(settings)
+    _log.info("factory got settings", consumer=settings.consumer, prefetch=settings.prefetch,
+              namespace=settings.namespace, concurrency=settings.concurrency)  # fmt: skip
+    return _gated("cli-settings", LONG_LEASE)
+
+
+def on_redis_from_settings(settings: WorkerSettings) -> Graph:
+    """A graph that its factory puts on Redis itself, with the worker's mailbox settings."""
+    assert settings.redis_url is not None
+    gate = Gate(id="gate")
+    gate >> Recorder(id="record")
+    return Graph(
+        gate,
+        name="cli-own-redis",
+        backend=settings.redis_url,
+        namespace=settings.namespace,
+        mailbox_options=settings.mailbox_options(LONG_LEASE),
+    )
+
+
+def on_redis_already() -> Graph:
+    """A graph on Redis from the start (URL and namespace from ``$CLI_TEST_REDIS``)."""
+    url, _, namespace = os.environ["CLI_TEST_REDIS"].rpartition(" ")
+    gate = Gate(id="gate")
+    gate >> Recorder(id="record")
+    return Graph(gate, name="cli-on-redis", backend=url, namespace=namespace)
+
+
+def plain() -> Graph:
+    """``gate >> record`` with no mailbox options of its own: RedisChannel's defaults."""
+    return _gated("cli-plain", {})
+
+
+def own_prefetch() -> Graph:
+    """``gate >> record`` built with a small prefetch and a long lease of its own."""
+    return _gated("cli-own-prefetch", {"prefetch": 2, "visibility_timeout": 60.0})
+
+
+def optional_argument(name: str = "cli-optional") -> Graph:
+    """A factory whose one parameter has a default: it is called without arguments."""
+    return _gated(name, LONG_LEASE)
+
+
+def two_arguments(settings: WorkerSettings, extra: str) -> Graph:
+    """A factory that wants more than the settings: the worker refuses it."""
+    return _gated(extra, LONG_LEASE)

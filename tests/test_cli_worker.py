@@ -13,9 +13,12 @@ runs its own event loop when it gets that far) and read stderr with ``capsys``.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
+import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -28,11 +31,14 @@ import pytest
 import structlog
 from anyio.abc import Process, TaskGroup
 from anyio.streams.text import TextReceiveStream
+from structlog.testing import capture_logs
 
 from spark_nodes import Graph
 from spark_nodes.channels import RedisChannel
-from spark_nodes.cli import main
-from spark_nodes.cli.worker import load_graph
+from spark_nodes.cli import main, worker
+from spark_nodes.cli._settings import OPTIONS, retry_within
+from spark_nodes.cli.worker import WorkerSettings, load_graph, prepare_graph, settings_of
+from spark_nodes.state import RedisState
 from tests import cli_worker_graphs
 from tests.redis_support import new_namespace, open_raw_client, purge
 
@@ -130,15 +136,21 @@ class Workers:
         self.tasks = tasks
         self.started: list[Worker] = []
 
-    async def start(self, factory: str, *options: str) -> Worker:
+    async def start(self, factory: str, *options: str, env: dict[str, str] | None = None) -> Worker:
+        """Start a worker of ``factory`` with these options and these environment variables.
+
+        Only ``env`` sets ``SPARK_NODES_...`` variables: the test's own are left out.
+        """
         command = [
             sys.executable, "-m", "spark_nodes", "worker", f"{GRAPHS}:{factory}",
             "--redis", self.url, "--namespace", self.namespace,
             "--log-level", "info", "--log-format", "json", *options,
         ]  # fmt: skip
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("SPARK_NODES_")}
         process = await anyio.open_process(
-            command, cwd=ROOT, stdin=DEVNULL, stdout=DEVNULL, stderr=PIPE
-        )
+            command, cwd=ROOT, stdin=DEVNULL, stdout=DEVNULL, stderr=PIPE,
+            env={**environment, **(env or {})},
+        )  # fmt: skip
         worker = Worker(process, f"worker {len(self.started)} ({' '.join(options)})")
         self.started.append(worker)
         self.tasks.start_soon(worker.read_log)
@@ -155,7 +167,7 @@ class Workers:
 @contextlib.asynccontextmanager
 async def open_graph(factory: str, url: str) -> AsyncIterator[Graph]:
     """The graph as the test sees it, on a fresh namespace: to send, shut down, read state."""
-    graph: Graph = getattr(cli_worker_graphs, factory)()
+    graph = load_graph(f"{GRAPHS}:{factory}")  # a factory that takes settings gets defaults
     namespace = new_namespace()
     graph.use_redis(url, namespace=namespace)
     try:
@@ -421,8 +433,10 @@ async def test_concurrency_option_runs_that_many_loops_per_node(redis_url: str) 
 
 @pytest.fixture
 def no_redis_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No ``$SPARK_NODES_REDIS_URL``; structlog as it was before the command configured it."""
-    monkeypatch.delenv("SPARK_NODES_REDIS_URL", raising=False)
+    """No ``$SPARK_NODES_...`` variables; structlog as it was before the command configured it."""
+    for name in list(os.environ):
+        if name.startswith("SPARK_NODES_"):
+            monkeypatch.delenv(name)
     config = structlog.get_config()
     yield
     structlog.configure(**config)
@@ -498,6 +512,15 @@ def test_an_unreachable_server_exits_1_after_the_retries(
         (["--concurrency", "0"], "must be >= 1, not 0"),
         (["--concurrency", "two"], "not an integer: 'two'"),
         (["--nodes", " , "], "give at least one node id"),
+        (["--prefetch", "0"], "argument --prefetch: must be >= 1, not 0"),
+        (["--max-deliveries", "many"], "argument --max-deliveries: not an integer: 'many'"),
+        (["--batch-size", "-3"], "argument --batch-size: must be >= 1, not -3"),
+        (["--visibility-timeout", "0"], "argument --visibility-timeout: must be a number > 0"),
+        (["--outage-bound", "inf"], "argument --outage-bound: must be a number > 0, not inf"),
+        (["--grace", "-1"], "argument --grace: must be a number >= 0, not -1"),
+        (["--consumer", "pod 7"], "argument --consumer: must be printable characters without"),
+        (["--consumer", ""], "argument --consumer: must not be empty"),
+        (["--log-format", "xml"], "argument --log-format: must be one of console, json"),
     ],
 )
 def test_a_bad_option_is_a_usage_error_with_exit_2(
@@ -573,3 +596,376 @@ def test_the_redis_url_defaults_to_the_environment_variable(
     monkeypatch.setenv("SPARK_NODES_REDIS_URL", "redis://127.0.0.1:1")
     assert main(["worker", f"{GRAPHS}:unnamed"]) == 1
     assert "a Redis graph needs a name=" in capsys.readouterr().err
+
+
+# -- settings: flags, environment variables, what reaches the mailboxes ------------------------
+
+
+def settings_from(*argv: str, env: dict[str, str] | None = None) -> WorkerSettings:
+    """The settings the command resolves for ``argv`` in the environment ``env`` (only)."""
+    parser = argparse.ArgumentParser(prog="spark-nodes")
+    worker.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["worker", f"{GRAPHS}:long_lease", *argv])
+    return settings_of(args, env or {})
+
+
+@contextlib.asynccontextmanager
+async def prepared(factory: str, settings: WorkerSettings) -> AsyncIterator[Graph]:
+    """The graph as the command prepares it (in this process); its keys deleted after."""
+    graph = prepare_graph(f"{GRAPHS}:{factory}", settings)
+    try:
+        yield graph
+    finally:
+        await graph.aclose()
+        assert settings.redis_url is not None
+        async with open_raw_client(settings.redis_url) as client:
+            await purge(client, settings.namespace)
+
+
+def mailboxes(graph: Graph) -> list[RedisChannel]:
+    return [mailbox(graph, node_id) for node_id in graph.nodes]
+
+
+SAMPLES: dict[str, tuple[str, Any, str, Any]] = {
+    # setting: (variable's text, its value, flag's text, its value)
+    "redis_url": ("redis://env:1/0", "redis://env:1/0", "redis://flag:2/0", "redis://flag:2/0"),
+    "namespace": ("env-ns", "env-ns", "flag-ns", "flag-ns"),
+    "concurrency": ("3", 3, "5", 5),
+    "grace": ("2.5", 2.5, "0", 0.0),
+    "visibility_timeout": ("12.5", 12.5, "7", 7.0),
+    "max_deliveries": ("4", 4, "9", 9),
+    "prefetch": ("40", 40, "50", 50),
+    "batch_size": ("16", 16, "32", 32),
+    "consumer": ("env-pod", "env-pod", "flag-pod", "flag-pod"),
+    "consumer_max_idle": ("120", 120.0, "90", 90.0),
+    "outage_bound": ("0.5", 0.5, "2", 2.0),
+    "log_level": ("debug", "debug", "error", "error"),
+    "log_format": ("json", "json", "console", "console"),
+}
+"""A valid value of every setting, as its variable and as its flag would give it."""
+
+
+def test_every_setting_has_a_sample() -> None:
+    assert set(SAMPLES) == {option.dest for option in OPTIONS}
+
+
+@pytest.mark.parametrize("option", OPTIONS, ids=lambda option: option.flag)
+def test_each_setting_comes_from_its_variable_unless_its_flag_is_given(option: Any) -> None:
+    env_text, env_value, flag_text, flag_value = SAMPLES[option.dest]
+    env = {option.env: env_text}
+    default = getattr(settings_from(), option.dest)
+    from_env = getattr(settings_from(env=env), option.dest)
+    from_flag = getattr(settings_from(option.flag, flag_text, env=env), option.dest)
+    assert default == option.default
+    assert from_env == env_value
+    assert from_flag == flag_value
+
+
+def test_an_empty_variable_counts_as_unset() -> None:
+    settings = settings_from(env={"SPARK_NODES_PREFETCH": "", "SPARK_NODES_LOG_FORMAT": ""})
+    assert settings.prefetch is None
+    assert settings.log_format == "console"
+
+
+@pytest.mark.usefixtures("no_redis_url")
+@pytest.mark.parametrize(
+    ("variable", "text", "message"),
+    [
+        ("SPARK_NODES_PREFETCH", "0", "$SPARK_NODES_PREFETCH='0': must be >= 1, not 0 (it sets"),
+        ("SPARK_NODES_MAX_DELIVERIES", "3.5", "$SPARK_NODES_MAX_DELIVERIES='3.5': not an integer"),
+        ("SPARK_NODES_BATCH_SIZE", "big", "$SPARK_NODES_BATCH_SIZE='big': not an integer: 'big'"),
+        ("SPARK_NODES_VISIBILITY_TIMEOUT", "-5", "$SPARK_NODES_VISIBILITY_TIMEOUT='-5': must be"),
+        ("SPARK_NODES_OUTAGE_BOUND", "nan", "$SPARK_NODES_OUTAGE_BOUND='nan': must be a"),
+        ("SPARK_NODES_CONCURRENCY", "0", "$SPARK_NODES_CONCURRENCY='0': must be >= 1"),
+        ("SPARK_NODES_GRACE", "soon", "$SPARK_NODES_GRACE='soon': not a number"),
+        ("SPARK_NODES_CONSUMER", "pod\t7", "$SPARK_NODES_CONSUMER='pod\\t7': must be printable"),
+        ("SPARK_NODES_LOG_FORMAT", "xml", "$SPARK_NODES_LOG_FORMAT='xml': must be one of console"),
+        ("SPARK_NODES_LOG_LEVEL", "loud", "$SPARK_NODES_LOG_LEVEL='loud': must be one of debug"),
+    ],
+)  # fmt: skip
+def test_a_bad_variable_exits_2_naming_it(
+    variable: str,
+    text: str,
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv(variable, text)
+    assert main(["worker", f"{GRAPHS}:long_lease", "--redis", "redis://127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("spark-nodes worker: ")
+    assert message in err
+    assert "Traceback" not in err
+
+
+async def test_each_mailbox_setting_reaches_the_redis_channel_of_every_node(
+    redis_url: str,
+) -> None:
+    settings = settings_from(
+        "--redis", redis_url, "--namespace", new_namespace(),
+        "--visibility-timeout", "12.5", "--max-deliveries", "7", "--prefetch", "33",
+        "--batch-size", "64", "--consumer", "pod-7", "--outage-bound", "1",
+        "--consumer-max-idle", "90",
+    )  # fmt: skip
+    async with prepared("long_lease", settings) as graph:
+        boxes = mailboxes(graph)
+        backend = graph._backend
+        assert backend is not None
+        assert isinstance(graph.state, RedisState)
+        state_retry = graph.state._retry
+        backend_retry = backend.retry
+    assert [box.key.rpartition(":")[2] for box in boxes] == ["gate", "record"]
+    for box in boxes:
+        assert box.visibility_timeout == 12.5
+        assert box._settings.max_deliveries == 7
+        assert box._settings.prefetch == 33
+        assert box._settings.send_batch == 64
+        assert box.consumer == "pod-7"
+        assert box._settings.consumer_max_idle_ms == 90_000
+        assert box._retry == retry_within(1.0)
+    assert retry_within(1.0).attempts == 4  # waits of at most 0.075 + 0.15 + 0.3 s
+    assert backend_retry == retry_within(1.0)
+    assert state_retry == retry_within(1.0)
+
+
+async def test_without_settings_the_graph_keeps_its_own_mailbox_options(redis_url: str) -> None:
+    settings = settings_from("--redis", redis_url, "--namespace", new_namespace())
+    async with prepared("long_lease", settings) as graph:
+        boxes = mailboxes(graph)
+    for box in boxes:
+        assert box.visibility_timeout == cli_worker_graphs.LONG_LEASE["visibility_timeout"]
+        assert box._settings.prefetch == cli_worker_graphs.LONG_LEASE["prefetch"]
+        assert box.consumer.startswith(f"{socket.gethostname()}-{os.getpid()}-")
+
+
+async def test_a_setting_given_replaces_only_its_own_option_of_the_graph(redis_url: str) -> None:
+    settings = settings_from(
+        "--redis", redis_url, "--namespace", new_namespace(), "--consumer", "c"
+    )
+    async with prepared("own_prefetch", settings) as graph:
+        boxes = mailboxes(graph)
+    for box in boxes:
+        assert box.consumer == "c"
+        assert box.visibility_timeout == 60.0  # the graph's own, kept
+        assert box._settings.prefetch == 2
+
+
+async def test_concurrency_raises_the_graphs_own_prefetch_to_match(redis_url: str) -> None:
+    settings = settings_from(
+        "--redis", redis_url, "--namespace", new_namespace(), "--concurrency", "4"
+    )
+    async with prepared("own_prefetch", settings) as graph:
+        boxes = mailboxes(graph)
+    assert [box._settings.prefetch for box in boxes] == [4, 4]
+    assert [box.visibility_timeout for box in boxes] == [60.0, 60.0]
+
+
+@pytest.mark.parametrize(
+    ("concurrency", "prefetch"),
+    [("150", 150), ("4", 100)],  # above the default of 100: raised; below: the default holds
+)
+async def test_concurrency_raises_the_default_prefetch_to_match(
+    redis_url: str, concurrency: str, prefetch: int
+) -> None:
+    settings = settings_from(
+        "--redis", redis_url, "--namespace", new_namespace(), "--concurrency", concurrency
+    )
+    async with prepared("plain", settings) as graph:
+        boxes = mailboxes(graph)
+    assert [box._settings.prefetch for box in boxes] == [prefetch, prefetch]
+
+
+def test_a_prefetch_given_with_concurrency_must_be_at_least_the_concurrency() -> None:
+    assert settings_from("--concurrency", "8", "--prefetch", "8").prefetch == 8
+    settings = settings_from("--concurrency", "8", "--prefetch", "20")
+    assert settings.mailbox_options() == {"prefetch": 20}
+    with pytest.raises(ValueError, match=r"prefetch \(4\) must be >= concurrency \(8\)"):
+        WorkerSettings(concurrency=8, prefetch=4)
+
+
+@pytest.mark.usefixtures("no_redis_url")
+@pytest.mark.parametrize(
+    ("options", "env", "message"),
+    [
+        (["--concurrency", "8", "--prefetch", "4"], {}, "--prefetch 4 is below --concurrency 8"),
+        (["--concurrency", "8"], {"SPARK_NODES_PREFETCH": "4"},
+         "$SPARK_NODES_PREFETCH=4 is below --concurrency 8"),
+        (["--prefetch", "4"], {"SPARK_NODES_CONCURRENCY": "8"},
+         "--prefetch 4 is below $SPARK_NODES_CONCURRENCY=8"),
+    ],
+)  # fmt: skip
+def test_a_prefetch_below_the_concurrency_exits_2_explaining(
+    options: list[str],
+    env: dict[str, str],
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    command = ["worker", f"{GRAPHS}:long_lease", "--redis", "redis://127.0.0.1:1", *options]
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "give a prefetch of 8 or more, or leave it out" in err
+
+
+# -- factories that take the settings ----------------------------------------------------------
+
+
+def test_a_factory_with_one_parameter_is_called_with_the_settings() -> None:
+    settings = WorkerSettings(consumer="pod-3", prefetch=12)
+    cli_worker_graphs.received.clear()
+    graph = load_graph(f"{GRAPHS}:with_settings", settings)
+    assert graph.name == "cli-settings"
+    assert cli_worker_graphs.received == [settings]
+    load_graph(f"{GRAPHS}:with_settings")
+    assert cli_worker_graphs.received[-1] == WorkerSettings()  # the defaults
+
+
+def test_a_factory_whose_parameter_has_a_default_is_called_without_arguments() -> None:
+    assert load_graph(f"{GRAPHS}:optional_argument", WorkerSettings()).name == "cli-optional"
+
+
+def test_a_factory_with_two_parameters_is_refused() -> None:
+    with pytest.raises(TypeError, match="takes 2 arguments: a graph factory takes none, or one"):
+        load_graph(f"{GRAPHS}:two_arguments", WorkerSettings())
+
+
+async def test_a_factory_may_put_its_graph_on_redis_with_the_settings(redis_url: str) -> None:
+    settings = settings_from(
+        "--redis", redis_url, "--namespace", new_namespace(), "--max-deliveries", "5"
+    )
+    with capture_logs() as logs:
+        async with prepared("on_redis_from_settings", settings) as graph:
+            boxes = mailboxes(graph)
+    assert graph.namespace == settings.namespace
+    assert [box._settings.max_deliveries for box in boxes] == [5, 5]
+    assert [box.visibility_timeout for box in boxes] == [60.0, 60.0]  # its own, merged
+    assert not [log for log in logs if log["log_level"] == "warning"]
+
+
+async def test_settings_a_graph_on_redis_already_cannot_take_are_logged_as_ignored(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    namespace = new_namespace()
+    monkeypatch.setenv("CLI_TEST_REDIS", f"{redis_url} {namespace}")
+    settings = settings_from("--redis", redis_url, "--namespace", namespace, "--prefetch", "7")
+    with capture_logs() as logs:
+        async with prepared("on_redis_already", settings) as graph:
+            boxes = mailboxes(graph)
+    warnings = [log for log in logs if log["log_level"] == "warning"]
+    assert [box._settings.prefetch for box in boxes] == [100, 100]  # its own: the default
+    assert len(warnings) == 1
+    assert warnings[0]["ignored"] == ["prefetch"]
+    assert "take the settings in its factory" in warnings[0]["event"]
+
+
+# -- settings in real worker processes ---------------------------------------------------------
+
+
+async def consumer_names(graph: Graph, node_id: str) -> list[str]:
+    channel = mailbox(graph, node_id)
+    found = await graph.redis.xinfo_consumers(channel.key, channel.group)
+    return sorted(c["name"].decode() if isinstance(c["name"], bytes) else c["name"] for c in found)
+
+
+@pytest.mark.parametrize(
+    ("options", "env", "name"),
+    [
+        (["--consumer", "from-flag"], {"SPARK_NODES_CONSUMER": "from-env"}, "from-flag"),
+        ([], {"SPARK_NODES_CONSUMER": "from-env"}, "from-env"),
+    ],
+)
+async def test_a_workers_consumer_name_is_the_one_given_in_every_mailbox(
+    redis_url: str, options: list[str], env: dict[str, str], name: str
+) -> None:
+    async with open_graph("long_lease", redis_url) as graph, open_workers(redis_url, graph) as w:
+        with anyio.fail_after(30):
+            one = await w.start("long_lease", *options, "--concurrency", "2", env=env)
+            await one.logged("serving")
+            await graph.send("gate", "named")
+            await one.logged("recorded", payload="named")
+            names = {node_id: await consumer_names(graph, node_id) for node_id in graph.nodes}
+            await graph.shutdown()
+            assert await one.exited() == 0
+    starting = one.find("worker starting")
+    assert starting is not None
+    assert starting["settings"]["consumer"] == name
+    assert names == {"gate": [name], "record": [name]}  # one consumer per mailbox, 2 loops
+
+
+async def test_a_worker_calls_a_factory_that_takes_the_settings_with_them(
+    redis_url: str,
+) -> None:
+    async with open_graph("with_settings", redis_url) as graph, open_workers(redis_url, graph) as w:
+        with anyio.fail_after(30):
+            one = await w.start(
+                "with_settings", "--concurrency", "3", env={"SPARK_NODES_PREFETCH": "9"}
+            )
+            got = await one.logged("factory got settings")
+            await graph.send("gate", "through")
+            await one.logged("recorded", payload="through")
+            await graph.shutdown()
+            assert await one.exited() == 0
+    assert got["prefetch"] == 9
+    assert got["concurrency"] == 3
+    assert got["namespace"] == graph.namespace
+    assert got["consumer"] is None
+
+
+@pytest.mark.usefixtures("no_redis_url")
+@pytest.mark.parametrize(
+    ("options", "env", "tries"),
+    [
+        (["--outage-bound", "0.3"], {}, 3),  # waits of at most 0.075 + 0.15 s
+        ([], {"SPARK_NODES_OUTAGE_BOUND": "0.1"}, 2),
+    ],
+)
+def test_the_outage_bound_sets_how_long_an_unreachable_server_is_retried(
+    options: list[str],
+    env: dict[str, str],
+    tries: int,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    command = ["worker", f"{GRAPHS}:long_lease", "--redis", "redis://127.0.0.1:1"]
+    started = time.monotonic()
+    assert main([*command, *options, "--log-level", "error"]) == 1
+    took = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert f"Redis could not be reached after {tries} tries" in err
+    assert took < 3  # not the default's 8 tries (waits of 2.5 s on average)
+
+
+CONSOLE_SCRIPT = Path(sys.executable).with_name("spark-nodes")
+
+
+@pytest.mark.skipif(not CONSOLE_SCRIPT.exists(), reason="the console script is not installed")
+async def test_the_console_script_imports_a_graph_module_from_the_current_directory(
+    tmp_path: Path,
+) -> None:
+    """``spark-nodes worker shop:build`` finds ``./shop.py`` (a console script, not ``-m``)."""
+    (tmp_path / "cwd_shop.py").write_text(CWD_MODULE)
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SPARK_NODES_")}
+    environment.pop("PYTHONPATH", None)
+    command = [
+        str(CONSOLE_SCRIPT), "worker", "cwd_shop:graph", "--redis", "redis://127.0.0.1:1",
+        "--outage-bound", "0.1", "--log-level", "error",
+    ]  # fmt: skip
+    with anyio.fail_after(EXIT_LIMIT):
+        done = await anyio.run_process(command, cwd=tmp_path, env=environment, check=False)
+    err = done.stderr.decode()
+    assert done.returncode == 1
+    assert "No module named" not in err
+    assert "Redis could not be reached after 2 tries" in err  # imported, then Redis failed
+
+
+def test_the_docs_list_every_setting_with_its_variable() -> None:
+    """In the worker settings table of ``docs/redis.md``."""
+    text = (ROOT / "docs" / "redis.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| `--")]
+    for option in OPTIONS:
+        assert any(f"`{option.flag}" in row and f"`{option.env}`" in row for row in rows), option

@@ -4,7 +4,8 @@
 ``spark-nodes graph module:graph --format mermaid|dot|json``: print its diagram;
 ``spark-nodes worker module:graph --redis URL``: serve a graph's nodes in this process;
 ``spark-nodes inspect --redis URL [--watch]``: what the durable mailboxes of a namespace hold;
-``spark-nodes dlq list|replay|drop --redis URL --mailbox KEY``: handle dead letters;
+``spark-nodes dlq list|replay|drop --redis URL (--mailbox KEY | --graph G [--node N])``:
+handle dead letters;
 ``spark-nodes --version``. Each command lives in a module of this package with
 ``add_parser(subparsers)``, which registers it and sets ``run``: ``run(args) -> exit status``.
 """
@@ -17,8 +18,9 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
 from spark_nodes.cli import dlq, graph, inspect, run, worker
+from spark_nodes.cli.worker import WorkerSettings
 
-__all__ = ["main", "version_text"]
+__all__ = ["WorkerSettings", "main", "version_text"]
 
 _COMMANDS = (run, graph, worker, inspect, dlq)
 

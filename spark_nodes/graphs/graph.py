@@ -332,6 +332,11 @@ class Graph:
         return await inspect_graph(self)
 
     @property
+    def mailbox_options(self) -> dict[str, Any]:
+        """The ``mailbox_options`` the graph was built with (a copy; empty when none)."""
+        return dict(self._mailbox_options or {})
+
+    @property
     def namespace(self) -> str | None:
         """The key namespace of a Redis graph; ``None`` for an in-memory one."""
         return None if self._backend is None else self._backend.namespace
