@@ -170,6 +170,8 @@ async def with_retries(
                     f"server is up, or allow more tries (ConnectionRetry.attempts)"
                 ) from failure
             delay = retry.delay(failures)
-            _log.warning("redis unreachable; retrying", what=what, failures=failures,
-                         delay=round(delay, 3), error=str(failure))  # fmt: skip
+            # One warning per call that fails: its later tries are logged at debug level.
+            log = _log.warning if failures == 1 else _log.debug
+            log("redis unreachable; retrying", what=what, failures=failures,
+                delay=round(delay, 3), error=str(failure))  # fmt: skip
             await anyio.sleep(delay)

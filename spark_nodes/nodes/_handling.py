@@ -17,6 +17,7 @@ import anyio
 import structlog
 
 from spark_nodes.channels import ChannelMessage
+from spark_nodes.errors import BackendUnavailable
 from spark_nodes.nodes._forwarding import Sends, StepFailed, steps_of
 from spark_nodes.nodes._settling import Settling, type_name
 from spark_nodes.nodes._watch import REPLY_PREFIX, TraceWatch, invoke_record, is_invoke_record
@@ -334,6 +335,11 @@ class Handling(Settling):
                 failure.attempts = attempt
                 raise
             except Exception as error:  # process failing is expected: retried, dead-lettered
+                if isinstance(error, BackendUnavailable) and self.durable is not None:
+                    # The store is out, not the message at fault: no attempt is spent. The
+                    # loop waits for the store, and the message is delivered again.
+                    self.drop_attempt(start.staged, sends)
+                    raise
                 start.failed(message, sends, started if not begun else None)
                 first = failed = None
                 begun = False

@@ -137,13 +137,16 @@ class WorkerLoop(Inline):
         """Wait for messages; ``[]`` if the mailbox was closed (and drained)."""
         self.idle += 1
         try:
-            return await self.mailbox.take(limit)
+            taken = await self.mailbox.take(limit)
         except ChannelClosed:
             if self.run.distributed:
                 self.draining = True  # its distributed graph drained it
             return []
         finally:
             self.idle -= 1
+        if self.durable is not None:
+            self.store_answered()  # (after an outage: logs its end)
+        return taken
 
     def give_back_unstarted(self) -> None:
         """Give back the messages of the batches in hand that the loops have not started.

@@ -164,6 +164,7 @@ class NodeRuntime(WorkerLoop):
         self.meter: Meter | None = None
         self.repeats = None
         self._log = None
+        self._outage = None
 
     def observe(self, observers: NodeObservers | None, *, metered: bool) -> None:
         """Call ``observers`` from now on (``None``: none); keep timings if ``metered``.

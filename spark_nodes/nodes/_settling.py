@@ -23,6 +23,7 @@ from spark_nodes.channels.codec import pack
 from spark_nodes.channels.mailbox import Commit, is_durable
 from spark_nodes.errors import BackendUnavailable, LeaseLost, MessageEncodeError, MessageTooLarge
 from spark_nodes.nodes._forwarding import Forwarding, Route, Sends, StepFailed
+from spark_nodes.nodes._outage import Outage
 from spark_nodes.nodes._watch import invoke_record, is_invoke_record
 from spark_nodes.state.base import RESULT_SUFFIX, unencodable_result
 
@@ -43,6 +44,7 @@ class Settling(Forwarding):
 
     __slots__ = (
         "_log",
+        "_outage",
         "commit",
         "commit_handled",
         "dead_lettered",
@@ -65,6 +67,21 @@ class Settling(Forwarding):
     repeats: RepeatLimiter[tuple[str, str]] | None
     """How often each kind of dead letter was logged (made at the first one)."""
     _log: Any
+    _outage: Outage | None
+
+    @property
+    def outage(self) -> Outage:
+        """The node's view of its store's outage (made at the first one)."""
+        outage = self._outage
+        if outage is None:
+            outage = self._outage = Outage()
+        return outage
+
+    def store_answered(self) -> None:
+        """A call to the store succeeded: end the outage going on, if one is."""
+        outage = self._outage
+        if outage is not None and outage.since is not None:
+            outage.ended(self.log)
 
     @property
     def log(self) -> Any:
@@ -256,19 +273,20 @@ class Settling(Forwarding):
         failures = 0
         while True:
             try:
-                return await durable.commit(batch)
+                committed = await durable.commit(batch)
             except BackendUnavailable as error:
                 failures += 1
                 if self.stopping:
                     raise
-                self.log.warning("commit failed: backend unreachable; trying again",
-                                 messages=len(batch), failures=failures,
-                                 error=str(error))  # fmt: skip
+                self.outage.began(self.log, error)  # logged once per outage
                 await anyio.sleep(_COMMIT_RETRY.delay(failures))
             except (MessageEncodeError, MessageTooLarge):
                 if alone:
                     raise
                 return await self._commit_one_by_one(batch)
+            else:
+                self.store_answered()
+                return committed
 
     async def _commit_one_by_one(self, batch: Commit) -> list[bool]:
         """Commit each message alone; dead-letter those whose outputs cannot be sent."""
