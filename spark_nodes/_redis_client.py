@@ -41,6 +41,9 @@ RETRIABLE: tuple[type[Exception], ...] = (
 )
 """The errors that mean "the server could not be reached", worth a retry."""
 
+_FAILED_TRIES: tuple[type[Exception], ...] = (*RETRIABLE, TimeoutError)
+"""What ends a try: the server unreachable, or hanging past the call's deadline."""
+
 _log = structlog.get_logger("spark_nodes")
 
 
@@ -67,11 +70,30 @@ class ConnectionRetry(Backoff):
     max_delay: float = 1.0
     multiplier: float = 2.0
     jitter: float = 0.5
+    try_timeout: float = 2.0
+    """Seconds added to the waits for the tries themselves (see :attr:`deadline`)."""
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
             raise ValueError(f"attempts must be >= 1, not {self.attempts!r}")
+        if not self.try_timeout > 0:
+            raise ValueError(f"try_timeout must be > 0, not {self.try_timeout!r}")
         Backoff.__post_init__(self)
+
+    @property
+    def deadline(self) -> float:
+        """Seconds a call may take in all, tries and waits.
+
+        A server that hangs (frozen, or behind a partition that drops packets) fails a
+        call about as fast as one that refuses connections. The longest the waits between
+        the tries can be (jitter included), plus :attr:`try_timeout`; about 7 s with the
+        defaults.
+        """
+        waits = sum(
+            min(self.initial_delay * self.multiplier ** (n - 1), self.max_delay)
+            for n in range(1, self.attempts)
+        )
+        return waits * (1 + self.jitter) + self.try_timeout
 
 
 class _Client(Redis):
@@ -156,14 +178,16 @@ async def with_retries(
     """
     require_asyncio(what)
     failures = 0
+    give_up_at = anyio.current_time() + retry.deadline
     while True:
         try:
-            return await operation()
-        except RETRIABLE as failure:
+            with anyio.fail_after(max(give_up_at - anyio.current_time(), 0.0)):
+                return await operation()
+        except _FAILED_TRIES as failure:
             if isinstance(failure, AuthenticationError):
                 raise  # wrong credentials: a configuration error, not an outage
             failures += 1
-            if failures >= retry.attempts:
+            if failures >= retry.attempts or anyio.current_time() >= give_up_at:
                 raise error(
                     f"{what}: Redis could not be reached after {failures} tries "
                     f"({type(failure).__name__}: {failure}); check the URL and that the "

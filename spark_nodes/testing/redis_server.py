@@ -166,6 +166,12 @@ class RedisServer:
                 self._process.wait()
         self._process = None
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs (to freeze it with SIGSTOP, say)."""
+        process = self._process
+        return process.pid if process is not None and process.poll() is None else None
+
     def kill(self) -> None:
         """Kill the server at once (SIGKILL), as a crash would."""
         if self._process is not None and self._process.poll() is None:

@@ -6,6 +6,9 @@ comes back when it starts again) and stops it while every node has work in its m
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +17,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from spark_nodes import ExecutionContext, Graph, Node, StopReason
+from spark_nodes.channels import ChannelMessage, ChannelUnavailable, ConnectionRetry, RedisChannel
 from spark_nodes.graphs import GraphResult
 from spark_nodes.testing import open_redis_server
 from tests.redis_support import new_namespace
@@ -108,3 +112,24 @@ async def _some(seen: Callable[[], Any], count: int) -> bool:
 
 async def _all(seen: Callable[[], Any], count: int) -> bool:
     return len(set(await seen())) >= count
+
+
+async def test_a_frozen_server_fails_a_call_within_its_deadline() -> None:
+    retry = ConnectionRetry(attempts=3, try_timeout=0.5)
+    with open_redis_server(appendonly=False) as server:
+        async with RedisChannel(
+            redis_url=server.url, channel_name=f"{new_namespace()}-frozen", retry=retry
+        ) as channel:
+            await channel.send(ChannelMessage(1))  # connected, and answering
+            pid = server.pid
+            assert pid is not None
+            os.kill(pid, signal.SIGSTOP)  # frozen: it accepts nothing, answers nothing
+            try:
+                started = time.monotonic()
+                with anyio.fail_after(30), pytest.raises(ChannelUnavailable):
+                    await channel.send(ChannelMessage(2))
+                took = time.monotonic() - started
+            finally:
+                os.kill(pid, signal.SIGCONT)
+    assert took <= retry.deadline + 1.0  # not a 10 s socket timeout per try
+    assert retry.deadline == pytest.approx((0.05 + 0.1) * 1.5 + 0.5)
