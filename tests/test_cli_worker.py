@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import signal
 import socket
@@ -48,6 +49,12 @@ ROOT = Path(__file__).resolve().parent.parent
 GRAPHS = "tests.cli_worker_graphs"
 EXIT_LIMIT = 10.0
 """The longest a test waits for a worker to exit once it should."""
+
+
+@pytest.fixture(autouse=True)
+def no_wait_for_redis(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers of these tests give up on an unreachable Redis at once (the default waits)."""
+    monkeypatch.setenv("SPARK_NODES_WAIT_FOR_REDIS", "0")
 
 
 @pytest.fixture
@@ -147,6 +154,7 @@ class Workers:
             "--log-level", "info", "--log-format", "json", *options,
         ]  # fmt: skip
         environment = {k: v for k, v in os.environ.items() if not k.startswith("SPARK_NODES_")}
+        environment["SPARK_NODES_WAIT_FOR_REDIS"] = "0"  # (an unreachable Redis: exit at once)
         process = await anyio.open_process(
             command, cwd=ROOT, stdin=DEVNULL, stdout=DEVNULL, stderr=PIPE,
             env={**environment, **(env or {})},
@@ -437,6 +445,7 @@ def no_redis_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in list(os.environ):
         if name.startswith("SPARK_NODES_"):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("SPARK_NODES_WAIT_FOR_REDIS", "0")  # (an unreachable Redis: exit)
     config = structlog.get_config()
     yield
     structlog.configure(**config)
@@ -638,6 +647,7 @@ SAMPLES: dict[str, tuple[str, Any, str, Any]] = {
     "batch_size": ("16", 16, "32", 32),
     "consumer": ("env-pod", "env-pod", "flag-pod", "flag-pod"),
     "consumer_max_idle": ("120", 120.0, "90", 90.0),
+    "wait_for_redis": ("5", 5.0, "inf", math.inf),
     "outage_bound": ("0.5", 0.5, "2", 2.0),
     "log_level": ("debug", "debug", "error", "error"),
     "log_format": ("json", "json", "console", "console"),
@@ -951,6 +961,7 @@ async def test_the_console_script_imports_a_graph_module_from_the_current_direct
     (tmp_path / "cwd_shop.py").write_text(CWD_MODULE)
     environment = {k: v for k, v in os.environ.items() if not k.startswith("SPARK_NODES_")}
     environment.pop("PYTHONPATH", None)
+    environment["SPARK_NODES_WAIT_FOR_REDIS"] = "0"
     command = [
         str(CONSOLE_SCRIPT), "worker", "cwd_shop:graph", "--redis", "redis://127.0.0.1:1",
         "--outage-bound", "0.1", "--log-level", "error",

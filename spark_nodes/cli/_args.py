@@ -41,6 +41,13 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def seconds_or_forever(text: str) -> float:
+    """An ``argparse`` type: seconds >= 0, or ``inf`` (or ``forever``) for no bound."""
+    if text.strip().lower() in {"inf", "forever"}:
+        return math.inf
+    return non_negative_float(text)
+
+
 def name_text(text: str) -> str:
     """An ``argparse`` type: a non-empty name of printable characters without spaces.
 

@@ -16,7 +16,13 @@ from dataclasses import dataclass, fields
 from typing import Any, Final
 
 from spark_nodes._redis_client import ConnectionRetry
-from spark_nodes.cli._args import name_text, non_negative_float, positive_float, positive_int
+from spark_nodes.cli._args import (
+    name_text,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    seconds_or_forever,
+)
 from spark_nodes.cli._logging import FORMATS, LEVELS
 from spark_nodes.graphs._redis_backend import DEFAULT_PREFETCH
 
@@ -107,6 +113,10 @@ OPTIONS: Final = (
            positive_float, "SECONDS",
            "how long a consumer holding nothing may stay idle before live workers delete it",
            shown_default="the graph's mailbox_options, else 3600"),
+    Option("wait_for_redis", "--wait-for-redis", "SPARK_NODES_WAIT_FOR_REDIS",
+           seconds_or_forever, "SECONDS",
+           "how long to wait at the start for a Redis that cannot be reached (inf: as long "
+           "as it takes; 0: exit 1 after a call's retries)", math.inf, "inf"),
     Option("outage_bound", "--outage-bound", "SPARK_NODES_OUTAGE_BOUND", positive_float,
            "SECONDS", "how long a Redis call retries an unreachable server before it fails",
            shown_default="about 4"),
@@ -243,6 +253,8 @@ class WorkerSettings:
         consumer: ``--consumer``: this worker's consumer name in each mailbox it serves.
         consumer_max_idle: ``--consumer-max-idle``: seconds a consumer holding nothing may
             be idle before live workers delete it.
+        wait_for_redis: ``--wait-for-redis``: seconds to wait at the start for a Redis
+            that cannot be reached (``math.inf``: as long as it takes).
         outage_bound: ``--outage-bound``: seconds a Redis call retries an unreachable
             server (see :meth:`connection_retry`).
         log_level: ``--log-level``.
@@ -263,6 +275,7 @@ class WorkerSettings:
     batch_size: int | None = None
     consumer: str | None = None
     consumer_max_idle: float | None = None
+    wait_for_redis: float = math.inf
     outage_bound: float | None = None
     log_level: str = "info"
     log_format: str = "console"

@@ -219,8 +219,9 @@ async def _serve(graph: Graph, settings: WorkerSettings, early: list[int]) -> in
             tasks.start_soon(_stop_on_signals, graph, tasks.cancel_scope, early)
             try:
                 result = await graph.serve(
-                    nodes, concurrency=settings.concurrency, grace_period=settings.grace
-                )
+                    nodes, concurrency=settings.concurrency, grace_period=settings.grace,
+                    wait_for_redis=settings.wait_for_redis,
+                )  # fmt: skip
             except GraphFailed as failure:
                 _log.error("worker failed", graph=graph.name, error=str(failure))
                 status = 1

@@ -15,8 +15,10 @@ import anyio
 import structlog
 
 from spark_nodes.channels.redis import RedisChannel
+from spark_nodes.errors import BackendUnavailable
 from spark_nodes.graphs._redis_backend import GRAPH_RUN_KEY, RedisBackend
 from spark_nodes.graphs._redis_stats import StatsPublisher
+from spark_nodes.nodes._outage import Outage
 from spark_nodes.nodes._runtime import CYCLE_QUIET, SHUTDOWN_EXTERNAL, NodeRuntime
 
 if TYPE_CHECKING:
@@ -70,13 +72,28 @@ class Distribution:
         """The Redis mailbox of node ``node_id``."""
         return self.backend.mailboxes[node_id]
 
-    async def start(self) -> None:
+    async def start(self, *, wait_for_redis: float = 0.0) -> None:
         """Learn the current run; watch each hosted mailbox for its close.
 
+        ``wait_for_redis``: seconds to wait for a Redis that cannot be reached (logged
+        once when the wait begins and once when it ends).
+
         Raises:
-            BackendUnavailable: Redis could not be reached within the retries.
+            BackendUnavailable: Redis could not be reached within the retries and then
+                ``wait_for_redis``.
         """
-        self.epoch = await self.backend.epoch()
+        outage, log = Outage(), _log.bind(graph=self.graph_name)
+        give_up_at = anyio.current_time() + wait_for_redis
+        while True:
+            try:
+                self.epoch = await self.backend.epoch()
+                break
+            except BackendUnavailable as error:
+                if anyio.current_time() >= give_up_at:
+                    raise
+                outage.began(log, error)
+                await outage.wait()
+        outage.ended(log)
         for node_id, runtime in self.runtimes.items():
             self.mailbox(node_id).watch_remote_close(self.epoch, partial(self.try_finish, runtime))
         _log.info("serving", graph=self.graph_name, nodes=sorted(self.runtimes), run=self.epoch)

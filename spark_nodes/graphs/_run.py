@@ -72,6 +72,7 @@ class Run:
         self.topology = topology
         self.distributed = backend is not None
         self.concurrency = concurrency  # loops per served node, instead of their configs'
+        self.wait_for_redis = 0.0  # seconds a distributed run waits for Redis at its start
         self.dead_letters: BaseChannel = graph.dead_letters
         self.one_pass = task.type == "standard"
         self.max_messages = task.budget.max_messages
@@ -446,7 +447,7 @@ class Run:
         budget = self.task.budget
         distribution = self.distribution
         if distribution is not None:
-            await distribution.start()
+            await distribution.start(wait_for_redis=self.wait_for_redis)
         else:
             # Messages waiting from before the run (a stopped run's, a checkpoint's, sent
             # to a mailbox directly) are in flight too: wait_idle and one-pass runs count.

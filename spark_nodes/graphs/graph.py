@@ -450,6 +450,7 @@ class Graph:
         *,
         concurrency: int | None = None,
         grace_period: float = 5.0,
+        wait_for_redis: float = 0.0,
     ) -> GraphResult:
         """Run the worker loops of ``nodes`` (default: all) of a Redis graph in this process.
 
@@ -466,10 +467,15 @@ class Graph:
             concurrency: Worker loops per served node, instead of each node's
                 ``config.concurrency``.
             grace_period: Seconds in-flight work may take after a stop.
+            wait_for_redis: Seconds to wait for a Redis that cannot be reached at the
+                start (``math.inf``: as long as it takes), logging it once; 0: raise
+                ``BackendUnavailable`` after a call's retries. Once serving, an outage of
+                any length is waited out (see docs/redis.md).
 
         Raises:
             WiringError: The graph is not a Redis graph, or a node is not in it.
-            ValueError: ``concurrency`` < 1.
+            ValueError: ``concurrency`` < 1, or ``wait_for_redis`` < 0.
+            BackendUnavailable: Redis could not be reached within ``wait_for_redis``.
             GraphFailed: A worker loop crashed more often than its restart policy allows.
             RuntimeError: This graph object is already running here.
         """
@@ -480,6 +486,8 @@ class Graph:
             )
         if concurrency is not None and concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, not {concurrency!r}")
+        if not wait_for_redis >= 0:
+            raise ValueError(f"wait_for_redis must be >= 0 seconds, not {wait_for_redis!r}")
         served: set[str] | None = None
         if nodes is not None:
             served = set()
@@ -489,7 +497,10 @@ class Graph:
                     raise WiringError(f"graph {self.name!r} has no node {node_id!r}")
                 served.add(node_id)
         task = Task(type=TaskType.LONG_RUNNING, budget=Budget(grace_period=grace_period))
-        return await self._execute(task, resume_from=None, served=served, concurrency=concurrency)
+        return await self._execute(
+            task, resume_from=None, served=served, concurrency=concurrency,
+            wait_for_redis=wait_for_redis,
+        )  # fmt: skip
 
     async def _execute(
         self,
@@ -498,6 +509,7 @@ class Graph:
         resume_from: str | os.PathLike[str] | None,
         served: set[str] | None,
         concurrency: int | None = None,
+        wait_for_redis: float = 0.0,
         task_status: TaskStatus[RunningGraph] = TASK_STATUS_IGNORED,
     ) -> GraphResult:
         if self._run is not None:
@@ -517,6 +529,7 @@ class Graph:
         run = Run(
             self, task, topology, backend=self._backend, served=served, concurrency=concurrency
         )
+        run.wait_for_redis = wait_for_redis
         run.apply_observers(self._observers)
         attached: list[Node] = []
         try:

@@ -6,6 +6,7 @@ comes back when it starts again) and stops it while every node has work in its m
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import time
@@ -133,3 +134,49 @@ async def test_a_frozen_server_fails_a_call_within_its_deadline() -> None:
                 os.kill(pid, signal.SIGCONT)
     assert took <= retry.deadline + 1.0  # not a 10 s socket timeout per try
     assert retry.deadline == pytest.approx((0.05 + 0.1) * 1.5 + 0.5)
+
+
+async def test_a_worker_started_while_redis_is_down_waits_for_it() -> None:
+    namespace = new_namespace()
+    results: list[GraphResult] = []
+    with open_redis_server(appendonly=True) as server, capture_logs() as logs:
+        worker, client = pipeline(), pipeline()
+        for graph in (worker, client):
+            graph.use_redis(server.url, namespace=namespace)
+        server.stop()
+
+        async def serve() -> None:
+            results.append(await worker.serve(wait_for_redis=math.inf))
+
+        async def waiting() -> bool:  # (past a call's retries: it waits, and says so)
+            return any(log["event"] == "redis unreachable: the node's loops wait for it"
+                       for log in logs)  # fmt: skip
+
+        async def seen() -> list[int]:
+            got: list[int] = await client.state.get("seen", [])
+            return got
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(serve)
+                await poll(waiting)
+                server.start()
+                await client.send("first", 1)
+                await poll(lambda: _some(seen, 1))
+                await client.shutdown()
+            got = await seen()
+        for graph in (worker, client):
+            await graph.aclose()
+    assert got == [4]
+    assert [result.stop_reason for result in results] == [StopReason.SHUTDOWN]
+    events = [log["event"] for log in logs]
+    assert events.count("redis unreachable: the node's loops wait for it") == 1
+    assert "redis reachable again" in events
+
+
+async def test_serve_refuses_a_negative_wait() -> None:
+    graph = pipeline()
+    graph.use_redis("redis://127.0.0.1:1", namespace=new_namespace())
+    with pytest.raises(ValueError, match="wait_for_redis must be >= 0"):
+        await graph.serve(wait_for_redis=-1)
+    await graph.aclose()
