@@ -203,13 +203,18 @@ class Distribution:
             return
         timeout = min(mailbox.visibility_timeout for mailbox in mailboxes)
         interval = timeout / _RENEWALS_PER_VISIBILITY_TIMEOUT
+        outage, log = Outage(), _log.bind(graph=self.graph_name, task="lease renewal")
         while True:
             await anyio.sleep(interval)
             for mailbox in mailboxes:
                 try:
                     await mailbox.renew_leases()
+                except BackendUnavailable as error:  # an outage: said once, not every round
+                    outage.began(log, error)
                 except Exception:  # noqa: BLE001 - logged; the next round tries again
                     _log.exception("lease renewal failed", channel=mailbox.name)
+                else:
+                    outage.ended(log)
 
     async def release_buffered(self) -> None:
         """Give back what our loops prefetched and did not start: others take it at once."""
