@@ -494,3 +494,59 @@ async def test_a_message_that_kills_its_worker_is_dead_lettered_after_max_delive
     assert b"poison" in letter[b"m"]
     assert workers.restarts >= 3
     assert codes == [0, 0, 0]
+
+
+OUTAGE_SECONDS = 60.0
+"""How long Redis stays down in the outage test: far past any call's retries (about 7 s)
+and the mailboxes' visibility timeout (3 s): leases lapse, loops wait, nobody exits."""
+
+
+async def test_workers_of_every_node_live_through_a_minute_long_redis_outage(
+    tmp_path: Path,
+) -> None:
+    """Redis stopped for 60 s mid-stream with a worker process per node: nothing lost, no
+    process exits, no loop restarts, every worker exits 0 after the shutdown."""
+    total = 1000
+    nodes = ("first", "second", "sink")
+    with (
+        open_redis_server(appendonly=True) as server,
+        supervised(server, "crash_pipeline", tmp_path) as workers,
+    ):
+        for node in nodes:
+            workers.start(node)
+        async with client_graph("crash_pipeline", server, workers.namespace) as graph:
+            try:
+                with anyio.fail_after(OUTAGE_SECONDS + 240):
+                    await wait_ready(workers)
+                    await send_all(graph, total)
+                    await poll_until(lambda: under_way(graph))  # mid-stream
+                    server.stop()
+                    await anyio.sleep(OUTAGE_SECONDS)  # the outage itself
+                    alive = [process.poll() is None for process in workers.processes]
+                    server.start()  # same port and directory: the append-only file
+                    produced = anyio.Event()
+                    produced.set()
+                    await wait_drained(graph, workers, produced)
+                    await graph.shutdown()
+                    codes = workers.exit_codes(within=60)
+            except BaseException:
+                print(workers.log())
+                raise
+            done = await done_count(graph)
+            pending = await pending_entries(graph)
+            dead = await dead_letter_count(graph)
+        logs = _whole_logs(tmp_path)
+    assert alive == [True, True, True]  # nobody gave up during the outage
+    assert workers.restarts == 0
+    assert codes == [0, 0, 0]
+    assert done == total  # nothing lost
+    assert pending == 0
+    assert dead == 0
+    assert "worker loop crashed" not in logs  # an outage spends no restart
+    assert "redis unreachable: the node's loops wait for it" in logs
+    assert "redis reachable again" in logs
+
+
+def _whole_logs(directory: Path) -> str:
+    """Every worker log of ``directory``, whole (``Workers.log`` keeps the ends only)."""
+    return "".join(path.read_text(errors="replace") for path in sorted(directory.glob("*.log")))
