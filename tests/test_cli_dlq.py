@@ -9,49 +9,22 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import anyio
 import pytest
 import redis
 
-from spark_nodes import ExecutionContext, Graph, Node, NodeConfig, RetryPolicy
 from spark_nodes._redis_client import open_client
 from spark_nodes.channels import DeadLetter, dead_letters
 from spark_nodes.cli import main
 from spark_nodes.cli.dlq import error_line
 from spark_nodes.graphs.inspecting import mailbox_key
 from tests.redis_support import Cluster, new_namespace
+from tests.shop_graph import shop
 
 pytestmark = [pytest.mark.redis]
 
 HEADERS = ["ID", "TIME", "REASON", "DELIVERIES", "ERROR", "PAYLOAD"]
-
-
-class Pricer(Node):
-    """Fails on a negative order (after two attempts), passes the others on."""
-
-    def process(self, context: ExecutionContext) -> Any:
-        order = context.inputs.content
-        if order < 0:
-            raise ValueError(f"bad order {order}")
-        return order
-
-
-class Billing(Node):
-    """Fails on order 0; keeps nothing."""
-
-    def process(self, context: ExecutionContext) -> None:
-        if context.inputs.content == 0:
-            raise KeyError("sku")
-
-
-def shop() -> Graph:
-    pricer = Pricer(
-        id="pricer", config=NodeConfig(retry=RetryPolicy(max_attempts=2, initial_delay=0))
-    )
-    pricer >> Billing(id="billing")
-    return Graph(pricer, name="shop")
 
 
 @dataclass

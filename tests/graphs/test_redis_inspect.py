@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 
-from spark_nodes import ExecutionContext, Graph, Node, NodeConfig, RetryPolicy
+from spark_nodes import Graph
 from spark_nodes.channels import ChannelMessage, MailboxInfo, RedisChannel
 from spark_nodes.errors import WiringError
 from spark_nodes.graphs.inspecting import (
@@ -21,34 +21,9 @@ from spark_nodes.graphs.inspecting import (
     mailbox_key,
 )
 from tests.redis_support import Cluster
+from tests.shop_graph import shop
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]  # redis-py: asyncio only
-
-
-class Pricer(Node):
-    """Fails on a negative order (after two attempts), passes the others on."""
-
-    def process(self, context: ExecutionContext) -> Any:
-        order = context.inputs.content
-        if order < 0:
-            raise ValueError(f"bad order {order}")
-        return order
-
-
-class Billing(Node):
-    """Fails on order 0; keeps nothing."""
-
-    def process(self, context: ExecutionContext) -> None:
-        if context.inputs.content == 0:
-            raise KeyError("sku")
-
-
-def shop() -> Graph:
-    pricer = Pricer(
-        id="pricer", config=NodeConfig(retry=RetryPolicy(max_attempts=2, initial_delay=0))
-    )
-    pricer >> Billing(id="billing")
-    return Graph(pricer, name="shop")
 
 
 @contextlib.contextmanager
