@@ -9,18 +9,26 @@ redis-py's client is asyncio only: under trio it fails deep inside (``no running
 loop``). :func:`with_retries`, the door every call goes through, first checks the event
 loop with :func:`require_asyncio` and raises :class:`UnsupportedEventLoop`, which says why.
 The clients :func:`open_client` makes skip their close there (see :class:`_Client`).
+
+A Redis Cluster is reached through redis-py's ``RedisCluster``: :func:`open_client` makes
+one for a ``redis+cluster://`` URL, and every backend accepts either client
+(:data:`RedisClient`). Each graph keeps all its keys in one hash slot, so every script and
+transaction of a graph runs on one master.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeAlias, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import sniffio
 import structlog
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, ReadOnlyError
@@ -30,7 +38,18 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from spark_nodes.backoff import Backoff
 from spark_nodes.errors import BackendUnavailable, UnsupportedEventLoop
 
-__all__ = ["RETRIABLE", "ConnectionRetry", "open_client", "require_asyncio", "with_retries"]
+__all__ = [
+    "CLUSTER_SCHEMES",
+    "RETRIABLE",
+    "ConnectionRetry",
+    "RedisClient",
+    "RedisPipeline",
+    "check_client",
+    "open_client",
+    "require_asyncio",
+    "scan_slot",
+    "with_retries",
+]
 
 T = TypeVar("T")
 
@@ -40,6 +59,15 @@ RETRIABLE: tuple[type[Exception], ...] = (
     ReadOnlyError,  # a replica promoted away from under us: the URL may lead to the new one
 )
 """The errors that mean "the server could not be reached", worth a retry."""
+
+RedisClient: TypeAlias = Redis | RedisCluster
+"""A redis-py asyncio client: of one server (or a Sentinel's master), or of a Cluster."""
+
+RedisPipeline: TypeAlias = Pipeline | ClusterPipeline
+"""A pipeline (or transaction) of either client."""
+
+CLUSTER_SCHEMES: dict[str, str] = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+"""URL schemes that ask for a Cluster client, and the scheme redis-py is given instead."""
 
 _FAILED_TRIES: tuple[type[Exception], ...] = (*RETRIABLE, TimeoutError)
 """What ends a try: the server unreachable, or hanging past the call's deadline."""
@@ -111,23 +139,96 @@ class _Client(Redis):
             await super().aclose(close_connection_pool)
 
 
-def open_client(url: str, *, socket_timeout: float = 10.0) -> Redis:
+class _ClusterClient(RedisCluster):
+    """redis-py's asyncio Cluster client, whose close does nothing unless asyncio runs it,
+    and which learns the cluster before its first command is resolved.
+
+    redis-py 8.1 resolves a command's routing (a round trip to a startup node) before it
+    initializes the client; concurrent first commands then race that initialization,
+    which replaces the startup node's connections under them (``'NoneType' object has no
+    attribute 'writelines'``, ``Connection closed by server``).
+    """
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        """See ``RedisCluster.execute_command``; initializes the client first."""
+        if self._initialize:
+            await self.initialize()
+        return await super().execute_command(*args, **kwargs)
+
+    async def aclose(self) -> None:
+        """Close the connections to every node (see ``RedisCluster.aclose``); only on asyncio."""
+        if _on_asyncio():
+            await super().aclose()
+
+
+def open_client(url: str, *, socket_timeout: float = 10.0) -> RedisClient:
     """A redis-py asyncio client for ``url``, with redis-py's own retries off.
 
     ``redis://``, ``rediss://`` (TLS) and ``unix://`` URLs work, with a username and
-    password in the URL (``redis://user:secret@host:6379/0``). Replies stay bytes.
+    password in the URL (``redis://user:secret@host:6379/0``). ``redis+cluster://host:port``
+    (``rediss+cluster://`` with TLS) makes a Cluster client, which learns the other nodes
+    from the one named. Replies stay bytes.
 
     Raises:
-        ValueError: ``url`` is not a Redis URL.
+        ValueError: ``url`` is not a Redis URL, or a cluster URL names a database other
+            than 0.
     """
-    return _Client.from_url(
-        url,
-        retry=Retry(NoBackoff(), 0),
-        decode_responses=False,
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=5.0,
-        health_check_interval=30,
+    options: dict[str, Any] = {
+        "decode_responses": False,
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": 5.0,
+        "health_check_interval": 30,
+    }
+    parts = urlsplit(url)
+    scheme = CLUSTER_SCHEMES.get(parts.scheme.lower())
+    if scheme is None:
+        return _Client.from_url(url, retry=Retry(NoBackoff(), 0), **options)
+    if parts.path.strip("/") not in ("", "0"):
+        raise ValueError(f"a Redis Cluster has only database 0, not {parts.path.strip('/')!r}")
+    # Our retries, not redis-py's: a cluster client still follows MOVED and ASK replies.
+    return _ClusterClient.from_url(
+        urlunsplit(parts._replace(scheme=scheme)), retry=Retry(NoBackoff(), 0), **options
     )
+
+
+def check_client(redis: object) -> None:
+    """Check that ``redis`` is a client the Redis backends can use.
+
+    Raises:
+        TypeError: ``redis`` is neither a ``redis.asyncio.Redis`` nor a
+            ``redis.asyncio.RedisCluster``.
+        ValueError: It was made with ``decode_responses=True`` (the backends read bytes).
+    """
+    if not isinstance(redis, Redis | RedisCluster):
+        raise TypeError(
+            f"redis must be a redis.asyncio.Redis or RedisCluster, not {type(redis).__name__}"
+        )
+    if redis.get_connection_kwargs().get("decode_responses"):
+        raise ValueError("the Redis client must be made with decode_responses=False")
+
+
+async def scan_slot(
+    redis: RedisClient, pattern: str, *, slot_of: str, count: int = 1000, type_: str | None = None
+) -> list[bytes]:
+    """Every key matching ``pattern``, all in the hash slot of the key ``slot_of``.
+
+    On a Cluster only the master that owns that slot is scanned (redis-py would scan every
+    master and hand back one cursor per master). ``slot_of`` is the pattern's literal
+    prefix, its hash tag unescaped. Keys may repeat, as with ``SCAN``.
+    """
+    target: dict[str, Any] = {}
+    if isinstance(redis, RedisCluster):
+        await redis.initialize()  # the slots map, once per client (a no-op after that)
+        target["target_nodes"] = redis.get_node_from_key(slot_of)
+    found: list[bytes] = []
+    cursor: Any = 0
+    while True:
+        cursor, names = await redis.scan(cursor, match=pattern, count=count, _type=type_, **target)
+        if isinstance(cursor, dict):  # a cluster's reply: the one node's cursor
+            (cursor,) = cursor.values()
+        found.extend(name.encode() if isinstance(name, str) else name for name in names)
+        if cursor == 0:
+            return found
 
 
 def require_asyncio(what: str) -> None:

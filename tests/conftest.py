@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from redis.asyncio import Redis
 
+from spark_nodes._redis_client import RedisClient
 from tests.redis_support import ChannelFactory, Cluster, new_namespace, open_raw_client, purge
 
 
@@ -26,27 +26,32 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked ``redis`` run on asyncio only (redis-py is asyncio only): their trio
-    variants are deselected."""
+    variants are deselected. With ``--spark-redis-cluster``, so are tests marked
+    ``single_server`` (they look at one server's connections or process)."""
+    on_cluster = config.getoption("--spark-redis-cluster")
     kept: list[pytest.Item] = []
     dropped: list[pytest.Item] = []
     for item in items:
         callspec = getattr(item, "callspec", None)
         trio = callspec is not None and callspec.params.get("anyio_backend") == "trio"
-        (dropped if trio and item.get_closest_marker("redis") else kept).append(item)
+        drop = (trio and item.get_closest_marker("redis")) or (
+            on_cluster and item.get_closest_marker("single_server")
+        )
+        (dropped if drop else kept).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
 
 
 @pytest.fixture
-async def raw(redis_url: str) -> AsyncIterator[Redis]:
+async def raw(redis_url: str) -> AsyncIterator[RedisClient]:
     """A plain redis-py client on the test server: what another program would use."""
     async with open_raw_client(redis_url) as client:
         yield client
 
 
 @pytest.fixture
-async def channels(redis_url: str, raw: Redis) -> AsyncIterator[ChannelFactory]:
+async def channels(redis_url: str, raw: RedisClient) -> AsyncIterator[ChannelFactory]:
     """Makes RedisChannels on a fresh namespace; closes them and deletes its keys after."""
     factory = ChannelFactory(redis_url, new_namespace())
     yield factory
@@ -55,7 +60,7 @@ async def channels(redis_url: str, raw: Redis) -> AsyncIterator[ChannelFactory]:
 
 
 @pytest.fixture
-async def cluster(redis_url: str, raw: Redis) -> AsyncIterator[Cluster]:
+async def cluster(redis_url: str, raw: RedisClient) -> AsyncIterator[Cluster]:
     """Graph objects of one Redis graph, one per simulated process; keys deleted after."""
     made = Cluster(redis_url, new_namespace())
     yield made

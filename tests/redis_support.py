@@ -7,9 +7,11 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from redis.asyncio import Redis
+import redis
+from redis.asyncio import Redis, RedisCluster
 
 from spark_nodes import Graph
+from spark_nodes._redis_client import CLUSTER_SCHEMES, RedisClient
 from spark_nodes.channels import ConnectionRetry, RedisChannel
 
 FAST_RETRY = ConnectionRetry(attempts=3, initial_delay=0.01, max_delay=0.05)
@@ -21,17 +23,35 @@ def new_namespace() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
 
 
-async def purge(client: Redis, namespace: str) -> None:
+async def purge(client: RedisClient, namespace: str) -> None:
     """Delete every key under ``namespace``."""
     names = [name async for name in client.scan_iter(match=f"{namespace}:*", count=1000)]
     if names:
         await client.delete(*names)
 
 
+def raw_client(url: str, **options: Any) -> RedisClient:
+    """A redis-py client made as a user would, by redis-py alone: a ``RedisCluster`` for
+    a ``redis+cluster://`` URL (the test cluster's), else a ``Redis``."""
+    scheme, _, rest = url.partition("://")
+    if scheme in CLUSTER_SCHEMES:
+        return RedisCluster.from_url(f"{CLUSTER_SCHEMES[scheme]}://{rest}", **options)
+    return Redis.from_url(url, **options)
+
+
+def sync_raw_client(url: str) -> redis.Redis | redis.RedisCluster:
+    """Like :func:`raw_client`, but redis-py's blocking client: for fixtures outside a loop."""
+    scheme, _, rest = url.partition("://")
+    if scheme in CLUSTER_SCHEMES:
+        return redis.RedisCluster.from_url(f"{CLUSTER_SCHEMES[scheme]}://{rest}")
+    return redis.Redis.from_url(url)
+
+
 @contextlib.asynccontextmanager
-async def open_raw_client(url: str) -> AsyncIterator[Redis]:
-    """A plain redis-py client: what another program writing to Redis would use."""
-    client = Redis.from_url(url)
+async def open_raw_client(url: str) -> AsyncIterator[RedisClient]:
+    """A plain redis-py client (a Cluster client for a cluster URL): what another program
+    writing to Redis would use."""
+    client = raw_client(url)
     try:
         yield client
     finally:

@@ -12,14 +12,13 @@ from dataclasses import dataclass
 
 import anyio
 import pytest
-import redis
 
 from spark_nodes._redis_client import open_client
 from spark_nodes.channels import DeadLetter, dead_letters
 from spark_nodes.cli import main
 from spark_nodes.cli.dlq import error_line
 from spark_nodes.graphs.inspecting import mailbox_key
-from tests.redis_support import Cluster, new_namespace
+from tests.redis_support import Cluster, new_namespace, sync_raw_client
 from tests.shop_graph import shop
 
 pytestmark = [pytest.mark.redis]
@@ -60,7 +59,7 @@ def graph(redis_url: str) -> Iterator[Shop]:
     namespace = new_namespace()
     anyio.run(run_shop, redis_url, namespace, backend="asyncio")
     yield Shop(redis_url, namespace)
-    client = redis.Redis.from_url(redis_url)
+    client = sync_raw_client(redis_url)
     try:
         names = list(client.scan_iter(match=f"{namespace}:*", count=1000))
         if names:
@@ -87,7 +86,7 @@ def letters_of(url: str, key: str) -> list[DeadLetter]:
 
 
 def length(url: str, key: str) -> int:
-    client = redis.Redis.from_url(url)
+    client = sync_raw_client(url)
     try:
         count: int = client.xlen(key)
         return count
@@ -97,7 +96,7 @@ def length(url: str, key: str) -> int:
 
 def add_letter(url: str, dead: str, letter_id: str) -> None:
     """Write a dead letter with the id ``letter_id`` straight into the stream ``dead``."""
-    client = redis.Redis.from_url(url)
+    client = sync_raw_client(url)
     try:
         client.xadd(dead, {"reason": "process", "error": "same instant"}, id=letter_id)
     finally:

@@ -28,9 +28,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from redis.asyncio import Redis
-
-from spark_nodes._redis_client import ConnectionRetry, with_retries
+from spark_nodes._redis_client import (
+    ConnectionRetry,
+    RedisClient,
+    check_client,
+    scan_slot,
+    with_retries,
+)
 from spark_nodes.channels.codec import decode
 from spark_nodes.channels.message import ChannelMessage
 from spark_nodes.channels.redis._layout import MailboxKeys, has_hash_tag, hash_tag
@@ -268,7 +272,7 @@ class DeadLetter:
 
 
 async def inspect_mailbox(
-    redis: Redis, key: str, *, retry: ConnectionRetry | None = None
+    redis: RedisClient, key: str, *, retry: ConnectionRetry | None = None
 ) -> MailboxInfo:
     """Read what the mailbox whose stream is ``key`` holds, at one instant.
 
@@ -293,7 +297,7 @@ async def inspect_mailbox(
 
 
 async def inspect_mailboxes(
-    redis: Redis, keys: Sequence[str], *, retry: ConnectionRetry | None = None
+    redis: RedisClient, keys: Sequence[str], *, retry: ConnectionRetry | None = None
 ) -> list[MailboxInfo]:
     """Read several mailboxes at one instant, in one script call: one reading per key.
 
@@ -316,7 +320,7 @@ async def inspect_mailboxes(
         TypeError: ``redis`` is not a ``redis.asyncio.Redis``.
         ChannelUnavailable: Redis could not be reached within the retries.
     """
-    _check_client(redis)
+    check_client(redis)
     keys = list(keys)
     if not keys:
         return []
@@ -336,7 +340,7 @@ async def inspect_mailboxes(
 
 
 async def find_mailboxes(
-    redis: Redis,
+    redis: RedisClient,
     namespace: str = "spark_nodes",
     *,
     tag: str | None = None,
@@ -366,14 +370,18 @@ async def find_mailboxes(
         TypeError: ``redis`` is not a ``redis.asyncio.Redis``.
         ChannelUnavailable: Redis could not be reached within the retries.
     """
-    _check_client(redis)
+    check_client(redis)
     prefix = f"{namespace}:" if tag is None else f"{namespace}:{{{tag}}}"
     pattern = _GLOB_SPECIAL.sub(r"\\\1", prefix) + "*"
 
     async def scan() -> list[str]:
         found: set[str] = set()  # SCAN may return a key more than once
-        async for name in redis.scan_iter(match=pattern, count=1000, _type="stream"):
-            found.add(name.decode(errors="replace"))
+        if tag is not None:  # one slot: on a cluster, one master to scan
+            names = await scan_slot(redis, pattern, slot_of=prefix, type_="stream")
+            found.update(name.decode(errors="replace") for name in names)
+        else:  # on a cluster, redis-py scans every master
+            async for name in redis.scan_iter(match=pattern, count=1000, _type="stream"):
+                found.add(name.decode(errors="replace"))
         return await _with_mailbox_layout(redis, namespace, found)
 
     return await with_retries(
@@ -382,7 +390,7 @@ async def find_mailboxes(
 
 
 async def inspect_namespace(
-    redis: Redis, namespace: str = "spark_nodes", *, retry: ConnectionRetry | None = None
+    redis: RedisClient, namespace: str = "spark_nodes", *, retry: ConnectionRetry | None = None
 ) -> list[MailboxInfo]:
     """Read every mailbox under ``namespace`` (see :func:`find_mailboxes`), by key.
 
@@ -406,7 +414,7 @@ async def inspect_namespace(
 
 
 async def dead_letters(
-    redis: Redis,
+    redis: RedisClient,
     key: str,
     *,
     count: int = 100,
@@ -430,7 +438,7 @@ async def dead_letters(
         TypeError: ``redis`` is not a ``redis.asyncio.Redis``.
         ChannelUnavailable: Redis could not be reached within the retries.
     """
-    _check_client(redis)
+    check_client(redis)
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(f"count must be an int >= 1, not {count!r}")
     start = "-" if after is None else f"({_checked_id(after)}"
@@ -445,7 +453,7 @@ async def dead_letters(
 
 
 async def replay_dead_letter(
-    redis: Redis, key: str, letter_id: str, *, retry: ConnectionRetry | None = None
+    redis: RedisClient, key: str, letter_id: str, *, retry: ConnectionRetry | None = None
 ) -> bool:
     """Put a dead letter's message back into its mailbox, as a new entry, and remove it.
 
@@ -467,7 +475,7 @@ async def replay_dead_letter(
         TypeError: ``redis`` is not a ``redis.asyncio.Redis``.
         ChannelUnavailable: Redis could not be reached within the retries.
     """
-    _check_client(redis)
+    check_client(redis)
     letter_id = _checked_id(letter_id)
     keys = MailboxKeys.of(key)
     retry = retry or ConnectionRetry()
@@ -503,7 +511,7 @@ async def replay_dead_letter(
 
 
 async def drop_dead_letter(
-    redis: Redis, key: str, letter_id: str, *, retry: ConnectionRetry | None = None
+    redis: RedisClient, key: str, letter_id: str, *, retry: ConnectionRetry | None = None
 ) -> bool:
     """Delete a dead letter for good.
 
@@ -515,7 +523,7 @@ async def drop_dead_letter(
         TypeError: ``redis`` is not a ``redis.asyncio.Redis``.
         ChannelUnavailable: Redis could not be reached within the retries.
     """
-    _check_client(redis)
+    check_client(redis)
     letter_id = _checked_id(letter_id)
     dead = MailboxKeys.of(key).dead
     tries = 0
@@ -533,7 +541,7 @@ async def drop_dead_letter(
     return deleted == 1 or tries > 1
 
 
-async def _with_mailbox_layout(redis: Redis, namespace: str, streams: set[str]) -> list[str]:
+async def _with_mailbox_layout(redis: RedisClient, namespace: str, streams: set[str]) -> list[str]:
     """The keys among ``streams`` (under ``namespace``) that have a mailbox's layout, sorted."""
     candidates = sorted(
         key
@@ -624,10 +632,3 @@ def _checked_id(text: str) -> str:
     if not isinstance(text, str) or not _ENTRY_ID.fullmatch(text):
         raise ValueError(f"{text!r} is not a stream entry id; ids look like 1718000000000-0")
     return text
-
-
-def _check_client(redis: Redis) -> None:
-    if not isinstance(redis, Redis):
-        raise TypeError(f"redis must be a redis.asyncio.Redis, not {type(redis).__name__}")
-    if redis.connection_pool.connection_kwargs.get("decode_responses"):
-        raise ValueError("the Redis client must be made with decode_responses=False")

@@ -10,10 +10,9 @@ from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from spark_nodes._redis_client import RETRIABLE, ConnectionRetry, open_client
+from spark_nodes._redis_client import RETRIABLE, ConnectionRetry, RedisClient, open_client
 from spark_nodes.errors import BackendUnavailable
 
 CLI_RETRY: Final = ConnectionRetry(attempts=1)
@@ -32,7 +31,9 @@ def add_redis_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run_on_redis(command: str, url: str | None, work: Callable[[Redis], Awaitable[int]]) -> int:
+def run_on_redis(
+    command: str, url: str | None, work: Callable[[RedisClient], Awaitable[int]]
+) -> int:
     """Run ``work(client)`` on a client for ``url`` in a new event loop; close the client.
 
     A failure to reach or read Redis is printed as one line naming the command and the URL

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from redis.asyncio import Redis
-
+from spark_nodes._redis_client import RedisClient
 from spark_nodes.channels.inspection import (
     DeadLetter,
     dead_letters,
@@ -101,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         args.usage_error("--node needs --graph NAME: the graph the node belongs to")
     action = {"list": _list, "replay": _replay, "drop": _drop}[args.action]
 
-    async def work(redis: Redis) -> int:
+    async def work(redis: RedisClient) -> int:
         target = await _target(redis, args, command)
         if target is None:
             return 1
@@ -111,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     return run_on_redis(command, args.redis, work)
 
 
-async def _target(redis: Redis, args: argparse.Namespace, command: str) -> _Target | None:
+async def _target(redis: RedisClient, args: argparse.Namespace, command: str) -> _Target | None:
     """The mailboxes the arguments name, or ``None`` after saying there are none."""
     if args.mailbox is not None:
         key: str = args.mailbox
@@ -143,7 +142,7 @@ async def _target(redis: Redis, args: argparse.Namespace, command: str) -> _Targ
     return _Target(found, graph=graph)
 
 
-async def _list(redis: Redis, args: argparse.Namespace, target: _Target) -> int:
+async def _list(redis: RedisClient, args: argparse.Namespace, target: _Target) -> int:
     if target.graph is not None:
         return await _list_graph(redis, args, target)
     ((node, key),) = target.mailboxes.items()
@@ -175,7 +174,7 @@ async def _list(redis: Redis, args: argparse.Namespace, target: _Target) -> int:
     return 0
 
 
-async def _list_graph(redis: Redis, args: argparse.Namespace, target: _Target) -> int:
+async def _list_graph(redis: RedisClient, args: argparse.Namespace, target: _Target) -> int:
     """Every node's dead letters, merged oldest first (by id), a page at a time."""
     merged: list[tuple[str, DeadLetter]] = []
     total = 0
@@ -220,14 +219,14 @@ async def _list_graph(redis: Redis, args: argparse.Namespace, target: _Target) -
     return 0
 
 
-async def _replay(redis: Redis, args: argparse.Namespace, target: _Target) -> int:
+async def _replay(redis: RedisClient, args: argparse.Namespace, target: _Target) -> int:
     async def replay(key: str, letter_id: str) -> bool:
         return await replay_dead_letter(redis, key, letter_id, retry=CLI_RETRY)
 
     return await _settle(redis, args, target, replay, done="replayed", to="to")
 
 
-async def _drop(redis: Redis, args: argparse.Namespace, target: _Target) -> int:
+async def _drop(redis: RedisClient, args: argparse.Namespace, target: _Target) -> int:
     if args.all:
         dropped = 0
         for key in target.mailboxes.values():
@@ -244,7 +243,7 @@ async def _drop(redis: Redis, args: argparse.Namespace, target: _Target) -> int:
 
 
 async def _settle(
-    redis: Redis,
+    redis: RedisClient,
     args: argparse.Namespace,
     target: _Target,
     act: Callable[[str, str], Awaitable[bool]],
@@ -287,7 +286,7 @@ async def _settle(
 
 
 async def _locate(
-    redis: Redis, target: _Target, letter_id: str, command: str
+    redis: RedisClient, target: _Target, letter_id: str, command: str
 ) -> tuple[str, str | None, str]:
     """The node and mailbox of a graph holding dead letter ``letter_id``, or says why not."""
     if not _ENTRY_ID.fullmatch(letter_id):
@@ -316,7 +315,7 @@ async def _locate(
     return ("", None, letter_id)
 
 
-async def _all_ids(redis: Redis, key: str) -> list[str]:
+async def _all_ids(redis: RedisClient, key: str) -> list[str]:
     """The ids of every dead letter there is now (not those a replay adds meanwhile)."""
     ids: list[str] = []
     after: str | None = None

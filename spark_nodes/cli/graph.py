@@ -13,8 +13,8 @@ import sys
 from typing import Any, Final
 
 import anyio
-from redis.asyncio import Redis
 
+from spark_nodes._redis_client import RedisClient
 from spark_nodes.cli._redis import run_on_redis
 from spark_nodes.cli.worker import load_graph
 from spark_nodes.errors import BackendUnavailable, SparkNodesError
@@ -99,7 +99,7 @@ def _draw(graph: Graph, diagram: str, stats: GraphStats | None) -> str:
     return graph.to_mermaid(stats)
 
 
-async def _ping(redis: Redis) -> int:
+async def _ping(redis: RedisClient) -> int:
     await redis.ping()
     return 0
 

@@ -20,11 +20,11 @@ from collections.abc import AsyncIterator
 from typing import Any, Final
 
 import anyio
-from redis.asyncio import Redis
 from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
+from spark_nodes._redis_client import RedisClient
 from spark_nodes.channels.inspection import ConsumerInfo, MailboxInfo, inspect_namespace
 from spark_nodes.cli._args import positive_float
 from spark_nodes.cli._redis import CLI_RETRY, add_redis_option, format_table, run_on_redis
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     With ``--watch``, print them again and again until SIGINT or SIGTERM, then return 0.
     """
 
-    async def show(redis: Redis) -> int:
+    async def show(redis: RedisClient) -> int:
         if args.watch is not None:
             await _watch(redis, args.namespace, args.watch, as_json=args.json,
                          all_consumers=args.all_consumers)  # fmt: skip
@@ -140,7 +140,7 @@ def render(
 
 
 async def _watch(
-    redis: Redis, namespace: str, every: float, *, as_json: bool, all_consumers: bool
+    redis: RedisClient, namespace: str, every: float, *, as_json: bool, all_consumers: bool
 ) -> None:
     """Read and show the mailboxes every ``every`` seconds until SIGINT or SIGTERM."""
     console = Console(highlight=False)
@@ -162,7 +162,7 @@ async def _watch(
 
 
 async def _redraw(
-    redis: Redis, namespace: str, every: float, console: Console, all_consumers: bool
+    redis: RedisClient, namespace: str, every: float, console: Console, all_consumers: bool
 ) -> None:
     with Live(console=console, auto_refresh=False) as live:
         while True:
@@ -174,7 +174,7 @@ async def _redraw(
 
 
 async def _print_readings(
-    redis: Redis, namespace: str, every: float, *, as_json: bool, all_consumers: bool
+    redis: RedisClient, namespace: str, every: float, *, as_json: bool, all_consumers: bool
 ) -> None:
     while True:
         mailboxes = await inspect_namespace(redis, namespace, retry=CLI_RETRY)

@@ -30,10 +30,10 @@ from typing import Any, Final
 import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
-from redis.asyncio import Redis
 from rich.console import Console
 from rich.live import Live
 
+from spark_nodes._redis_client import RedisClient
 from spark_nodes.channels import InMemoryChannel, RedisChannel
 from spark_nodes.cli._args import positive_float
 from spark_nodes.cli._logging import add_logging_options, configure_logging
@@ -204,7 +204,7 @@ def _load_and_run(args: argparse.Namespace, inputs: list[Any] | None) -> int:
     return status
 
 
-async def _ping(redis: Redis) -> int:
+async def _ping(redis: RedisClient) -> int:
     await redis.ping()
     return 0
 

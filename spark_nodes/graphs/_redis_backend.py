@@ -31,8 +31,15 @@ from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
-from spark_nodes._redis_client import ConnectionRetry, open_client, with_retries
+from spark_nodes._redis_client import (
+    ConnectionRetry,
+    RedisClient,
+    check_client,
+    open_client,
+    with_retries,
+)
 from spark_nodes.channels import ChannelMessage
 from spark_nodes.channels.codec import encode
 from spark_nodes.channels.redis import RedisChannel, has_hash_tag, stream_key
@@ -209,7 +216,7 @@ class RedisBackend:
 
     def __init__(
         self,
-        redis: str | Redis,
+        redis: str | RedisClient,
         *,
         namespace: str,
         graph: str,
@@ -222,7 +229,8 @@ class RedisBackend:
         if isinstance(redis, str):
             self.redis = open_client(redis)
             self._owns_client = True
-        elif isinstance(redis, Redis):
+        elif isinstance(redis, Redis | RedisCluster):
+            check_client(redis)
             self.redis = redis
             self._owns_client = False
         else:

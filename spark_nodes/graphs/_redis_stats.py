@@ -54,8 +54,7 @@ from spark_nodes.graphs._stats import COUNTERS, Counts
 from spark_nodes.nodes._metering import SAMPLES
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
-
+    from spark_nodes._redis_client import RedisClient
     from spark_nodes.nodes._runtime import NodeRuntime
 
 __all__ = [
@@ -187,7 +186,7 @@ class StatsPublisher:
     )
 
     def __init__(
-        self, redis: Redis, key: str, runtimes: Mapping[str, NodeRuntime], *, graph: str
+        self, redis: RedisClient, key: str, runtimes: Mapping[str, NodeRuntime], *, graph: str
     ) -> None:
         self.redis = redis
         self.key = key

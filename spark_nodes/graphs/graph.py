@@ -13,8 +13,8 @@ import anyio
 from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskStatus
 from anyio.lowlevel import checkpoint
-from redis.asyncio import Redis
 
+from spark_nodes._redis_client import RedisClient
 from spark_nodes.channels import BaseChannel, InMemoryChannel
 from spark_nodes.channels.message import new_message_id, unchecked_message
 from spark_nodes.errors import GraphNotRunning, WiringError
@@ -104,7 +104,7 @@ class Graph:
         name: str | None = None,
         dead_letters: BaseChannel | None = None,
         state: GraphState | None = None,
-        backend: str | Redis | None = None,
+        backend: str | RedisClient | None = None,
         namespace: str = "spark_nodes",
         mailbox_options: dict[str, Any] | None = None,
     ) -> None:
@@ -142,7 +142,7 @@ class Graph:
 
     def use_redis(
         self,
-        backend: str | Redis,
+        backend: str | RedisClient,
         *,
         namespace: str = "spark_nodes",
         mailbox_options: dict[str, Any] | None = None,
@@ -309,7 +309,7 @@ class Graph:
         return run is not None and run.stop_reason is None and run.shutdown_reason is None
 
     @property
-    def redis(self) -> Redis:
+    def redis(self) -> RedisClient:
         """The Redis client of a Redis graph (for your own reads next to the graph's).
 
         Raises:

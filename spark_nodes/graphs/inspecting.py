@@ -22,9 +22,7 @@ from spark_nodes.channels.inspection import (
 from spark_nodes.channels.redis import RedisChannel, stream_key
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
-
-    from spark_nodes._redis_client import ConnectionRetry
+    from spark_nodes._redis_client import ConnectionRetry, RedisClient
     from spark_nodes.graphs.graph import Graph
 
 __all__ = ["GraphInspection", "find_node_mailboxes", "inspect_graph", "mailbox_key"]
@@ -110,7 +108,7 @@ async def inspect_graph(graph: Graph) -> GraphInspection:
 
 
 async def find_node_mailboxes(
-    redis: Redis,
+    redis: RedisClient,
     namespace: str,
     graph: str,
     *,

@@ -32,10 +32,19 @@ from functools import partial
 from typing import Any, Final, Self, TypeVar
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, WatchError
 
-from spark_nodes._redis_client import RETRIABLE, ConnectionRetry, open_client, with_retries
+from spark_nodes._redis_client import (
+    RETRIABLE,
+    ConnectionRetry,
+    RedisClient,
+    RedisPipeline,
+    check_client,
+    open_client,
+    scan_slot,
+    with_retries,
+)
 from spark_nodes.channels.codec import pack, unpack
 from spark_nodes.errors import MessageEncodeError, StateConflict
 from spark_nodes.state.base import (
@@ -244,11 +253,14 @@ class _Script:
         self.text = text
         self.sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
 
-    async def __call__(self, conn: Redis, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def __call__(
+        self, conn: RedisClient | RedisPipeline, keys: Sequence[str], args: Sequence[Any]
+    ) -> Any:
+        # execute_command, as redis-py's ClusterPipeline refuses its evalsha method.
         try:
-            return await conn.evalsha(self.sha, len(keys), *keys, *args)
+            return await conn.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
         except NoScriptError:
-            return await conn.eval(self.text, len(keys), *keys, *args)
+            return await conn.execute_command("EVAL", self.text, len(keys), *keys, *args)
 
 
 _READ_SCRIPT: Final = _Script(_READ)
@@ -314,7 +326,7 @@ class RedisState(GraphState):
 
     def __init__(
         self,
-        redis: str | Redis = "redis://localhost:6379/0",
+        redis: str | RedisClient = "redis://localhost:6379/0",
         *,
         namespace: str = "spark_nodes",
         graph: str = "default",
@@ -333,20 +345,16 @@ class RedisState(GraphState):
         if isinstance(redis, str):
             client = open_client(redis)
             self._owns_client = True
-        elif isinstance(redis, Redis):
-            if redis.connection_pool.connection_kwargs.get("decode_responses"):
-                raise ValueError(
-                    "the Redis client must be made with decode_responses=False: state values "
-                    "are msgpack bytes"
-                )
+        elif isinstance(redis, Redis | RedisCluster):
+            check_client(redis)  # state values are msgpack bytes: no decode_responses
             client = redis
             self._owns_client = False
         else:
             raise TypeError(
-                f"redis must be a Redis URL (str) or a redis.asyncio.Redis client, "
-                f"not {type(redis).__name__}"
+                f"redis must be a Redis URL (str), a redis.asyncio.Redis or a RedisCluster "
+                f"client, not {type(redis).__name__}"
             )
-        self._client: Redis = client
+        self._client: RedisClient = client
         self._namespace = namespace
         self._graph = graph
         self._retry = retry or ConnectionRetry()
@@ -673,7 +681,7 @@ class RedisState(GraphState):
             raise ValueError(f"{key!r} is a node's result: the node writes it, by producing output")
         return key
 
-    async def _read_on(self, conn: Redis, key: str) -> tuple[bool, Any]:
+    async def _read_on(self, conn: RedisClient | RedisPipeline, key: str) -> tuple[bool, Any]:
         if key.endswith(RESULT_SUFFIX):
             node_id = key[: -len(RESULT_SUFFIX)]
             data: Any = await conn.get(self._result_prefix + node_id)  # bytes: no decoding
@@ -692,7 +700,7 @@ class RedisState(GraphState):
             return (True, [unpack(item) for item in entry[1]])
         raise _foreign(key, entry[1])
 
-    async def _exists_on(self, conn: Redis, key: str) -> bool:
+    async def _exists_on(self, conn: RedisClient | RedisPipeline, key: str) -> bool:
         if key.endswith(RESULT_SUFFIX):
             node_id = key[: -len(RESULT_SUFFIX)]
             if await conn.exists(self._result_prefix + node_id):
@@ -708,14 +716,8 @@ class RedisState(GraphState):
     async def _scan(self, prefix: str) -> builtins.set[str]:
         pattern = _glob_escape(prefix) + "*"
         skip = len(prefix.encode())
-        found: builtins.set[str] = set()
-        cursor = 0
-        while True:
-            page: Any = await self._client.scan(cursor, match=pattern, count=_BATCH)
-            cursor, names = page
-            found.update(name[skip:].decode() for name in names)
-            if cursor == 0:
-                return found
+        names = await scan_slot(self._client, pattern, slot_of=prefix, count=_BATCH)
+        return {name[skip:].decode() for name in names}
 
     async def _push(self, key: str, value: Any, ttl: float | None, *, left: bool) -> int:
         self._writable(key)
@@ -777,7 +779,7 @@ class RedisState(GraphState):
 class _RedisTransaction(StateTransaction):
     """Reads WATCH their key on the transaction's connection; writes wait for the commit."""
 
-    def __init__(self, state: RedisState, pipe: Pipeline) -> None:
+    def __init__(self, state: RedisState, pipe: RedisPipeline) -> None:
         self._state = state
         self._pipe = pipe
         self._watched: builtins.set[str] = set()
@@ -831,14 +833,14 @@ def _connection_losses_unmasked() -> Iterator[None]:
         raise
 
 
-async def _set_on(conn: Redis, name: str, data: bytes, ttl: float | None) -> None:
+async def _set_on(conn: RedisClient, name: str, data: bytes, ttl: float | None) -> None:
     if ttl is None:
         await conn.set(name, data, keepttl=True)
     else:
         await conn.set(name, data, px=_ms(ttl))
 
 
-def _queue_set(pipe: Pipeline, name: str, data: bytes, ttl: float | None) -> None:
+def _queue_set(pipe: RedisPipeline, name: str, data: bytes, ttl: float | None) -> None:
     if ttl is None:
         pipe.set(name, data, keepttl=True)
     else:

@@ -1,4 +1,4 @@
-"""The spark_nodes pytest plugin: ``redis_server``, ``redis_url``, ``graph_runner``, ``probe``.
+"""The spark_nodes pytest plugin: ``redis_server``, ``redis_url``, ``redis_cluster``, ``graph_runner``, ``probe``.
 
 Installed with spark_nodes (the ``pytest11`` entry point ``spark_nodes``), so the fixtures
 are there in every test run. The plugin chooses no async runner: it sets neither
@@ -13,6 +13,9 @@ Options (command line, or the ini file):
 
 - ``--spark-redis-aof=yes|no`` / ini ``spark_redis_aof = true|false``: AOF persistence
   of the private Redis (default on: a server killed and restarted keeps its data).
+- ``--spark-redis-cluster``: ``redis_url`` is the private Redis Cluster's
+  (``redis_cluster_url``), so tests written for one server run on a cluster of three
+  masters.
 
 Environment: ``$REDIS_URL`` makes ``redis_url`` use that server (none is started);
 ``$SPARK_NODES_REDIS_SERVER=/path/to/redis-server`` makes ``redis_server`` run that binary
@@ -32,6 +35,7 @@ import anyio
 import pytest
 
 from spark_nodes.testing.probe import Probe
+from spark_nodes.testing.redis_cluster import RedisClusterServer, open_redis_cluster
 from spark_nodes.testing.redis_server import RedisServer, describe_redis_server, open_redis_server
 
 if TYPE_CHECKING:
@@ -51,6 +55,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="AOF persistence of the private Redis of the redis_server fixture "
         "(default: the spark_redis_aof ini option, else yes)",
+    )
+    group.addoption(
+        "--spark-redis-cluster",
+        action="store_true",
+        help="redis_url is a private Redis Cluster of three masters (redis_cluster_url)",
     )
     parser.addini(
         _AOF_OPTION,
@@ -92,11 +101,32 @@ def redis_server(pytestconfig: pytest.Config) -> Iterator[RedisServer]:
 
 
 @pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterServer]:
+    """A private Redis Cluster of three masters on free loopback ports, one per test run."""
+    with contextlib.ExitStack() as stack:
+        try:
+            cluster = stack.enter_context(open_redis_cluster())
+        except FileNotFoundError as error:
+            pytest.fail(str(error), pytrace=False)
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(redis_cluster: RedisClusterServer) -> str:
+    """``redis+cluster://`` URL of the ``redis_cluster`` fixture's cluster."""
+    return redis_cluster.url
+
+
+@pytest.fixture(scope="session")
 def redis_url(request: pytest.FixtureRequest) -> str:
-    """A real Redis: ``$REDIS_URL`` if set (no server is started), else ``redis_server``."""
+    """A real Redis: ``$REDIS_URL`` if set (no server is started), the cluster's URL with
+    ``--spark-redis-cluster``, else ``redis_server``'s.
+    """
     external = os.environ.get("REDIS_URL")
     if external:
         return external
+    if request.config.getoption("--spark-redis-cluster"):
+        return str(request.getfixturevalue("redis_cluster_url"))
     server: RedisServer = request.getfixturevalue("redis_server")
     return server.url
 

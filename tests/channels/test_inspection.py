@@ -31,7 +31,14 @@ from spark_nodes.channels import (
 )
 from spark_nodes.channels.codec import encode
 from spark_nodes.channels.inspection import inspect_mailboxes
-from tests.redis_support import FAST_RETRY, ChannelFactory, new_namespace, open_raw_client, purge
+from tests.redis_support import (
+    FAST_RETRY,
+    ChannelFactory,
+    new_namespace,
+    open_raw_client,
+    purge,
+    raw_client,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]  # redis-py: asyncio only
 
@@ -291,14 +298,14 @@ async def test_a_channel_inspects_the_shared_mailbox_not_its_own_buffer(
 
 
 async def test_a_key_that_is_not_a_stream_is_refused(channels: ChannelFactory, raw: Redis) -> None:
-    key = f"{channels.namespace}:plain"
+    key = f"{channels.namespace}:{{plain}}"
     await raw.set(key, "1")
     with pytest.raises(ValueError, match="is a Redis string, not a mailbox's stream"):
         await inspect_mailbox(raw, key)
 
 
 async def test_a_client_that_decodes_responses_is_refused(redis_url: str) -> None:
-    client = Redis.from_url(redis_url, decode_responses=True)
+    client = raw_client(redis_url, decode_responses=True)
     try:
         with pytest.raises(ValueError, match="decode_responses=False"):
             await inspect_mailbox(client, "spark_nodes:{x}")

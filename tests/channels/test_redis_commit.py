@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from spark_nodes._redis_client import RedisClient
 from spark_nodes.channels import (
     ChannelClosed,
     ChannelMessage,
@@ -27,7 +28,7 @@ from spark_nodes.channels import (
 )
 from spark_nodes.channels.codec import decode, encode
 from spark_nodes.channels.mailbox import Commit, is_durable
-from tests.redis_support import ChannelFactory, new_namespace, purge
+from tests.redis_support import ChannelFactory, new_namespace, purge, raw_client
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]  # redis-py: asyncio only
 
@@ -38,7 +39,7 @@ WITHIN = 5.0
 class SharedClient:
     """Makes RedisChannels on one client and a fresh namespace; closes them all at the end."""
 
-    def __init__(self, client: Redis, namespace: str) -> None:
+    def __init__(self, client: RedisClient, namespace: str) -> None:
         self.client = client
         self.namespace = namespace
         self.made: list[RedisChannel] = []
@@ -57,7 +58,7 @@ class SharedClient:
 
 @pytest.fixture
 async def shared(redis_url: str, raw: Redis) -> AsyncIterator[SharedClient]:
-    client = Redis.from_url(redis_url, retry=Retry(NoBackoff(), 0))
+    client = raw_client(redis_url, retry=Retry(NoBackoff(), 0))
     factory = SharedClient(client, new_namespace())
     try:
         yield factory

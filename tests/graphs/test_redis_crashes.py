@@ -21,10 +21,10 @@ from typing import Any
 
 import anyio
 import pytest
-from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from spark_nodes import Graph
+from spark_nodes._redis_client import RedisClient
 from spark_nodes.channels import ChannelUnavailable, RedisChannel
 from spark_nodes.testing import RedisServer, open_redis_server
 from tests.graphs import redis_worker_graphs
@@ -191,7 +191,7 @@ async def dead_letter_count(graph: Graph) -> int:
     return total
 
 
-def _client(graph: Graph) -> Redis:
+def _client(graph: Graph) -> RedisClient:
     return graph.redis
 
 

@@ -324,6 +324,7 @@ async def test_a_cancelled_run_still_publishes_its_final_figures(
 # -- failures ----------------------------------------------------------------------------------
 
 
+@pytest.mark.single_server  # pauses the one server
 async def test_redis_refusing_reports_for_a_while_is_logged_once_and_the_worker_goes_on(
     cluster: Cluster, raw: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -17,7 +17,7 @@ from spark_nodes.errors import BackendUnavailable, MessageEncodeError
 from spark_nodes.state import GraphState, MemoryState, RedisState, StateTransaction
 from spark_nodes.testing import open_redis_server
 from spark_nodes.testing.state_contract import StateContract
-from tests.redis_support import FAST_RETRY, new_namespace, open_raw_client, purge
+from tests.redis_support import FAST_RETRY, new_namespace, open_raw_client, purge, raw_client
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]  # redis-py: asyncio only
 
@@ -332,8 +332,9 @@ async def test_a_snapshot_has_the_shape_memory_state_gives_and_restores_across_b
 # -- clients --------------------------------------------------------------------------------
 
 
+@pytest.mark.single_server
 async def test_aclose_leaves_a_shared_client_open(redis_url: str) -> None:
-    client = Redis.from_url(redis_url)
+    client = raw_client(redis_url)
     try:
         before = await client.client_id()
         namespace = new_namespace()
@@ -346,9 +347,11 @@ async def test_aclose_leaves_a_shared_client_open(redis_url: str) -> None:
         await client.aclose()
 
 
+@pytest.mark.single_server
 async def test_aclose_closes_a_client_the_state_opened(redis_url: str) -> None:
     state = RedisState(redis_url, namespace=new_namespace())
     await state.get("k")
+    assert isinstance(state._client, Redis)
     pool = state._client.connection_pool
     # The connection get() used: the pool hands it back (redis-py leaves this unannotated).
     connection = await pool.get_connection()  # type: ignore[no-untyped-call]
@@ -367,13 +370,15 @@ async def test_bad_constructor_arguments_are_refused_clearly(redis_url: str) -> 
         RedisState(redis_url, graph="a{b")
     with pytest.raises(ValueError, match=r"namespace 'x\}' contains a brace"):
         RedisState(redis_url, namespace="x}")
-    with pytest.raises(TypeError, match=r"a Redis URL \(str\) or a redis\.asyncio\.Redis"):
+    with pytest.raises(
+        TypeError, match=r"a Redis URL \(str\), a redis\.asyncio\.Redis or a RedisCluster"
+    ):
         RedisState(6379)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="retry must be a ConnectionRetry"):
         RedisState(redis_url, retry=3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="scheme"):
         RedisState("http://localhost:6379")
-    client = Redis.from_url(redis_url, decode_responses=True)
+    client = raw_client(redis_url, decode_responses=True)
     try:
         with pytest.raises(ValueError, match="decode_responses=False"):
             RedisState(client)
@@ -471,6 +476,7 @@ async def lose_one_reply(
     return result
 
 
+@pytest.mark.single_server  # a proxy in front of one server
 async def test_a_push_or_incr_whose_reply_is_lost_is_applied_once(redis_url: str) -> None:
     namespace = new_namespace()
     async with (
@@ -487,6 +493,7 @@ async def test_a_push_or_incr_whose_reply_is_lost_is_applied_once(redis_url: str
         assert await direct.get("n") == 5
 
 
+@pytest.mark.single_server  # a proxy in front of one server
 async def test_a_transaction_whose_commit_reply_is_lost_is_applied_once(redis_url: str) -> None:
     namespace = new_namespace()
     async with (

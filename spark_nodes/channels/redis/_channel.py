@@ -12,10 +12,9 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Self
 
 import structlog
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-from spark_nodes._redis_client import ConnectionRetry, open_client
+from spark_nodes._redis_client import ConnectionRetry, RedisClient, check_client, open_client
 from spark_nodes.channels.base import BaseChannel, ChannelStatistics, Observer
 from spark_nodes.channels.mailbox import Commit
 from spark_nodes.channels.message import ChannelMessage, OnceAck
@@ -56,13 +55,6 @@ def _check_names(channel_name: object, namespace: object, group: object, consume
             f"choose another"
         )
     return channel_name
-
-
-def _check_client(redis: object) -> None:
-    if not isinstance(redis, Redis):
-        raise TypeError(f"redis must be a redis.asyncio.Redis, not {type(redis).__name__}")
-    if redis.connection_pool.connection_kwargs.get("decode_responses"):
-        raise ValueError("the Redis client must be made with decode_responses=False")
 
 
 class RedisChannel(BaseChannel):
@@ -177,7 +169,7 @@ class RedisChannel(BaseChannel):
         redis_url: str | None = None,
         channel_name: str | None = None,
         *,
-        redis: Redis | None = None,
+        redis: RedisClient | None = None,
         namespace: str = "spark_nodes",
         group: str = "workers",
         consumer: str | None = None,
@@ -217,8 +209,8 @@ class RedisChannel(BaseChannel):
             assert redis_url is not None
             redis = open_client(redis_url)
         else:
-            _check_client(redis)
-        self._redis: Redis = redis
+            check_client(redis)
+        self._redis: RedisClient = redis
         self.key = stream_key(namespace, channel_name)
         """The stream's key."""
         self.keys = MailboxKeys.of(self.key)
@@ -254,7 +246,7 @@ class RedisChannel(BaseChannel):
         self._waiting_senders = self._waiting_receivers = 0
 
     @property
-    def client(self) -> Redis:
+    def client(self) -> RedisClient:
         """The redis-py client the channel talks through."""
         return self._redis
 

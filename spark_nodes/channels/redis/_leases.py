@@ -12,9 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from redis.asyncio import Redis
-
-from spark_nodes._redis_client import ConnectionRetry, with_retries
+from spark_nodes._redis_client import ConnectionRetry, RedisClient, with_retries
 from spark_nodes.channels._coalesce import Coalescer
 from spark_nodes.channels.message import ChannelMessage, OnceAck
 from spark_nodes.channels.redis._layout import RELEASED_CONSUMER, MailboxKeys, Settings
@@ -111,7 +109,7 @@ class LeaseBook:
         self,
         *,
         name: str,
-        redis: Redis,
+        redis: RedisClient,
         keys: MailboxKeys,
         group: str,
         consumer: str,

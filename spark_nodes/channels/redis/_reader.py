@@ -19,11 +19,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import structlog
-from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
-from spark_nodes._redis_client import ConnectionRetry, with_retries
+from spark_nodes._redis_client import ConnectionRetry, RedisClient, RedisPipeline, with_retries
 from spark_nodes.channels.codec import ENVELOPE_VERSION, decode, unpack_envelope
 from spark_nodes.channels.message import ChannelMessage, unchecked_message
 from spark_nodes.channels.redis._layout import RELEASED_CONSUMER, MailboxKeys, Settings
@@ -89,7 +87,7 @@ class Reader:
         self,
         *,
         channel: RedisChannel,
-        redis: Redis,
+        redis: RedisClient,
         keys: MailboxKeys,
         group: str,
         consumer: str,
@@ -266,7 +264,7 @@ class Reader:
         return replies
 
     def _queue_reads(
-        self, pipe: Pipeline, *, own_first: bool, claim: bool, move_due: bool, sweep: bool
+        self, pipe: RedisPipeline, *, own_first: bool, claim: bool, move_due: bool, sweep: bool
     ) -> None:
         keys = self._keys
         settings = self._settings

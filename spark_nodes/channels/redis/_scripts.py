@@ -15,13 +15,12 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Any, Final, TypeVar
 
-from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
-from spark_nodes._redis_client import RETRIABLE
+from spark_nodes._redis_client import RETRIABLE, RedisClient, RedisPipeline
 
 T = TypeVar("T")
 
@@ -504,7 +503,7 @@ class Scripts:
         "sweep_consumers",
     )
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self.send = redis.register_script(SEND)
         self.ack = redis.register_script(ACK)
         self.commit = redis.register_script(COMMIT)
@@ -518,18 +517,26 @@ class Scripts:
         self.sweep_consumers = redis.register_script(SWEEP_CONSUMERS)
         self.loaded = False
 
-    async def load(self, redis: Redis) -> None:
+    async def load(self, redis: RedisClient) -> None:
         """Make sure the server knows every script queued in pipelines (one round trip)."""
-        async with redis.pipeline(transaction=False) as pipe:
-            for script in (self.ack, self.commit, self.claim, self.move_due, self.sweep_consumers):
-                pipe.script_load(script.script)
-            await pipe.execute()
+        scripts = (self.ack, self.commit, self.claim, self.move_due, self.sweep_consumers)
+        if isinstance(redis, RedisCluster):
+            # A cluster client refuses SCRIPT LOAD in a pipeline; alone it goes to every master.
+            for script in scripts:
+                await redis.script_load(script.script)
+        else:
+            async with redis.pipeline(transaction=False) as pipe:
+                for script in scripts:
+                    pipe.script_load(script.script)
+                await pipe.execute()
         self.loaded = True
 
     @staticmethod
-    def queue(pipe: Pipeline, script: AsyncScript, keys: list[Any], args: list[Any]) -> None:
+    def queue(pipe: RedisPipeline, script: AsyncScript, keys: list[Any], args: list[Any]) -> None:
         """Queue ``script`` in ``pipe`` by its sha (see the class docstring)."""
-        pipe.evalsha(script.sha, len(keys), *keys, *args)
+        # execute_command, as redis-py's ClusterPipeline refuses its evalsha method; the
+        # command itself is fine there: a script's keys share one slot.
+        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
 
     async def run(self, call: Awaitable[T]) -> T:
         """Await a call that may use the scripts by sha (a pipeline, say).
