@@ -31,12 +31,19 @@ from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError, ReadOnlyError
+from redis.exceptions import (
+    AuthenticationError,
+    ClusterDownError,
+    MovedError,
+    ReadOnlyError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from spark_nodes.backoff import Backoff
-from spark_nodes.errors import BackendUnavailable, UnsupportedEventLoop
+from spark_nodes.errors import BackendUnavailable, ClusterClientRequired, UnsupportedEventLoop
 
 __all__ = [
     "CLUSTER_SCHEMES",
@@ -57,6 +64,11 @@ RETRIABLE: tuple[type[Exception], ...] = (
     RedisConnectionError,  # includes BusyLoadingError: a restarted server loading its AOF
     RedisTimeoutError,
     ReadOnlyError,  # a replica promoted away from under us: the URL may lead to the new one
+    # A Cluster failing over: a master lost (CLUSTERDOWN, MASTERDOWN, a slot no one serves
+    # until a replica takes over), or a slot being moved (TRYAGAIN).
+    ClusterDownError,
+    SlotNotCoveredError,
+    TryAgainError,
 )
 """The errors that mean "the server could not be reached", worth a retry."""
 
@@ -140,8 +152,7 @@ class _Client(Redis):
 
 
 class _ClusterClient(RedisCluster):
-    """redis-py's asyncio Cluster client, whose close does nothing unless asyncio runs it,
-    and which learns the cluster before its first command is resolved.
+    """redis-py's asyncio Cluster client: learns the cluster first; closes only on asyncio.
 
     redis-py 8.1 resolves a command's routing (a round trip to a startup node) before it
     initializes the client; concurrent first commands then race that initialization,
@@ -274,6 +285,8 @@ async def with_retries(
     Raises:
         BackendUnavailable: ``error``, after ``retry.attempts`` failed tries; its
             ``__cause__`` is the last failure.
+        ClusterClientRequired: The client is of one server, and the server a Cluster
+            node that does not hold the key.
         UnsupportedEventLoop: The task runs under trio (or another loop than asyncio),
             which redis-py's client cannot use; nothing was sent.
     """
@@ -284,6 +297,11 @@ async def with_retries(
         try:
             with anyio.fail_after(max(give_up_at - anyio.current_time(), 0.0)):
                 return await operation()
+        except MovedError as moved:  # a Cluster client follows these: this one is not one
+            raise ClusterClientRequired(
+                f"{what}: the Redis server is a node of a Redis Cluster ({moved}); connect "
+                f"with a redis+cluster://host:port URL or a redis.asyncio.RedisCluster client"
+            ) from moved
         except _FAILED_TRIES as failure:
             if isinstance(failure, AuthenticationError):
                 raise  # wrong credentials: a configuration error, not an outage

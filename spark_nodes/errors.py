@@ -21,6 +21,7 @@ __all__ = [
     "ChannelFull",
     "ChannelUnavailable",
     "CheckpointError",
+    "ClusterClientRequired",
     "GraphCancelled",
     "GraphFailed",
     "GraphNotRunning",
@@ -164,6 +165,14 @@ class ChannelUnavailable(BackendUnavailable):
 
     The messages of that call were not sent, or were sent exactly once: retries are
     de-duplicated. Nothing was dropped silently; the caller decides what to do with them.
+    """
+
+
+class ClusterClientRequired(SparkNodesError, ValueError):
+    """A client of one Redis server was pointed at a node of a Redis Cluster.
+
+    The node answered ``MOVED``: a key lives on another master. Connect with a
+    ``redis+cluster://`` URL or a ``redis.asyncio.RedisCluster`` client.
     """
 
 

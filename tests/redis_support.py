@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
-import redis
+import anyio
 from redis.asyncio import Redis, RedisCluster
 
 from spark_nodes import Graph
 from spark_nodes._redis_client import CLUSTER_SCHEMES, RedisClient
 from spark_nodes.channels import ConnectionRetry, RedisChannel
+
+T = TypeVar("T")
 
 FAST_RETRY = ConnectionRetry(attempts=3, initial_delay=0.01, max_delay=0.05)
 """Retries that give up within a fraction of a second: for tests of a server that is down."""
@@ -39,12 +41,15 @@ def raw_client(url: str, **options: Any) -> RedisClient:
     return Redis.from_url(url, **options)
 
 
-def sync_raw_client(url: str) -> redis.Redis | redis.RedisCluster:
-    """Like :func:`raw_client`, but redis-py's blocking client: for fixtures outside a loop."""
-    scheme, _, rest = url.partition("://")
-    if scheme in CLUSTER_SCHEMES:
-        return redis.RedisCluster.from_url(f"{CLUSTER_SCHEMES[scheme]}://{rest}")
-    return redis.Redis.from_url(url)
+def with_raw_client(url: str, work: Callable[[RedisClient], Awaitable[T]]) -> T:
+    """Run ``work(client)`` on a fresh :func:`raw_client` in a new event loop: for sync
+    fixtures. (redis-py's blocking cluster client leaves a socket open when closed.)"""
+
+    async def main() -> T:
+        async with open_raw_client(url) as client:
+            return await work(client)
+
+    return anyio.run(main, backend="asyncio")
 
 
 @contextlib.asynccontextmanager

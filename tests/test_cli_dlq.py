@@ -9,16 +9,17 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import anyio
 import pytest
 
-from spark_nodes._redis_client import open_client
+from spark_nodes._redis_client import RedisClient, open_client
 from spark_nodes.channels import DeadLetter, dead_letters
 from spark_nodes.cli import main
 from spark_nodes.cli.dlq import error_line
 from spark_nodes.graphs.inspecting import mailbox_key
-from tests.redis_support import Cluster, new_namespace, sync_raw_client
+from tests.redis_support import Cluster, new_namespace, purge, with_raw_client
 from tests.shop_graph import shop
 
 pytestmark = [pytest.mark.redis]
@@ -59,13 +60,7 @@ def graph(redis_url: str) -> Iterator[Shop]:
     namespace = new_namespace()
     anyio.run(run_shop, redis_url, namespace, backend="asyncio")
     yield Shop(redis_url, namespace)
-    client = sync_raw_client(redis_url)
-    try:
-        names = list(client.scan_iter(match=f"{namespace}:*", count=1000))
-        if names:
-            client.delete(*names)
-    finally:
-        client.close()
+    with_raw_client(redis_url, partial(purge, namespace=namespace))
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -86,21 +81,21 @@ def letters_of(url: str, key: str) -> list[DeadLetter]:
 
 
 def length(url: str, key: str) -> int:
-    client = sync_raw_client(url)
-    try:
-        count: int = client.xlen(key)
+
+    async def read(client: RedisClient) -> int:
+        count: int = await client.xlen(key)
         return count
-    finally:
-        client.close()
+
+    return with_raw_client(url, read)
 
 
 def add_letter(url: str, dead: str, letter_id: str) -> None:
     """Write a dead letter with the id ``letter_id`` straight into the stream ``dead``."""
-    client = sync_raw_client(url)
-    try:
-        client.xadd(dead, {"reason": "process", "error": "same instant"}, id=letter_id)
-    finally:
-        client.close()
+
+    async def write(client: RedisClient) -> None:
+        await client.xadd(dead, {"reason": "process", "error": "same instant"}, id=letter_id)
+
+    with_raw_client(url, write)
 
 
 # -- list -----------------------------------------------------------------------------------

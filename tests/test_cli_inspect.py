@@ -15,21 +15,22 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-import redis
 from structlog.testing import capture_logs
 
-from spark_nodes._redis_client import open_client
+from spark_nodes._redis_client import RedisClient, open_client
 from spark_nodes.channels import ChannelMessage, MailboxInfo, RedisChannel, dead_letters
 from spark_nodes.channels.inspection import ConsumerInfo, GroupInfo
 from spark_nodes.cli import main
 from spark_nodes.cli.inspect import render
+from tests import redis_support
 from tests.cli_process import Command
-from tests.redis_support import new_namespace
+from tests.redis_support import new_namespace, with_raw_client
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -76,13 +77,7 @@ async def receive(channel: RedisChannel) -> ChannelMessage:
 
 
 def purge(url: str, namespace: str) -> None:
-    client = redis.Redis.from_url(url)
-    try:
-        names = list(client.scan_iter(match=f"{namespace}:*", count=1000))
-        if names:
-            client.delete(*names)
-    finally:
-        client.close()
+    with_raw_client(url, partial(redis_support.purge, namespace=namespace))
 
 
 @pytest.fixture
@@ -178,16 +173,16 @@ def test_inspect_json_has_stable_keys_for_scripts(
 def test_inspect_lists_only_mailboxes_not_every_stream_under_the_namespace(
     mailboxes: Mailboxes, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    client = redis.Redis.from_url(mailboxes.url)
-    try:
+
+    async def write(client: RedisClient) -> None:
         reply = f"{mailboxes.namespace}:{{shop}}:invoke:{'5e' * 16}"  # a graph's invoke reply
-        client.xadd(reply, {"m": b"x"})
-        client.xgroup_create(reply, "workers", id="0")
-        client.hset(f"{reply}:stats", "sent", 1)
-        client.xadd(f"{mailboxes.namespace}:{{mine}}:events", {"v": "1"})  # one's own stream
-        client.xadd(f"{mailboxes.namespace}:audit", {"v": "1"})
-    finally:
-        client.close()
+        await client.xadd(reply, {"m": b"x"})
+        await client.xgroup_create(reply, "workers", id="0")
+        await client.hset(f"{reply}:stats", "sent", 1)
+        await client.xadd(f"{mailboxes.namespace}:{{mine}}:events", {"v": "1"})  # its own
+        await client.xadd(f"{mailboxes.namespace}:audit", {"v": "1"})
+
+    with_raw_client(mailboxes.url, write)
     status, out, _ = run(
         capsys, "inspect", "--redis", mailboxes.url, "--namespace", mailboxes.namespace
     )

@@ -701,12 +701,14 @@ class RedisState(GraphState):
         raise _foreign(key, entry[1])
 
     async def _exists_on(self, conn: RedisClient | RedisPipeline, key: str) -> bool:
+        # EXISTS by execute_command: a watching ClusterPipeline's exists() never sends it
+        # (redis-py 8.1 splits it by slot and drops the coroutine), and reports True.
         if key.endswith(RESULT_SUFFIX):
             node_id = key[: -len(RESULT_SUFFIX)]
-            if await conn.exists(self._result_prefix + node_id):
+            if await conn.execute_command("EXISTS", self._result_prefix + node_id):
                 return True
             return self._results is not None and self._results.result_of(node_id)[0]
-        return bool(await conn.exists(self._key(key)))
+        return bool(await conn.execute_command("EXISTS", self._key(key)))
 
     def _watched_name(self, key: str) -> str:
         if key.endswith(RESULT_SUFFIX):

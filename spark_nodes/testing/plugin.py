@@ -1,4 +1,6 @@
-"""The spark_nodes pytest plugin: ``redis_server``, ``redis_url``, ``redis_cluster``, ``graph_runner``, ``probe``.
+"""The spark_nodes pytest plugin: Redis fixtures, ``graph_runner``, ``probe``.
+
+The Redis fixtures: ``redis_server``, ``redis_url``, ``redis_cluster``, ``redis_cluster_url``.
 
 Installed with spark_nodes (the ``pytest11`` entry point ``spark_nodes``), so the fixtures
 are there in every test run. The plugin chooses no async runner: it sets neither
@@ -119,8 +121,10 @@ def redis_cluster_url(redis_cluster: RedisClusterServer) -> str:
 
 @pytest.fixture(scope="session")
 def redis_url(request: pytest.FixtureRequest) -> str:
-    """A real Redis: ``$REDIS_URL`` if set (no server is started), the cluster's URL with
-    ``--spark-redis-cluster``, else ``redis_server``'s.
+    """A real Redis: ``$REDIS_URL``, the cluster's with ``--spark-redis-cluster``, else ours.
+
+    ``$REDIS_URL`` if set (no server is started); ``redis_cluster_url`` with
+    ``--spark-redis-cluster``; else ``redis_server``'s URL.
     """
     external = os.environ.get("REDIS_URL")
     if external:

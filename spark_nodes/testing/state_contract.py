@@ -267,6 +267,23 @@ class StateContract:
         assert await state.transaction(move) == "moved"
         assert (await state.get("new"), await state.exists("old")) == (1, False)
 
+    async def test_a_transaction_reads_what_is_stored_and_what_is_not(
+        self, state: GraphState
+    ) -> None:
+        await state.set("present", 0)
+        await state.append("items", "a")
+
+        async def look(tx: StateTransaction) -> tuple[bool, bool, bool, Any, Any]:
+            return (
+                await tx.exists("present"),
+                await tx.exists("items"),
+                await tx.exists("absent"),
+                await tx.get("present"),
+                await tx.get("absent", "default"),
+            )
+
+        assert await state.transaction(look) == (True, True, False, 0, "default")
+
     async def test_a_transaction_that_keeps_conflicting_gives_up(self, state: GraphState) -> None:
         runs = 0
 

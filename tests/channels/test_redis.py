@@ -27,7 +27,7 @@ from spark_nodes.channels.redis._layout import Settings
 from spark_nodes.channels.redis._outbox import Outbox
 from spark_nodes.channels.redis._scripts import Scripts
 from spark_nodes.testing import RecordingObserver, open_redis_server
-from tests.redis_support import FAST_RETRY, ChannelFactory, new_namespace, purge
+from tests.redis_support import FAST_RETRY, ChannelFactory, new_namespace, purge, raw_client
 
 pytestmark = pytest.mark.anyio
 
@@ -94,7 +94,7 @@ def test_bad_arguments_are_named() -> None:
 
 
 async def test_a_client_that_decodes_responses_is_refused(redis_url: str) -> None:
-    client = Redis.from_url(redis_url, decode_responses=True)
+    client = raw_client(redis_url, decode_responses=True)
     try:
         with pytest.raises(ValueError, match="decode_responses=False"):
             RedisChannel(redis=client, channel_name="x")
@@ -302,7 +302,7 @@ async def test_aclose_writes_queued_sends(redis_url: str, raw: Redis) -> None:
 
 async def test_a_shared_client_stays_open(redis_url: str, raw: Redis) -> None:
     namespace = new_namespace()
-    client = Redis.from_url(redis_url)
+    client = raw_client(redis_url)
     try:
         channel = RedisChannel(redis=client, channel_name="box", namespace=namespace)
         await channel.send(ChannelMessage(1))

@@ -283,3 +283,46 @@ async def test_workers_of_a_graph_leave_every_group_when_they_exit(
         await graph.aclose()
     for key in [m.key for m in mailboxes if isinstance(m, RedisChannel)]:
         assert await consumers(raw, key) == {}
+
+
+# -- stale leases ----------------------------------------------------------------------------
+
+
+async def test_buffered_messages_whose_lease_lapsed_are_not_handled_but_delivered_again(
+    channels: ChannelFactory,
+) -> None:
+    # Nothing renews these leases (as when Redis was unreachable for a while): once the
+    # visibility timeout has passed, another consumer may be handling them.
+    worker = channels(consumer="worker", prefetch=5, visibility_timeout=0.3)
+    for number in range(3):
+        await worker.send(ChannelMessage(number))
+    first = await receive(worker)  # 1 and 2 wait in the local buffer
+    await anyio.sleep(0.5)  # past the visibility timeout: nothing to await instead
+    await ack_of(first)
+    with capture_logs() as logs:
+        again = [await receive(worker) for _ in range(2)]
+    # Not handed out as they were: read again from Redis, as new deliveries.
+    assert [m.payload for m in again] == [1, 2]
+    assert [m.metadata["delivery_count"] for m in again] == [2, 2]
+    (stale,) = [log for log in logs if log["event"].startswith("stale messages not handled")]
+    assert (stale["count"], stale["log_level"]) == (2, "warning")
+    for message in again:
+        await ack_of(message)
+
+
+async def test_a_renewed_lease_is_not_stale(channels: ChannelFactory) -> None:
+    worker = channels(consumer="worker", prefetch=5, visibility_timeout=0.4)
+    for number in range(2):
+        await worker.send(ChannelMessage(number))
+    await ack_of(await receive(worker))
+    for _ in range(3):  # 0.6 s in all, renewed every 0.2 s
+        await anyio.sleep(0.2)
+        assert await worker.renew_leases() == 1
+    second = await receive(worker)
+    assert (second.payload, second.metadata["delivery_count"]) == (1, 1)
+    await ack_of(second)
+
+
+async def ack_of(message: ChannelMessage) -> None:
+    assert message.ack is not None
+    await message.ack()

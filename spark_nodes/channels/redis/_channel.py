@@ -363,6 +363,7 @@ class RedisChannel(BaseChannel):
             ChannelUnavailable: Redis could not be reached within the retries.
         """
         buffer = self._reader.buffer
+        self._reader.drop_stale()
         while not buffer:
             await self._fill()
         message = buffer.popleft()
@@ -396,6 +397,7 @@ class RedisChannel(BaseChannel):
         buffer = self._reader.buffer
         if not buffer or self._observers:
             return []
+        self._reader.drop_stale()
         if len(buffer) <= limit:
             taken = list(buffer)
             buffer.clear()
@@ -422,6 +424,7 @@ class RedisChannel(BaseChannel):
             ChannelUnavailable: See :meth:`receive`.
         """
         buffer = self._reader.buffer
+        self._reader.drop_stale()
         while not buffer:
             await self._fill()
         taken = self.take_nowait(limit)

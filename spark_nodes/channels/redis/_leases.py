@@ -39,17 +39,23 @@ class Lease:
         deliveries: Its delivery count when this consumer got it.
         data: The entry's original envelope, kept for dead-lettering it as it was.
         handed_out: Set once a handler took it (its delivery then counts).
+        since: ``time.monotonic()`` when it was last known to be ours: when it was read,
+            or before its last successful renewal. Past ``visibility_timeout`` from then,
+            others may have reclaimed it (a renewal could not reach Redis): it is stale.
         done: Set once the entry was settled here (acked, committed, dead-lettered): the
             message counts as acked, and acking it again does nothing.
     """
 
-    __slots__ = ("channel", "data", "deliveries", "done", "entry", "handed_out")
+    __slots__ = ("channel", "data", "deliveries", "done", "entry", "handed_out", "since")
 
-    def __init__(self, channel: RedisChannel, entry: bytes, deliveries: int, data: bytes) -> None:
+    def __init__(
+        self, channel: RedisChannel, entry: bytes, deliveries: int, data: bytes, since: float
+    ) -> None:
         self.channel = channel
         self.entry = entry
         self.deliveries = deliveries
         self.data = data
+        self.since = since
         self.handed_out = False
         self.done = False
 
@@ -277,6 +283,7 @@ class LeaseBook:
         leases = list(self.held.values())
         if not leases:
             return 0
+        started = time.monotonic()
         args: list[Any] = [self._group, self._consumer, lease_words(leases)]
         statuses = await with_retries(
             lambda: self._scripts.renew(keys=[self._keys.stream], args=args),
@@ -286,6 +293,7 @@ class LeaseBook:
         for lease, status in zip(leases, statuses, strict=True):
             if status == 1:
                 renewed += 1
+                lease.since = started
             else:
                 self.held.pop(lease.entry, None)
         return renewed

@@ -23,7 +23,7 @@ from redis.exceptions import ResponseError
 
 from spark_nodes._redis_client import ConnectionRetry, RedisClient, RedisPipeline, with_retries
 from spark_nodes.channels.codec import ENVELOPE_VERSION, decode, unpack_envelope
-from spark_nodes.channels.message import ChannelMessage, unchecked_message
+from spark_nodes.channels.message import ChannelMessage, OnceAck, unchecked_message
 from spark_nodes.channels.redis._layout import RELEASED_CONSUMER, MailboxKeys, Settings
 from spark_nodes.channels.redis._leases import Lease, LeaseBook, now_text
 from spark_nodes.channels.redis._scripts import Scripts
@@ -339,6 +339,41 @@ class Reader:
                 raise
         self._group_ready = True
 
+    def drop_stale(self) -> None:
+        """Drop buffered messages whose lease may have lapsed; they are delivered again.
+
+        A buffered lease not renewed for ``visibility_timeout`` (Redis was unreachable,
+        say) may have been reclaimed by another consumer, which is handling it now: it is
+        not handed out. This consumer forgets it; its entry, idle past the visibility
+        timeout, is reclaimed by whoever reads next (this consumer included), counted as a
+        new delivery. Costs one clock read when nothing is stale: the buffer's head holds
+        the oldest lease.
+        """
+        buffer = self.buffer
+        if not buffer:
+            return
+        limit = self._settings.visibility_ms / 1000
+        now = time.monotonic()
+        head = _lease_of(buffer[0])
+        if head is None or now - head.since <= limit:
+            return
+        held = self._leases.held
+        kept: list[ChannelMessage] = []
+        stale: list[str] = []
+        for message in buffer:
+            lease = _lease_of(message)
+            if lease is not None and now - lease.since > limit:
+                held.pop(lease.entry, None)
+                stale.append(lease.entry.decode())
+            else:
+                kept.append(message)
+        if stale:
+            buffer.clear()
+            buffer.extend(kept)
+            _log.warning("stale messages not handled: their leases lapsed, so others may hold "
+                         "them; they are delivered again", channel=self._name,
+                         count=len(stale), entries=stale[:10])  # fmt: skip
+
     async def accept_read(self, reply: Any) -> None:
         """Take the entries of an XREADGROUP reply of new entries (a read-along)."""
         await self.accept([(entry, fields, 1) for entry, fields in entries_of(reply)])
@@ -348,19 +383,21 @@ class Reader:
         bad: list[tuple[Lease, str, str, dict[bytes, bytes]]] = []
         held = self._leases.held
         buffer = self.buffer
+        now = time.monotonic()
         max_bytes = self._settings.max_bytes
         max_deliveries = self._settings.max_deliveries
         for entry, fields, deliveries in entries:
             known = held.get(entry)
             if known is not None:  # reclaimed from ourselves: we still have it
                 known.deliveries = deliveries
+                known.since = now
                 continue
             if not fields:  # deleted from the stream while pending: nothing to deliver
-                bad.append((Lease(self._channel, entry, deliveries, b""), "", "", {}))
+                bad.append((Lease(self._channel, entry, deliveries, b"", now), "", "", {}))
                 continue
             data = fields.get(b"m")
             lease = Lease(
-                self._channel, entry, deliveries, data if isinstance(data, bytes) else b""
+                self._channel, entry, deliveries, data if isinstance(data, bytes) else b"", now
             )
             if data is None:
                 names = ", ".join(sorted(k.decode(errors="replace") for k in fields))
@@ -436,3 +473,11 @@ def _decode(data: bytes, lease: Lease) -> ChannelMessage:
     ):
         return decode(data, ack=lease)
     return unchecked_message(envelope["payload"], metadata, lease, shutdown, ident)
+
+
+def _lease_of(message: ChannelMessage) -> Lease | None:
+    """The lease of a buffered message (behind an observer's wrapper), or ``None``."""
+    ack = message.raw_ack
+    if isinstance(ack, OnceAck):
+        ack = ack.callback
+    return ack if isinstance(ack, Lease) else None
