@@ -27,7 +27,8 @@ def add_redis_option(parser: argparse.ArgumentParser) -> None:
         "--redis",
         metavar="URL",
         default=os.environ.get("SPARK_NODES_REDIS_URL"),
-        help="redis://, rediss:// or unix:// URL (default: $SPARK_NODES_REDIS_URL)",
+        help="redis://, rediss://, unix:// or redis+cluster:// URL "
+        "(default: $SPARK_NODES_REDIS_URL)",
     )
 
 

@@ -85,7 +85,7 @@ class Option:
 
 OPTIONS: Final = (
     Option("redis_url", "--redis", "SPARK_NODES_REDIS_URL", _text, "URL",
-           "redis://, rediss:// or unix:// URL of the server", shown_default="none"),
+           "redis://, rediss://, unix:// or redis+cluster:// URL", shown_default="none"),
     Option("namespace", "--namespace", "SPARK_NODES_NAMESPACE", _text, "NAME",
            "key prefix", "spark_nodes", "spark_nodes"),
     Option("concurrency", "--concurrency", "SPARK_NODES_CONCURRENCY", positive_int, "N",
