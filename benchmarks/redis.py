@@ -22,10 +22,9 @@ from typing import Any
 
 import anyio
 import msgpack
-from redis.asyncio import Redis
 
 from benchmarks._report import Result, Target
-from spark_nodes._redis_client import open_client
+from spark_nodes._redis_client import RedisClient, open_client
 from spark_nodes.channels import ChannelMessage, RedisChannel
 from spark_nodes.testing import open_redis_server
 
@@ -98,7 +97,7 @@ async def _channel_throughput(url: str, n: int) -> float:
         group.start_soon(produce)
         group.start_soon(consume)
     elapsed = time.perf_counter() - start
-    redis: Redis = sender._redis
+    redis: RedisClient = sender._redis
     await redis.delete(sender.key, f"{sender.key}:stats")
     await sender.aclose()
     await receiver.aclose()
@@ -133,7 +132,7 @@ async def _channel_round_trips(url: str, count: int) -> float:
         assert message.ack is not None
         await message.ack()
         times.append(time.perf_counter() - start)
-    redis: Redis = channel._redis
+    redis: RedisClient = channel._redis
     await redis.delete(channel.key, f"{channel.key}:stats")
     await channel.aclose()
     return statistics.median(times) * 1e6

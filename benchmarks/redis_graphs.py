@@ -39,11 +39,10 @@ from typing import Any
 import anyio
 import msgpack
 from anyio.abc import TaskGroup
-from redis.asyncio import Redis
 
 from benchmarks._report import Result, Target
 from spark_nodes import ExecutionContext, Graph, Node
-from spark_nodes._redis_client import open_client
+from spark_nodes._redis_client import RedisClient, open_client
 from spark_nodes.channels import ChannelMessage, RedisChannel
 from spark_nodes.testing import open_redis_server
 
@@ -87,7 +86,7 @@ class _Throughput:
 class _Clock:
     """Wall time, this process's CPU and the server's CPU, from ``start()`` to ``stop()``."""
 
-    def __init__(self, admin: Redis) -> None:
+    def __init__(self, admin: RedisClient) -> None:
         self._admin = admin
         self._wall = self._cpu = self._server = 0.0
 
@@ -103,12 +102,12 @@ class _Clock:
         return _Throughput(n / wall, cpu / n * PER, server / n * PER)
 
 
-async def _server_cpu(admin: Redis) -> float:
+async def _server_cpu(admin: RedisClient) -> float:
     info: dict[str, Any] = await admin.info("cpu")
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-async def _purge(admin: Redis, prefix: str) -> None:
+async def _purge(admin: RedisClient, prefix: str) -> None:
     names = [name async for name in admin.scan_iter(match=f"{prefix}:*", count=1000)]
     if names:
         await admin.delete(*names)
@@ -118,7 +117,7 @@ async def _purge(admin: Redis, prefix: str) -> None:
 
 
 async def _stage(
-    client: Redis,
+    client: RedisClient,
     source: str,
     target: str | None,
     arrivals: _Arrivals | None,
@@ -163,13 +162,13 @@ class _RawPipeline:
         group.start_soon(_stage, c2, s2, s3, None, limit)
         group.start_soon(_stage, c1, s1, s2, None, limit)
 
-    async def aclose(self, admin: Redis) -> None:
+    async def aclose(self, admin: RedisClient) -> None:
         await _purge(admin, self.prefix)
         for client in self.clients:
             await client.aclose()
 
 
-async def _raw_throughput(url: str, admin: Redis, n: int) -> _Throughput:
+async def _raw_throughput(url: str, admin: RedisClient, n: int) -> _Throughput:
     raw = _RawPipeline(url)
     try:
         await raw.create()
@@ -189,7 +188,7 @@ async def _raw_throughput(url: str, admin: Redis, n: int) -> _Throughput:
     return figures
 
 
-async def _raw_latencies(url: str, admin: Redis, count: int) -> list[float]:
+async def _raw_latencies(url: str, admin: RedisClient, count: int) -> list[float]:
     raw = _RawPipeline(url)
     times = []
     try:
@@ -238,12 +237,12 @@ class _OurPipeline:
             start=self.first, name=f"pipeline-{suffix}", backend=url, namespace=self.namespace
         )
 
-    async def aclose(self, admin: Redis) -> None:
+    async def aclose(self, admin: RedisClient) -> None:
         await self.graph.aclose()
         await _purge(admin, self.namespace)
 
 
-async def _graph_throughput(url: str, admin: Redis, n: int) -> _Throughput:
+async def _graph_throughput(url: str, admin: RedisClient, n: int) -> _Throughput:
     ours = _OurPipeline(url)
     try:
         mailbox = ours.first.mailbox
@@ -264,7 +263,7 @@ async def _graph_throughput(url: str, admin: Redis, n: int) -> _Throughput:
     return figures
 
 
-async def _graph_latencies(url: str, admin: Redis, count: int) -> list[float]:
+async def _graph_latencies(url: str, admin: RedisClient, count: int) -> list[float]:
     ours = _OurPipeline(url)
     times = []
     try:
