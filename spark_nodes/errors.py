@@ -32,6 +32,7 @@ __all__ = [
     "MessageEncodeError",
     "MessageTooLarge",
     "MessagesDeadLettered",
+    "NonRetriableError",
     "SparkNodesError",
     "StateConflict",
     "StepLimitExceeded",
@@ -123,6 +124,15 @@ class MessagesDeadLettered(SparkNodesError):
         super().__init__(message)
         self.count = count
         self.result = result
+
+
+class NonRetriableError(SparkNodesError):
+    """Raised by ``process`` (or a step) when retrying cannot help: no retry is made.
+
+    The message is dead-lettered at once, whatever the node's ``RetryPolicy`` allows (a
+    declined card, an invalid order). Subclass it for your own such errors, or raise it
+    ``from`` the cause.
+    """
 
 
 class StateConflict(SparkNodesError):

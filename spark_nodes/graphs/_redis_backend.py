@@ -52,6 +52,7 @@ from spark_nodes.graphs._redis_stats import (
     parse_report,
     stats_key,
 )
+from spark_nodes.graphs._redis_steps import RedisStepStore
 from spark_nodes.nodes._runtime import CYCLE_QUIET
 
 if TYPE_CHECKING:
@@ -250,6 +251,8 @@ class RedisBackend:
         self.stats_key = stats_key(namespace, graph)
         """The hash where serving processes publish their figures (see ``_redis_stats``)."""
         self._stats_read = self.redis.register_script(STATS_READ)
+        self.steps = RedisStepStore(self.redis, f"{namespace}:{{{graph}}}#steps:", self.retry)
+        """Where the graph's ``context.step`` results are kept (see ``_redis_steps``)."""
 
     def channel_name(self, node_id: str) -> str:
         """The mailbox name of ``node_id``: ``{graph}:node_id``."""

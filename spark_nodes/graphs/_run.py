@@ -11,6 +11,7 @@ whole run. Both kinds are restarted by :meth:`Run._supervise` if they crash.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import sys
@@ -24,7 +25,7 @@ import structlog
 
 from spark_nodes.channels import BaseChannel, ChannelClosed, ChannelMessage, InMemoryChannel
 from spark_nodes.channels.mailbox import is_restorable
-from spark_nodes.errors import GraphCancelled, GraphFailed
+from spark_nodes.errors import BackendUnavailable, GraphCancelled, GraphFailed
 from spark_nodes.graphs._distributed import Distribution
 from spark_nodes.graphs._spawn import Spawner, open_spawner
 from spark_nodes.graphs.result import GraphResult, StopReason
@@ -34,6 +35,7 @@ from spark_nodes.nodes._supervision import ON_STOP_TIMEOUT, supervise
 from spark_nodes.nodes._watch import TraceWatch
 from spark_nodes.nodes.message import channel_message_of
 from spark_nodes.nodes.observing import ObserverRegistry
+from spark_nodes.nodes.steps import StepStore
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -83,6 +85,7 @@ class Run:
         self._idle_waiters: list[anyio.Event] = []
         self._left_in_redis: dict[str, int] = {}
         self.watches: dict[str, TraceWatch] = {}
+        self.step_store: StepStore | None = backend.steps if backend is not None else None
         self.outputs: deque[NodeMessage] = deque(
             maxlen=None if self.one_pass else _LONG_RUNNING_OUTPUTS
         )
@@ -403,6 +406,9 @@ class Run:
                 await self._stop_nodes()
             if self.distribution is not None:  # stats: the final figures (shielded, bounded)
                 await self.distribution.stats.publish_final()
+            if self.step_store is not None:  # steps of committed messages (else: expiry)
+                with anyio.CancelScope(shield=True), contextlib.suppress(BackendUnavailable):
+                    await self.step_store.flush()
         if self.distribution is not None:
             await self.distribution.release_buffered()
             self._left_in_redis = await self.distribution.left()

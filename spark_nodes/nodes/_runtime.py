@@ -28,6 +28,7 @@ from spark_nodes.nodes.message import NodeMessage
 from spark_nodes.nodes.node import Node, set_stop_flag
 from spark_nodes.nodes.observing import NodeObservers
 from spark_nodes.nodes.statistics import NodeStatistics
+from spark_nodes.nodes.steps import StepStore
 
 __all__ = ["CYCLE_QUIET", "SHUTDOWN_EXTERNAL", "NodeRuntime", "RunContext"]
 
@@ -53,6 +54,8 @@ class RunContext(Protocol):
     """Steps (hops round a cycle, gotos) a message may take; more is dead-lettered."""
     watches: dict[str, TraceWatch]
     """Traces followed by ``invoke``/``ask``, by trace id (see :mod:`._watch`)."""
+    step_store: StepStore | None
+    """Where ``context.step`` results are stored (Redis graphs); ``None``: with the message."""
 
     def message_done(self) -> None:
         """A message was handled (processed, or dead-lettered): check limits."""
@@ -141,6 +144,7 @@ class NodeRuntime(WorkerLoop):
         self.commit: Commit | None = Commit() if self.durable is not None else None
         self.commit_handled: list[bool] = [] if self.durable is not None else _NO_FLAGS
         self.result_index: int | None = None
+        self.step_written: set[str] = set()
         self.hands: list[Hand] = []
         self.bail: Any = None
         self.slow_process = False

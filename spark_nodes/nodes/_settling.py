@@ -9,6 +9,7 @@ the whole batch; each message is judged on its own lease there.
 
 from __future__ import annotations
 
+import contextlib
 import traceback
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Final
@@ -53,6 +54,7 @@ class Settling(Forwarding):
         "processed",
         "repeats",
         "result_index",
+        "step_written",
         "stopping",
     )
 
@@ -60,6 +62,8 @@ class Settling(Forwarding):
     commit: Commit | None
     commit_handled: list[bool]
     result_index: int | None
+    step_written: set[str]
+    """Ids of the messages whose steps this node stored, until they settle (Redis)."""
     stopping: bool
     forwarded: int
     processed: int
@@ -222,6 +226,8 @@ class Settling(Forwarding):
         self.commit_handled = []
         self.result_index = None
         committed = await self._commit_until_reachable(batch)
+        if self.step_written:
+            await self._forget_steps(batch.messages, committed)
         lost = 0
         for done, sends, was_handled in zip(committed, batch.sends, handled, strict=True):
             if done:
@@ -241,6 +247,27 @@ class Settling(Forwarding):
                 hint="held past the mailbox's visibility_timeout (a stalled worker): "
                 "raise visibility_timeout if handling is this slow",
             )
+
+    async def _forget_steps(self, messages: list[ChannelMessage], committed: list[bool]) -> None:
+        """Delete the stored steps of committed messages, soon.
+
+        A message whose lease was lost keeps them: its new holder needs them.
+        """
+        written = self.step_written
+        store = self.run.step_store
+        if store is None:
+            written.clear()
+            return
+        for message, done in zip(messages, committed, strict=True):
+            ident = message.id
+            if ident in written:
+                written.discard(ident)
+                if done:
+                    store.forget(store.key(self.node.id, ident))
+        if store.flush_due():
+            # Unreachable: they are left to their expiry (no message depends on them).
+            with contextlib.suppress(BackendUnavailable):
+                await store.flush()
 
     def _encoded_result(self, commit: Commit) -> tuple[int, bytes] | None:
         index = self.result_index
@@ -378,6 +405,8 @@ class Settling(Forwarding):
             return None  # an output, or a node without a durable mailbox
         if self.commit:
             await self.settle_commit()  # its place in the order: after what came before
+        # Its steps stay stored (for their retention): a replay of it does not repeat them.
+        self.step_written.discard(message.id)
         details = {k: v for k, v in record.items() if k not in {"phase", "error"}}
         try:
             await durable.dead_letter(

@@ -53,7 +53,8 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
     from spark_nodes.channels.mailbox import RestorableMailbox
-    from spark_nodes.nodes.statistics import NodeStatistics
+    from spark_nodes.nodes.steps import StepStore
+from spark_nodes.nodes.statistics import NodeStatistics
 
 __all__ = ["Actor", "actor_of", "ask", "open_actor", "run_actor", "tell"]
 
@@ -207,6 +208,7 @@ class _ActorRun:
         self.in_flight = 0
         self.handled = 0
         self.watches: dict[str, TraceWatch] = {}
+        self.step_store: StepStore | None = None  # an actor's steps live with each message
         self.runtime = _ActorRuntime(node, self)
         self.handle = Actor(self)
         self.running = False

@@ -6,6 +6,7 @@ import enum
 from dataclasses import dataclass, field
 
 from spark_nodes.backoff import Backoff
+from spark_nodes.errors import NonRetriableError
 
 __all__ = ["NodeConfig", "OnError", "RestartPolicy", "RetryPolicy"]
 
@@ -26,7 +27,8 @@ class RetryPolicy(Backoff):
     A :class:`~spark_nodes.backoff.Backoff`: attempt ``n`` (from 1) that fails waits
     ``initial_delay * multiplier ** (n - 1)`` seconds, capped at ``max_delay`` and spread by
     ``+- jitter`` (a fraction), before attempt ``n + 1``. After ``max_attempts`` the message
-    is dead-lettered. Exceptions in ``give_up_on`` are not retried.
+    is dead-lettered. Exceptions in ``give_up_on``, and
+    :class:`~spark_nodes.errors.NonRetriableError`, are not retried.
 
     Raises:
         ValueError: A count or delay is out of range.
@@ -48,7 +50,11 @@ class RetryPolicy(Backoff):
 
     def should_retry(self, attempt: int, error: BaseException) -> bool:
         """Whether a failure of attempt ``attempt`` with ``error`` gets another attempt."""
-        return attempt < self.max_attempts and not isinstance(error, self.give_up_on)
+        return (
+            attempt < self.max_attempts
+            and not isinstance(error, self.give_up_on)
+            and not isinstance(error, NonRetriableError)
+        )
 
 
 @dataclass(frozen=True, slots=True)

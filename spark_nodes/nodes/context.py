@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from spark_nodes.errors import WiringError
 from spark_nodes.nodes.message import NodeMessage
 from spark_nodes.nodes.node import runtime_of
+from spark_nodes.nodes.steps import run_step
 from spark_nodes.state import RESULT_SUFFIX, GraphState
 
 if TYPE_CHECKING:
@@ -73,9 +75,22 @@ class ExecutionContext:
         emitted: The storage behind ``outputs``: ``None`` until :meth:`emit` is called.
         control: What this call asked of the run (goto, stop, cancel, hold, release), or
             ``None``; the worker loop carries it out when ``process`` returns.
+        step_names: The names of the steps this attempt ran (:meth:`step`); unset until
+            the first.
     """
 
-    __slots__ = ("attempt", "control", "emitted", "inputs", "message", "node", "started_at")
+    __slots__ = (
+        "attempt",
+        "control",
+        "emitted",
+        "inputs",
+        "message",
+        "node",
+        "started_at",
+        "step_names",
+    )
+
+    step_names: set[str] | None
 
     def __init__(
         self,
@@ -204,6 +219,34 @@ class ExecutionContext:
         if control is None:
             control = self.control = Control()
         return control
+
+    async def step(self, name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn(*args, **kwargs)`` once per message, however often the message is handled.
+
+        The result is stored (with the message in memory; in Redis for a Redis graph)
+        before this returns, so before the message is acked. A retry of ``process``, or a
+        redelivery after a worker died, gets the stored result back without calling ``fn``
+        again. ``fn`` may be a plain or an ``async`` function. Each step of one call needs
+        its own ``name``. See :mod:`spark_nodes.nodes.steps`.
+
+        Returns:
+            ``fn``'s result as msgpack reads it back (a tuple comes back as a list), on the
+            first run as on a replay.
+
+        Raises:
+            TypeError: ``name`` is not a non-empty str, or ``fn`` is not callable.
+            ValueError: ``name`` was used already in this call.
+            MessageEncodeError: The result is not msgpack data; nothing was stored.
+            BackendUnavailable: Redis could not be reached; the message is delivered again
+                (no attempt is spent).
+            Exception: What ``fn`` raised; nothing was stored, so a retry calls it again
+                (raise :class:`~spark_nodes.errors.NonRetriableError` to skip the retries).
+        """
+        runtime = runtime_of(self.node)
+        store = written = None
+        if runtime is not None:
+            store, written = runtime.run.step_store, runtime.step_written
+        return await run_step(self, store, written, (name, fn, args, kwargs))
 
     def emit(self, content: Any) -> None:
         """Add an output, besides the value ``process`` returns.

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spark_nodes.channels import ChannelMessage
 from spark_nodes.channels.message import new_message_id
+
+if TYPE_CHECKING:
+    from spark_nodes.nodes.steps import StepResults
 
 __all__ = ["NodeMessage", "channel_message_of"]
 
@@ -33,12 +36,16 @@ class NodeMessage:
         raw_metadata: The storage behind ``metadata``: the dict, or ``None`` until used.
         raw_id: The storage behind ``id``: the id, the :class:`ChannelMessage` whose id it
             borrows (the worker loop's view of a received message), or ``None``.
+        steps: The results of ``context.step`` calls made for it (see
+            :mod:`spark_nodes.nodes.steps`); unset until a step runs.
 
     Raises:
         TypeError: ``metadata`` is not a dict or ``id`` is not a non-empty str.
     """
 
-    __slots__ = ("content", "raw_id", "raw_metadata")
+    __slots__ = ("content", "raw_id", "raw_metadata", "steps")
+
+    steps: StepResults
 
     def __init__(
         self,

@@ -7,7 +7,8 @@ nodes did is recorded in the graph state (in Redis), where the test reads it:
 - ``deliveries:<node>``: one item per ``process`` call (a redelivery adds one more);
 - ``done:<n>`` and ``applied``: the sink's effect, applied once per message id whatever
   the redeliveries (a transaction), and how often it was applied;
-- ``started:<payload>``: a marker that a stalling message is being worked on.
+- ``started:<payload>``: a marker that a stalling message is being worked on;
+- ``charges``: one item per charge a durable step made (``charge_once``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import signal
 from typing import Any
 
 import anyio
+import structlog
 
 from spark_nodes import ExecutionContext, Graph, Node
 from spark_nodes.state import StateTransaction
@@ -25,6 +27,8 @@ from tests.seeds import seed_this_process
 # A worker process started by a randomized test draws (retry jitter) from the seed the test
 # gave it, so the test's seed replays the workers too.
 seed_this_process()
+
+_log = structlog.get_logger("tests")
 
 # Leases outlive a Redis restart (renewed every second); a killed worker's entries are
 # reclaimed after 3 s.
@@ -106,3 +110,29 @@ def poison_pipeline() -> Graph:
     victim = Poisoned(id="victim")
     victim >> Recorder(id="record")
     return Graph(victim, name="poison", mailbox_options=QUICK_OPTIONS)
+
+
+class ChargeOnce(Node):
+    """Charges in a durable step (the charge is recorded in the graph state); on a first
+    delivery it then logs ``charged`` and hangs, for the test to SIGKILL its worker."""
+
+    async def process(self, context: ExecutionContext) -> Any:
+        order = context.inputs.content
+
+        async def charge() -> dict[str, Any]:
+            await context.graph_state.append("charges", order)
+            return {"receipt": f"r-{order}", "pid": os.getpid()}
+
+        receipt = await context.step("charge", charge)
+        assert context.message is not None
+        if context.message.metadata["delivery_count"] == 1:
+            _log.info("charged", order=order)
+            await anyio.sleep_forever()  # killed here: the step is stored, nothing committed
+        return {"order": order, **receipt}
+
+
+def charge_once() -> Graph:
+    """``pay >> ship``: a charge in a step, then the order is shipped (recorded)."""
+    pay, ship = ChargeOnce(id="pay"), Recorder(id="ship")
+    pay >> ship
+    return Graph(pay, name="charge", mailbox_options=QUICK_OPTIONS)

@@ -26,7 +26,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from spark_nodes import Graph
 from spark_nodes._redis_client import RedisClient
 from spark_nodes.channels import ChannelUnavailable, RedisChannel
-from spark_nodes.testing import open_redis_server
+from spark_nodes.testing import RedisServer, open_redis_server
 from spark_nodes.testing.redis_cluster import RedisClusterServer
 from tests.graphs import redis_worker_graphs
 from tests.redis_support import purge
@@ -614,3 +614,44 @@ async def test_killed_workers_on_a_redis_cluster_lose_nothing(
     assert applied == total
     assert (pending, dead) == (0, 0)
     assert codes == [0] * len(codes)
+
+
+async def test_a_durable_step_does_not_run_again_after_its_worker_is_killed(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """A worker charges (a ``context.step``) and is SIGKILLed before its commit; the worker
+    that gets the message next finds the charge stored and ships without charging again."""
+    with supervised(redis_server.url, "charge_once", tmp_path) as workers:
+        workers.start("pay")
+        workers.start("ship")
+        async with client_graph("charge_once", redis_server.url, workers.namespace) as graph:
+            try:
+                with anyio.fail_after(60):
+                    await wait_ready(workers)
+                    await graph.send("pay", "book-1")
+                    await poll_until(lambda: _logged(workers, 0, '"event": "charged"'))
+                    workers.kill(0)  # and started again: it reclaims the message (1 s lease)
+                    await poll_until(lambda: _has(graph, "outputs"))
+                    await graph.shutdown()
+                    codes = workers.exit_codes(within=30)
+            except BaseException:
+                print(workers.log())
+                raise
+            charges = await graph.state.get("charges")
+            (shipped,) = await graph.state.get("outputs")
+            deliveries = await pending_entries(graph), await dead_letter_count(graph)
+            await purge(graph.redis, workers.namespace)
+    assert charges == ["book-1"]  # once, though two workers handled the message
+    assert shipped["order"] == "book-1"
+    assert shipped["receipt"] == "r-book-1"
+    assert deliveries == (0, 0)
+    assert codes == [0, 0]
+
+
+async def _logged(workers: Workers, index: int, text: str) -> bool:
+    path = workers.logs / f"worker-{index}-1.log"
+    return path.exists() and text in path.read_text(errors="replace")
+
+
+async def _has(graph: Graph, key: str) -> bool:
+    return bool(await graph.state.get(key))

@@ -86,7 +86,7 @@ class RedisChannel(BaseChannel):
     in Redis for at most ``block`` seconds, so ``close()`` wakes a waiting receiver within
     ``block``. ``empty()`` and ``qsize()`` describe that local buffer; :meth:`inspect`
     reads the stream. Metadata of a received message gains ``stream_entry`` (the entry id)
-    and ``delivery_count``.
+    and ``delivery_count`` (and ``replayed``, for a dead letter put back).
 
     ``close()`` refuses new sends here and ends receiving once the local buffer is
     delivered; it does not touch Redis. :meth:`aclose` also writes queued sends, gives

@@ -424,6 +424,8 @@ class Reader:
             metadata = message.metadata
             metadata["stream_entry"] = entry.decode()
             metadata["delivery_count"] = deliveries
+            if b"replayed" in fields:  # a dead letter put back: handled before
+                metadata["replayed"] = True
             held[entry] = lease
             buffer.append(message)
         if len(buffer) > self.peak:

@@ -393,8 +393,9 @@ return #due
 """
 
 REPLAY: Final = """
--- Put a dead letter back into its stream (a fresh entry) and remove it from the
--- dead-letter stream. KEYS[1] dead-letter stream, KEYS[2] stream, KEYS[3] stats;
+-- Put a dead letter back into its stream (a fresh entry, marked 'replayed': its message
+-- was handled before) and remove it from the dead-letter stream. KEYS[1] dead-letter
+-- stream, KEYS[2] stream, KEYS[3] stats;
 -- ARGV[1] dead-letter entry id.
 -- Returns 1 replayed, 0 no such dead letter, -1 it has no envelope to replay.
 local entry = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
@@ -402,7 +403,7 @@ if #entry == 0 then return 0 end
 local fields = entry[1][2]
 for i = 1, #fields, 2 do
   if fields[i] == 'm' then
-    redis.call('XADD', KEYS[2], '*', 'm', fields[i + 1])
+    redis.call('XADD', KEYS[2], '*', 'm', fields[i + 1], 'replayed', '1')
     redis.call('XDEL', KEYS[1], ARGV[1])
     redis.call('HINCRBY', KEYS[3], 'sent', 1)
     redis.call('HINCRBY', KEYS[3], 'replayed', 1)

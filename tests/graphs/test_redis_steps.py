@@ -1,0 +1,140 @@
+"""Durable steps on Redis: a step's result outlives the worker that ran it.
+
+Each "process" is a graph object of its own, sharing nothing but Redis (see
+``test_redis_graphs.py``); a worker SIGKILLed mid-stream is in ``test_redis_crashes.py``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import anyio
+import pytest
+
+from spark_nodes import ExecutionContext, Graph, Node, NodeConfig, NonRetriableError, RetryPolicy
+from spark_nodes._redis_client import RedisClient
+from spark_nodes.channels import RedisChannel, dead_letters, replay_dead_letter
+from spark_nodes.nodes.steps import STEP_RETENTION
+from tests.redis_support import Cluster
+
+pytestmark = [pytest.mark.anyio, pytest.mark.redis]  # redis-py: asyncio only
+
+WAIT = 30
+
+
+class Charges:
+    """The charges made in this test process, and an event per count reached."""
+
+    def __init__(self) -> None:
+        self.made: list[Any] = []
+        self.first = anyio.Event()
+
+    def charge(self, order: Any) -> dict[str, Any]:
+        self.made.append(order)
+        self.first.set()
+        return {"receipt": f"r-{order}"}
+
+
+def shop(charges: Charges, hang: anyio.Event | None = None) -> Graph:
+    """``pay >> sink``. ``pay`` charges in a step; while ``hang`` is unset, it then hangs on
+    a first delivery (a worker that dies after the charge and before its commit)."""
+
+    class Pay(Node):
+        async def process(self, context: ExecutionContext) -> Any:
+            order = context.inputs.content
+            receipt = await context.step("charge", charges.charge, order)
+            if order == "refused":
+                raise NonRetriableError("the warehouse refused it")
+            assert context.message is not None
+            if hang is not None and context.message.metadata["delivery_count"] == 1:
+                await hang.wait()
+            return {"order": order, **receipt}
+
+    class Sink(Node):
+        async def process(self, context: ExecutionContext) -> None:
+            await context.graph_state.append("shipped", context.inputs.content)
+
+    pay = Pay(id="pay", config=NodeConfig(retry=RetryPolicy(max_attempts=3, initial_delay=0)))
+    pay >> Sink(id="sink")
+    return Graph(pay, name="shop")
+
+
+async def step_keys(raw: RedisClient, namespace: str) -> list[str]:
+    keys = [key async for key in raw.scan_iter(match=f"{namespace}:{{shop}}#steps:*")]
+    return sorted(key.decode() for key in keys)
+
+
+async def test_a_step_does_not_run_again_when_its_message_is_delivered_again(
+    cluster: Cluster, raw: RedisClient
+) -> None:
+    charges = Charges()
+    never = anyio.Event()
+    dying = cluster.process(lambda: shop(charges, never), visibility_timeout=1.0)
+    taking_over = cluster.process(lambda: shop(charges), visibility_timeout=1.0)
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(partial(dying.serve, grace_period=0.1))
+            await dying.send("pay", "book")
+            await charges.first.wait()  # charged, then stuck before its commit
+            dying.stop("leaving")  # past the grace period: given back, not committed
+        assert await step_keys(raw, cluster.namespace) != []  # the charge is stored
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(taking_over.serve)
+            while not await taking_over.state.get("shipped"):  # noqa: ASYNC110 - another graph
+                await anyio.sleep(0.02)
+            await taking_over.shutdown()
+    assert charges.made == ["book"]  # once, though "pay" handled the message twice
+    assert await taking_over.state.get("shipped") == [{"order": "book", "receipt": "r-book"}]
+    assert await step_keys(raw, cluster.namespace) == []  # committed: the steps are deleted
+
+
+async def test_committed_messages_leave_no_steps_and_a_dead_letter_keeps_its_own(
+    cluster: Cluster, raw: RedisClient
+) -> None:
+    charges = Charges()
+    worker, client = cluster.process(lambda: shop(charges)), cluster.process(lambda: shop(charges))
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(worker.serve)
+            for order in ("a", "refused", "b"):
+                await client.send("pay", order)
+            await client.shutdown()
+    assert sorted(charges.made) == ["a", "b", "refused"]
+    keys = await step_keys(raw, cluster.namespace)
+    (kept,) = keys  # the dead letter's: a replay of it does not charge again
+    assert kept.startswith(f"{cluster.namespace}:{{shop}}#steps:pay:")
+    assert 0 < await raw.pttl(kept) <= STEP_RETENTION * 1000
+    assert await raw.hkeys(kept) == [b"charge"]
+
+
+async def test_a_replayed_dead_letter_does_not_repeat_its_steps(
+    cluster: Cluster, raw: RedisClient
+) -> None:
+    charges = Charges()
+    worker, client = cluster.process(lambda: shop(charges)), cluster.process(lambda: shop(charges))
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(worker.serve)
+            await client.send("pay", "refused")
+            inspection = await client.inspect()
+            while not inspection.dead_letters:
+                await anyio.sleep(0.02)
+                inspection = await client.inspect()
+            await client.shutdown()
+    assert charges.made == ["refused"]
+    (kept,) = await step_keys(raw, cluster.namespace)
+    # The same message again (what dlq replay does): the stored charge is used.
+    again = cluster.process(lambda: shop(charges))
+    mailbox = again.nodes["pay"].mailbox
+    assert isinstance(mailbox, RedisChannel)
+    (letter,) = await dead_letters(raw, mailbox.key)
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(again.serve)
+            await replay_dead_letter(raw, mailbox.key, letter.id)
+            while len(await dead_letters(raw, mailbox.key)) < 1:  # noqa: ASYNC110 - in Redis
+                await anyio.sleep(0.02)
+            await again.shutdown()
+    assert charges.made == ["refused"]  # dead-lettered again, and not charged again
+    assert await step_keys(raw, cluster.namespace) == [kept]
