@@ -223,15 +223,27 @@ class _Count(Node):
         self.arrivals.add()
 
 
-class _OurPipeline:
-    """first >> second >> counter as a Redis graph on its own namespace."""
+def _echo(value: Any) -> Any:
+    return value
 
-    def __init__(self, url: str) -> None:
+
+class _Stepped(Node):
+    """Passes its input through a durable step: one stored result per message."""
+
+    async def process(self, context: ExecutionContext) -> Any:
+        return await context.step("echo", _echo, context.inputs.content)
+
+
+class _OurPipeline:
+    """first >> second >> counter as a Redis graph on its own namespace; with ``step``,
+    ``second`` runs a durable step per message."""
+
+    def __init__(self, url: str, *, step: bool = False) -> None:
         suffix = uuid.uuid4().hex
         self.namespace = f"bench-graph-{suffix}"
         self.arrivals = _Arrivals()
         self.first = _Identity(id="first")
-        second = _Identity(id="second")
+        second = _Stepped(id="second") if step else _Identity(id="second")
         self.first >> second >> _Count(id="count", arrivals=self.arrivals)
         self.graph = Graph(
             start=self.first, name=f"pipeline-{suffix}", backend=url, namespace=self.namespace
@@ -242,8 +254,10 @@ class _OurPipeline:
         await _purge(admin, self.namespace)
 
 
-async def _graph_throughput(url: str, admin: RedisClient, n: int) -> _Throughput:
-    ours = _OurPipeline(url)
+async def _graph_throughput(
+    url: str, admin: RedisClient, n: int, *, step: bool = False
+) -> _Throughput:
+    ours = _OurPipeline(url, step=step)
     try:
         mailbox = ours.first.mailbox
         assert isinstance(mailbox, RedisChannel), mailbox
@@ -263,8 +277,10 @@ async def _graph_throughput(url: str, admin: RedisClient, n: int) -> _Throughput
     return figures
 
 
-async def _graph_latencies(url: str, admin: RedisClient, count: int) -> list[float]:
-    ours = _OurPipeline(url)
+async def _graph_latencies(
+    url: str, admin: RedisClient, count: int, *, step: bool = False
+) -> list[float]:
+    ours = _OurPipeline(url, step=step)
     times = []
     try:
         async with anyio.create_task_group() as group:
@@ -289,6 +305,8 @@ async def _measure(url: str, n: int, repeats: int, round_trips: int) -> list[Res
     our_runs: list[_Throughput] = []
     raw_times: list[float] = []
     our_times: list[float] = []
+    step_runs: list[_Throughput] = []
+    step_times: list[float] = []
     try:
         for _ in range(repeats):
             with anyio.fail_after(TIMEOUT):
@@ -299,12 +317,18 @@ async def _measure(url: str, n: int, repeats: int, round_trips: int) -> list[Res
                 raw_times += await _raw_latencies(url, admin, round_trips)
             with anyio.fail_after(TIMEOUT):
                 our_times += await _graph_latencies(url, admin, round_trips)
+            with anyio.fail_after(TIMEOUT):
+                step_runs.append(await _graph_throughput(url, admin, n, step=True))
+            with anyio.fail_after(TIMEOUT):
+                step_times += await _graph_latencies(url, admin, round_trips, step=True)
     finally:
         await admin.aclose()
     raw_rate = max(run.rate for run in raw_runs) / 1000
     raw_cpu = min(run.cpu for run in raw_runs)
     raw_server = min(run.server_cpu for run in raw_runs)
     raw_p50 = statistics.median(raw_times) * 1e6
+    our_rate = max(run.rate for run in our_runs) / 1000
+    our_p50 = statistics.median(our_times) * 1e6
     return [
         Result("raw redis-py 3-stage stream pipeline", raw_rate, "k msg/s"),
         Result(
@@ -330,9 +354,21 @@ async def _measure(url: str, n: int, repeats: int, round_trips: int) -> list[Res
         Result("raw single-message latency through 3 stages p50", raw_p50, "us"),
         Result(
             "Redis Graph single-message latency through 3 nodes p50",
-            statistics.median(our_times) * 1e6,
+            our_p50,
             "us",
             Target(raw_p50, None, "raw"),
+        ),
+        Result(
+            "3-node Redis Graph, a durable step in the middle node",
+            max(run.rate for run in step_runs) / 1000,
+            "k msg/s",
+            Target(our_rate, None, "no step"),
+        ),
+        Result(
+            "its single-message latency through 3 nodes p50",
+            statistics.median(step_times) * 1e6,
+            "us",
+            Target(our_p50, None, "no step"),
         ),
     ]
 
