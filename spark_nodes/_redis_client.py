@@ -18,6 +18,7 @@ transaction of a graph runs on one master.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar
@@ -291,12 +292,14 @@ async def with_retries(
             which redis-py's client cannot use; nothing was sent.
     """
     require_asyncio(what)
+    task = asyncio.current_task()
+    cancels = task.cancelling() if task is not None else 0
     failures = 0
     give_up_at = anyio.current_time() + retry.deadline
     while True:
         try:
             with anyio.fail_after(max(give_up_at - anyio.current_time(), 0.0)):
-                return await operation()
+                result = await operation()
         except MovedError as moved:  # a Cluster client follows these: this one is not one
             raise ClusterClientRequired(
                 f"{what}: the Redis server is a node of a Redis Cluster ({moved}); connect "
@@ -318,3 +321,9 @@ async def with_retries(
             log("redis unreachable; retrying", what=what, failures=failures,
                 delay=round(delay, 3), error=str(failure))  # fmt: skip
             await anyio.sleep(delay)
+        else:
+            if task is not None and task.cancelling() > cancels:
+                # redis-py 8.1 swallows a cancellation that lands while it connects: raise
+                # it, or a task cancelled once (an asyncio.TaskGroup's child) runs on.
+                raise asyncio.CancelledError
+            return result

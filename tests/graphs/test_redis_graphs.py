@@ -603,3 +603,25 @@ async def test_a_graph_gives_its_redis_client_and_namespace(cluster: Cluster, ra
     assert in_memory.namespace is None
     with pytest.raises(WiringError, match="is in memory: it has no Redis client"):
         _ = in_memory.redis
+
+
+async def test_a_serving_graph_cancelled_while_process_awaits_redis_ends(
+    cluster: Cluster,
+) -> None:
+    """redis-py swallows a cancellation that lands while it connects; our Redis calls
+    raise it again, or the worker loop (a task cancelled once) would run on forever."""
+    working = anyio.Event()
+
+    class Busy(Node):
+        async def process(self, context: ExecutionContext) -> Any:
+            working.set()
+            await context.graph_state.set("touched", True)  # a fresh connection: connects
+            await anyio.sleep_forever()
+
+    graph = cluster.process(lambda: Graph(Busy(id="busy"), name="busy"))
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(graph.serve)
+            await graph.send("busy", 1)
+            await working.wait()
+            tasks.cancel_scope.cancel()
