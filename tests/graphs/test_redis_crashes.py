@@ -258,6 +258,50 @@ async def wait_drained(graph: Graph, workers: Workers, produced: anyio.Event) ->
     await poll_until(drained, interval=0.2)
 
 
+async def send_while_killing(
+    graph: Graph,
+    workers: Workers,
+    total: int,
+    rng: random.Random,
+    every: tuple[float, float],
+    *,
+    within: float,
+    after_kill: Callable[[int], None] | None = None,
+) -> tuple[int, list[int | None]]:
+    """Send ``total`` numbers while a random worker is SIGKILLed every ``every`` seconds
+    (``after_kill(kills)`` after each kill), until all went through; then shut the graph
+    down. Returns the kills and the workers' exit codes; prints their logs on a failure."""
+    produced = anyio.Event()
+    kills = 0
+    try:
+        with anyio.fail_after(within):
+            async with anyio.create_task_group() as tasks:
+
+                async def produce() -> None:
+                    await send_all(graph, total)
+                    produced.set()
+
+                async def kill_now_and_then() -> None:
+                    nonlocal kills
+                    while True:
+                        await anyio.sleep(rng.uniform(*every))
+                        workers.kill(rng.randrange(len(workers.processes)))
+                        kills += 1
+                        if after_kill is not None:
+                            after_kill(kills)
+
+                tasks.start_soon(produce)
+                tasks.start_soon(kill_now_and_then)
+                await wait_drained(graph, workers, produced)
+                tasks.cancel_scope.cancel()
+            await wait_ready(workers)
+            await graph.shutdown()
+            return kills, workers.exit_codes(within=60)
+    except BaseException:
+        print(workers.log())
+        raise
+
+
 LOOPS_PER_WORKER = 1
 """Worker loops per process in the crash test: ``spark-nodes worker`` without
 ``--concurrency`` runs each node's ``config.concurrency`` loops, and ``Step`` and
@@ -317,38 +361,19 @@ async def test_killed_workers_and_a_killed_redis_lose_nothing(tmp_path: Path) ->
         for node in nodes:
             workers.start(node)
         async with client_graph("crash_pipeline", server.url, workers.namespace) as graph:
-            produced = anyio.Event()
-            worker_kills = redis_kills = 0
+            redis_kills = 0
             started = time.monotonic()
-            try:
-                with anyio.fail_after(300):
-                    async with anyio.create_task_group() as tasks:
 
-                        async def produce() -> None:
-                            await send_all(graph, total)
-                            produced.set()
+            def kill_redis_once(kills: int) -> None:
+                nonlocal redis_kills
+                if kills == 2:
+                    server.kill()  # mid-stream, with work in every mailbox
+                    server.start()  # same port and directory: AOF replay
+                    redis_kills += 1
 
-                        async def kill_now_and_then() -> None:
-                            nonlocal worker_kills, redis_kills
-                            while True:
-                                await anyio.sleep(rng.uniform(1.5, 2.5))
-                                workers.kill(rng.randrange(len(workers.processes)))
-                                worker_kills += 1
-                                if worker_kills == 2:
-                                    server.kill()  # mid-stream, with work in every mailbox
-                                    server.start()  # same port and directory: AOF replay
-                                    redis_kills += 1
-
-                        tasks.start_soon(produce)
-                        tasks.start_soon(kill_now_and_then)
-                        await wait_drained(graph, workers, produced)
-                        tasks.cancel_scope.cancel()
-                    await wait_ready(workers)
-                    await graph.shutdown()
-                    codes = workers.exit_codes(within=60)
-            except BaseException:
-                print(workers.log())
-                raise
+            worker_kills, codes = await send_while_killing(
+                graph, workers, total, rng, (1.5, 2.5), within=300, after_kill=kill_redis_once
+            )
             state = graph.state
             deliveries = {
                 node: await state.get(f"deliveries:{node}", []) for node in dict.fromkeys(nodes)
@@ -574,34 +599,9 @@ async def test_killed_workers_on_a_redis_cluster_lose_nothing(
         for node in nodes:
             workers.start(node)
         async with client_graph("crash_pipeline", url, workers.namespace) as graph:
-            produced = anyio.Event()
-            kills = 0
-            try:
-                with anyio.fail_after(240):
-                    async with anyio.create_task_group() as tasks:
-
-                        async def produce() -> None:
-                            await send_all(graph, total)
-                            produced.set()
-
-                        async def kill_now_and_then() -> None:
-                            nonlocal kills
-                            while True:
-                                await anyio.sleep(rng.uniform(1.0, 2.0))
-                                workers.kill(rng.randrange(len(workers.processes)))
-                                kills += 1
-
-                        tasks.start_soon(produce)
-                        tasks.start_soon(kill_now_and_then)
-                        await poll_until(lambda: under_way(graph), interval=0.1)
-                        await wait_drained(graph, workers, produced)
-                        tasks.cancel_scope.cancel()
-                    await wait_ready(workers)
-                    await graph.shutdown()
-                    codes = workers.exit_codes(within=60)
-            except BaseException:
-                print(workers.log())
-                raise
+            kills, codes = await send_while_killing(
+                graph, workers, total, rng, (1.0, 2.0), within=240
+            )
             done = await done_count(graph)
             applied = await graph.state.get("applied", 0)
             pending = await pending_entries(graph)
