@@ -25,6 +25,7 @@ from typing import Any, TypeAlias, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
+import anyio.lowlevel
 import sniffio
 import structlog
 from redis.asyncio import Redis
@@ -54,6 +55,7 @@ __all__ = [
     "RedisPipeline",
     "check_client",
     "open_client",
+    "ready",
     "require_asyncio",
     "scan_slot",
     "with_retries",
@@ -203,6 +205,18 @@ def open_client(url: str, *, socket_timeout: float = 10.0) -> RedisClient:
     )
 
 
+async def ready(redis: RedisClient) -> None:
+    """Make a Cluster client learn the cluster (once) before a transaction.
+
+    redis-py 8.1's cluster transactions run their watched commands in a thread with an
+    event loop of its own: a client that learns the cluster there keeps connections of a
+    loop that is gone. Plain commands initialize the client first (see
+    :class:`_ClusterClient`); transactions call this. A no-op for other clients.
+    """
+    if isinstance(redis, RedisCluster):
+        await redis.initialize()
+
+
 def check_client(redis: object) -> None:
     """Check that ``redis`` is a client the Redis backends can use.
 
@@ -320,10 +334,21 @@ async def with_retries(
             log = _log.warning if failures == 1 else _log.debug
             log("redis unreachable; retrying", what=what, failures=failures,
                 delay=round(delay, 3), error=str(failure))  # fmt: skip
+            await _cancelled_if_swallowed(task, cancels)
             await anyio.sleep(delay)
         else:
-            if task is not None and task.cancelling() > cancels:
-                # redis-py 8.1 swallows a cancellation that lands while it connects: raise
-                # it, or a task cancelled once (an asyncio.TaskGroup's child) runs on.
-                raise asyncio.CancelledError
+            await _cancelled_if_swallowed(task, cancels)
             return result
+
+
+async def _cancelled_if_swallowed(task: asyncio.Task[Any] | None, cancels: int) -> None:
+    """Raise a cancellation of ``task`` that redis-py swallowed, if there was one.
+
+    redis-py 8.1 swallows a cancellation that lands while it connects: a task cancelled
+    once (an ``asyncio.TaskGroup``'s child) would run on. A checkpoint first lets anyio
+    deliver its own cancellations again (as anyio's, which its scopes recognise); one
+    that only asyncio made is raised here.
+    """
+    if task is not None and task.cancelling() > cancels:
+        await anyio.lowlevel.checkpoint()
+        raise asyncio.CancelledError

@@ -38,6 +38,7 @@ from spark_nodes._redis_client import (
     RedisClient,
     check_client,
     open_client,
+    ready,
     with_retries,
 )
 from spark_nodes.channels import ChannelMessage
@@ -415,6 +416,7 @@ class RedisBackend:
             if keep_for is None:
                 await self.redis.delete(*names)
             else:
+                await ready(self.redis)  # a cluster client: learn the cluster first
                 async with self.redis.pipeline(transaction=True) as pipe:
                     # Late records land in the stream and count in the stats hash: both
                     # must exist now, or they would be made later, without an expiry.

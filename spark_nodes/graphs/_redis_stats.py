@@ -48,6 +48,7 @@ import anyio
 import structlog
 from redis.exceptions import RedisError, WatchError
 
+from spark_nodes._redis_client import ready
 from spark_nodes.channels.codec import pack, unpack
 from spark_nodes.errors import MessageDecodeError
 from spark_nodes.graphs._stats import COUNTERS, Counts
@@ -234,6 +235,7 @@ class StatsPublisher:
         try:
             fields = self.reports(final=final)
             with anyio.fail_after(self.timeout):
+                await ready(self.redis)  # a cluster client: learn the cluster first
                 async with self.redis.pipeline(transaction=True) as pipe:
                     pipe.hset(self.key, mapping=fields)  # type: ignore[arg-type]
                     pipe.expire(self.key, STATS_TTL)
@@ -275,6 +277,7 @@ class StatsPublisher:
         finals = self.report_maps(final=True)
         try:
             with anyio.fail_after(self.timeout):
+                await ready(self.redis)  # a cluster client: learn the cluster first
                 async with self.redis.pipeline(transaction=True) as pipe:
                     for _ in range(RETIRE_TRIES):
                         try:

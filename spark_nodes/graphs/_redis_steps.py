@@ -4,7 +4,8 @@
 expires :data:`~spark_nodes.nodes.steps.STEP_RETENTION` after its last step. A step is one
 round trip (HSET and PEXPIRE in one pipeline, without MULTI: both on the graph's slot, and
 a retried write lands the same). Hashes of committed messages are deleted with the next
-write, or by :meth:`RedisStepStore.flush` (a node's loop stopping, or a batch of them).
+write, or by :meth:`RedisStepStore.flush` (when the run ends, or once
+:data:`FORGET_BATCH` wait).
 """
 
 from __future__ import annotations
@@ -71,10 +72,10 @@ class RedisStepStore:
 
         async def write() -> None:
             async with self._redis.pipeline(transaction=False) as pipe:
+                if forgotten:  # first: a queued key written again must keep the new result
+                    pipe.execute_command("UNLINK", *forgotten)  # (cluster unlink(): one key)
                 pipe.hset(key, name, data)
                 pipe.pexpire(key, self._retention_ms)
-                if forgotten:  # (a cluster pipeline's unlink() takes one key only)
-                    pipe.execute_command("UNLINK", *forgotten)
                 await pipe.execute()
 
         try:

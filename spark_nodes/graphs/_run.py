@@ -11,7 +11,6 @@ whole run. Both kinds are restarted by :meth:`Run._supervise` if they crash.
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import itertools
 import sys
@@ -25,7 +24,7 @@ import structlog
 
 from spark_nodes.channels import BaseChannel, ChannelClosed, ChannelMessage, InMemoryChannel
 from spark_nodes.channels.mailbox import is_restorable
-from spark_nodes.errors import BackendUnavailable, GraphCancelled, GraphFailed
+from spark_nodes.errors import GraphCancelled, GraphFailed
 from spark_nodes.graphs._distributed import Distribution
 from spark_nodes.graphs._spawn import Spawner, open_spawner
 from spark_nodes.graphs.result import GraphResult, StopReason
@@ -407,8 +406,12 @@ class Run:
             if self.distribution is not None:  # stats: the final figures (shielded, bounded)
                 await self.distribution.stats.publish_final()
             if self.step_store is not None:  # steps of committed messages (else: expiry)
-                with anyio.CancelScope(shield=True), contextlib.suppress(BackendUnavailable):
-                    await self.step_store.flush()
+                with anyio.CancelScope(shield=True), anyio.move_on_after(ON_STOP_TIMEOUT):
+                    try:
+                        await self.step_store.flush()
+                    except Exception as flush_error:  # noqa: BLE001 - they expire; said once
+                        _log.warning("steps of committed messages not deleted; they expire",
+                                     graph=self.graph.name, error=repr(flush_error))  # fmt: skip
         if self.distribution is not None:
             await self.distribution.release_buffered()
             self._left_in_redis = await self.distribution.left()

@@ -53,8 +53,8 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
     from spark_nodes.channels.mailbox import RestorableMailbox
+    from spark_nodes.nodes.statistics import NodeStatistics
     from spark_nodes.nodes.steps import StepStore
-from spark_nodes.nodes.statistics import NodeStatistics
 
 __all__ = ["Actor", "actor_of", "ask", "open_actor", "run_actor", "tell"]
 

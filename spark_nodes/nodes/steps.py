@@ -31,6 +31,8 @@ import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+import anyio
+
 from spark_nodes.channels.codec import pack, unpack
 
 if TYPE_CHECKING:
@@ -71,14 +73,16 @@ class StepResults:
         node_id: The node whose steps these are (a message forwarded as it is keeps it).
         results: Encoded results by step name.
         loaded: Whether the store was read for this message (once per delivery).
+        lock: Held while the store is read, so concurrent steps read it once.
     """
 
-    __slots__ = ("loaded", "node_id", "results")
+    __slots__ = ("loaded", "lock", "node_id", "results")
 
     def __init__(self, node_id: str) -> None:
         self.node_id = node_id
         self.results: dict[str, bytes] = {}
         self.loaded = False
+        self.lock = anyio.Lock()
 
 
 async def run_step(
@@ -125,14 +129,9 @@ async def run_step(
     message_id = message.id if message is not None else inputs.id
     key = store.key(node_id, message_id) if store is not None else ""
     if store is not None and not steps.loaded:
-        steps.loaded = True
-        # A first delivery's first attempt can have nothing stored: no read.
-        metadata = message.metadata if message is not None else {}
-        again = metadata.get("delivery_count", 1) > 1 or metadata.get("replayed", False)
-        if context.attempt > 1 or again:
-            steps.results.update(await store.load(key))
-            if steps.results and written is not None:
-                written.add(message_id)  # this node's commit of it deletes them
+        async with steps.lock:  # concurrent steps of one call read the store once
+            if not steps.loaded:
+                await _read_back(context, store, written, steps, (message_id, key))
     stored = steps.results.get(name)
     if stored is not None:
         return unpack(stored)
@@ -141,8 +140,39 @@ async def run_step(
         result = await result
     data = pack(result, where=f"the result of step {name!r} of {node_id!r}")
     if store is not None:
-        await store.save(key, name, data)
         if written is not None:
-            written.add(message_id)  # forgotten once the message commits
+            # Before the write: a write that fails may still have landed, and a retry or
+            # a give-back must read it (forgotten once the message commits).
+            written.add(message_id)
+        await store.save(key, name, data)
     steps.results[name] = data
     return unpack(data)
+
+
+async def _read_back(
+    context: ExecutionContext,
+    store: StepStore,
+    written: set[str] | None,
+    steps: StepResults,
+    ids: tuple[str, str],
+) -> None:
+    """Read a message's stored steps into ``steps``, unless none can be stored yet.
+
+    A first delivery's first attempt can have none: no read. A message this node stored
+    steps for and then gave back (Redis was out) comes again as a first delivery:
+    ``written`` remembers it.
+    """
+    message_id, key = ids
+    message = context.message
+    metadata = message.metadata if message is not None else {}
+    again = (
+        context.attempt > 1
+        or metadata.get("delivery_count", 1) > 1
+        or metadata.get("replayed", False)
+        or (written is not None and message_id in written)
+    )
+    if again:
+        steps.results.update(await store.load(key))
+        if steps.results and written is not None:
+            written.add(message_id)  # this node's commit of it deletes them
+    steps.loaded = True

@@ -42,6 +42,7 @@ from spark_nodes._redis_client import (
     RedisPipeline,
     check_client,
     open_client,
+    ready,
     scan_slot,
     with_retries,
 )
@@ -480,6 +481,7 @@ class RedisState(GraphState):
             return
 
         async def write() -> None:
+            await ready(self._client)  # a cluster client: learn the cluster first
             async with self._client.pipeline(transaction=True) as pipe:
                 for name, data in packed.items():
                     _queue_set(pipe, name, data, ttl)
@@ -649,6 +651,7 @@ class RedisState(GraphState):
 
         async def replace() -> None:
             existing = [self._key(name) for name in await self._scan(self._state_prefix)]
+            await ready(self._client)  # a cluster client: learn the cluster first
             async with self._client.pipeline(transaction=True) as pipe:
                 for names in _chunks(existing):
                     pipe.delete(*names)
@@ -748,6 +751,7 @@ class RedisState(GraphState):
     async def _try(
         self, function: Callable[[StateTransaction], Awaitable[T]], run: _TransactionRun
     ) -> T | _Conflict:
+        await ready(self._client)  # a cluster client: learn the cluster first
         async with self._client.pipeline(transaction=True) as pipe:
             with _connection_losses_unmasked():
                 if run.unconfirmed:

@@ -23,8 +23,6 @@ __all__ = ["SLOTS", "RedisClusterServer", "open_redis_cluster"]
 
 _CLUSTER_OPTIONS = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
 
-_CLUSTER_OPTIONS = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
-
 SLOTS = 16384
 """Hash slots of a Redis Cluster."""
 

@@ -10,11 +10,13 @@ from functools import partial
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from spark_nodes import ExecutionContext, Graph, Node, NodeConfig, NonRetriableError, RetryPolicy
 from spark_nodes._redis_client import RedisClient
 from spark_nodes.channels import RedisChannel, dead_letters, replay_dead_letter
+from spark_nodes.errors import BackendUnavailable
 from spark_nodes.nodes.steps import STEP_RETENTION
 from tests.redis_support import Cluster
 
@@ -135,3 +137,86 @@ async def test_a_replayed_dead_letter_does_not_repeat_its_steps(
             await again.shutdown()
     assert charges.made == ["refused"]  # dead-lettered again, and not charged again
     assert await step_keys(raw, cluster.namespace) == [kept]
+
+
+async def test_a_message_given_back_after_an_outage_does_not_repeat_its_steps(
+    cluster: Cluster,
+) -> None:
+    """Redis gone mid-``process`` after a step: the message goes back to the mailbox as it
+    was (a first delivery still); handled again, it reads the stored step."""
+    charges = Charges()
+    outages: list[int] = []
+
+    class Pay(Node):
+        async def process(self, context: ExecutionContext) -> Any:
+            receipt = await context.step("charge", charges.charge, context.inputs.content)
+            if not outages:
+                outages.append(1)
+                raise BackendUnavailable("Redis could not be reached (simulated)")
+            return receipt
+
+    class Sink(Node):
+        async def process(self, context: ExecutionContext) -> None:
+            await context.graph_state.append("shipped", context.inputs.content)
+
+    def build() -> Graph:
+        pay = Pay(id="pay")
+        pay >> Sink(id="sink")
+        return Graph(pay, name="shop")
+
+    worker, client = cluster.process(build), cluster.process(build)
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(worker.serve)
+            await client.send("pay", "lamp")
+            await client.shutdown()
+    assert outages == [1]
+    assert charges.made == ["lamp"]
+    assert await client.state.get("shipped") == [{"receipt": "r-lamp"}]
+
+
+async def test_concurrent_steps_of_a_redelivered_message_read_their_results_once(
+    cluster: Cluster,
+) -> None:
+    calls: list[str] = []
+    charged = anyio.Event()
+
+    async def effect(name: str) -> str:
+        calls.append(name)
+        await anyio.lowlevel.checkpoint()
+        return name.upper()
+
+    class Both(Node):
+        async def process(self, context: ExecutionContext) -> Any:
+            results: dict[str, Any] = {}
+
+            async def run(name: str) -> None:
+                results[name] = await context.step(name, effect, name)
+
+            async with anyio.create_task_group() as tasks:  # two steps at once
+                tasks.start_soon(run, "charge")
+                tasks.start_soon(run, "email")
+            assert context.message is not None
+            if context.message.metadata["delivery_count"] == 1:
+                charged.set()
+                await anyio.sleep_forever()  # stopped here: given back, not committed
+            await context.graph_state.set("done", results)
+
+    def build() -> Graph:
+        return Graph(Both(id="both"), name="shop")
+
+    first = cluster.process(build, visibility_timeout=1.0)
+    second = cluster.process(build, visibility_timeout=1.0)
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(partial(first.serve, grace_period=0.1))
+            await first.send("both", None)
+            await charged.wait()
+            first.stop("leaving")
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(second.serve)
+            while not await second.state.get("done"):  # noqa: ASYNC110 - another graph
+                await anyio.sleep(0.02)
+            await second.shutdown()
+    assert sorted(calls) == ["charge", "email"]  # each once, over two deliveries
+    assert await second.state.get("done") == {"charge": "CHARGE", "email": "EMAIL"}
