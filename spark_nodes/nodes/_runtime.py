@@ -144,7 +144,7 @@ class NodeRuntime(WorkerLoop):
         self.commit: Commit | None = Commit() if self.durable is not None else None
         self.commit_handled: list[bool] = [] if self.durable is not None else _NO_FLAGS
         self.result_index: int | None = None
-        self.step_written: set[str] = set()
+        self.step_written: set[str] | None = None  # made by the first step (10k nodes: 2 MiB)
         self.hands: list[Hand] = []
         self.bail: Any = None
         self.slow_process = False

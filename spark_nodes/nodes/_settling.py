@@ -62,8 +62,9 @@ class Settling(Forwarding):
     commit: Commit | None
     commit_handled: list[bool]
     result_index: int | None
-    step_written: set[str]
-    """Ids of the messages whose steps this node stored, until they settle (Redis)."""
+    step_written: set[str] | None
+    """Ids of the messages whose steps this node stored, until they settle (Redis);
+    ``None`` until the node's first step."""
     stopping: bool
     forwarded: int
     processed: int
@@ -254,6 +255,7 @@ class Settling(Forwarding):
         A message whose lease was lost keeps them: its new holder needs them.
         """
         written = self.step_written
+        assert written is not None
         store = self.run.step_store
         if store is None:
             written.clear()
@@ -406,7 +408,8 @@ class Settling(Forwarding):
         if self.commit:
             await self.settle_commit()  # its place in the order: after what came before
         # Its steps stay stored (for their retention): a replay of it does not repeat them.
-        self.step_written.discard(message.id)
+        if self.step_written:
+            self.step_written.discard(message.id)
         details = {k: v for k, v in record.items() if k not in {"phase", "error"}}
         try:
             await durable.dead_letter(

@@ -245,7 +245,11 @@ class ExecutionContext:
         runtime = runtime_of(self.node)
         store = written = None
         if runtime is not None:
-            store, written = runtime.run.step_store, runtime.step_written
+            store = runtime.run.step_store
+            if store is not None:
+                written = runtime.step_written
+                if written is None:
+                    written = runtime.step_written = set()
         return await run_step(self, store, written, (name, fn, args, kwargs))
 
     def emit(self, content: Any) -> None:
