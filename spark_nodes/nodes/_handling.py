@@ -555,6 +555,8 @@ class Handling(Settling):
         self.processed += 1
         if message.raw_ack is not None:
             await self.ack(message)
+            if self.step_written:  # acked outside a commit: its steps go now
+                await self.forget_steps([message], [True])
         self.message_done()
         self.run.request_stop("stopped", f"{node.id}: {control.stop}")
 

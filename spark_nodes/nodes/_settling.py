@@ -228,7 +228,7 @@ class Settling(Forwarding):
         self.result_index = None
         committed = await self._commit_until_reachable(batch)
         if self.step_written:
-            await self._forget_steps(batch.messages, committed)
+            await self.forget_steps(batch.messages, committed)
         lost = 0
         for done, sends, was_handled in zip(committed, batch.sends, handled, strict=True):
             if done:
@@ -249,7 +249,7 @@ class Settling(Forwarding):
                 "raise visibility_timeout if handling is this slow",
             )
 
-    async def _forget_steps(self, messages: list[ChannelMessage], committed: list[bool]) -> None:
+    async def forget_steps(self, messages: list[ChannelMessage], committed: list[bool]) -> None:
         """Delete the stored steps of committed messages, soon.
 
         A message whose lease was lost keeps them: its new holder needs them.
