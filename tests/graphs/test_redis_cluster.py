@@ -134,10 +134,20 @@ async def test_find_mailboxes_lists_the_graphs_of_every_master(
                 await channel.send(ChannelMessage("hello"))
         found = await find_mailboxes(client, namespace)
         assert sorted(found) == sorted(f"{namespace}:{{{name}}}:box" for name in names)
-        # By hash tag: only that master is scanned, and only that graph's are listed.
+        # By hash tag: only that graph's are listed, and only its master is scanned.
+        scanned: list[Any] = []
+        scan = client.scan
+
+        async def recording_scan(*args: Any, **kwargs: Any) -> Any:
+            scanned.append(kwargs.get("target_nodes"))
+            return await scan(*args, **kwargs)
+
+        client.scan = recording_scan  # type: ignore[method-assign]
         assert await find_mailboxes(client, namespace, tag=names[1]) == [
             f"{namespace}:{{{names[1]}}}:box"
         ]
+        assert scanned, "nothing was scanned"
+        assert {node.port for node in scanned} == {redis_cluster.nodes[1].port}
     finally:
         await client.aclose()
 
