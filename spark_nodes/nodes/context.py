@@ -75,8 +75,8 @@ class ExecutionContext:
         emitted: The storage behind ``outputs``: ``None`` until :meth:`emit` is called.
         control: What this call asked of the run (goto, stop, cancel, hold, release), or
             ``None``; the worker loop carries it out when ``process`` returns.
-        step_names: The names of the steps this attempt ran (:meth:`step`); unset until
-            the first.
+        step_names: The message and the names of the steps this attempt ran at it
+            (:meth:`step`); unset until the first.
     """
 
     __slots__ = (
@@ -90,7 +90,7 @@ class ExecutionContext:
         "step_names",
     )
 
-    step_names: set[str] | None
+    step_names: tuple[object, set[str]] | None
 
     def __init__(
         self,

@@ -71,15 +71,17 @@ class StepResults:
 
     Attributes:
         node_id: The node whose steps these are (a message forwarded as it is keeps it).
+        owner: The channel message they belong to (the inputs object is reused).
         results: Encoded results by step name.
         loaded: Whether the store was read for this message (once per delivery).
         lock: Held while the store is read, so concurrent steps read it once.
     """
 
-    __slots__ = ("loaded", "lock", "node_id", "results")
+    __slots__ = ("loaded", "lock", "node_id", "owner", "results")
 
-    def __init__(self, node_id: str) -> None:
+    def __init__(self, node_id: str, owner: object) -> None:
         self.node_id = node_id
+        self.owner = owner
         self.results: dict[str, bytes] = {}
         self.loaded = False
         self.lock = anyio.Lock()
@@ -111,21 +113,25 @@ async def run_step(
     if not callable(fn):
         raise TypeError(f"step {name!r}: fn must be callable, not {type(fn).__name__}")
     node_id = context.node.id
-    names: set[str] | None = getattr(context, "step_names", None)  # unset: no step yet
-    if names is None:
-        names = context.step_names = set()
+    message = context.message
+    inputs = context.inputs
+    # The worker loop reuses a context and its inputs for the next message when nothing
+    # kept them: what they hold of an earlier message's steps is not this one's.
+    owner: object = message if message is not None else inputs
+    used = getattr(context, "step_names", None)  # unset: no step yet
+    if used is None or used[0] is not owner:
+        used = context.step_names = (owner, set())
+    names = used[1]
     if name in names:
         raise ValueError(
             f"step {name!r} ran already in this call of {node_id!r}.process: give each "
             f"step of a message its own name (say, {name + '-2'!r})"
         )
     names.add(name)
-    inputs = context.inputs
     steps: StepResults | None = getattr(inputs, "steps", None)
-    if steps is None or steps.node_id != node_id:
-        steps = StepResults(node_id)
+    if steps is None or steps.node_id != node_id or steps.owner is not owner:
+        steps = StepResults(node_id, owner)
         inputs.steps = steps
-    message = context.message
     message_id = message.id if message is not None else inputs.id
     key = store.key(node_id, message_id) if store is not None else ""
     if store is not None and not steps.loaded:

@@ -107,6 +107,22 @@ async def test_each_message_has_its_own_steps() -> None:
     assert sorted(r["amount"] for r in sink.seen) == [1, 2, 3]
 
 
+async def test_messages_handled_one_after_another_each_run_their_own_steps() -> None:
+    # No failure: the worker loop's fast path reuses one context (and its inputs) for the
+    # next message; the earlier message's steps must not carry over.
+    calls = Calls()
+    node, sink = ChargeThenFail(calls, failures=0, id="pay"), Collect(id="sink")
+    node >> sink
+    graph = Graph(start=node)
+    with anyio.fail_after(10):
+        async with graph.open_run(Task(type=TaskType.LONG_RUNNING)) as running:
+            for amount in range(5):
+                await running.send("pay", amount)
+            await running.wait_idle()
+    assert calls.calls == [0, 1, 2, 3, 4]
+    assert [r["amount"] for r in sink.seen] == [0, 1, 2, 3, 4]
+
+
 async def test_an_async_step_function_is_awaited_and_its_result_reads_back_as_msgpack() -> None:
     calls = Calls()
 
