@@ -255,11 +255,9 @@ class Settling(Forwarding):
         A message whose lease was lost keeps them: its new holder needs them.
         """
         written = self.step_written
-        assert written is not None
         store = self.run.step_store
-        if store is None:
-            written.clear()
-            return
+        assert written is not None
+        assert store is not None  # only a store fills ``written``
         for message, done in zip(messages, committed, strict=True):
             ident = message.id
             if ident in written:

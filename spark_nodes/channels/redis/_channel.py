@@ -26,7 +26,13 @@ from spark_nodes.channels.redis._layout import (
     hash_tag,
     stream_key,
 )
-from spark_nodes.channels.redis._leases import Lease, LeaseBook, settle, settle_nowait
+from spark_nodes.channels.redis._leases import (
+    Lease,
+    LeaseBook,
+    lease_or_none,
+    settle,
+    settle_nowait,
+)
 from spark_nodes.channels.redis._outbox import Outbox
 from spark_nodes.channels.redis._reader import Reader
 from spark_nodes.channels.redis._scripts import Scripts
@@ -424,10 +430,9 @@ class RedisChannel(BaseChannel):
             ChannelUnavailable: See :meth:`receive`.
         """
         buffer = self._reader.buffer
-        self._reader.drop_stale()
         while not buffer:
             await self._fill()
-        taken = self.take_nowait(limit)
+        taken = self.take_nowait(limit)  # (drops stale messages; receive() does too)
         if taken:
             return taken
         taken = [await self.receive()]
@@ -460,7 +465,7 @@ class RedisChannel(BaseChannel):
         counts; the others' does not, if they are released (see :meth:`release_buffered`).
         """
         for message in messages[started:]:
-            lease = _lease_or_none(message)
+            lease = lease_or_none(message)
             if lease is not None:
                 lease.handed_out = False
         self._reader.buffer.extendleft(reversed(messages))
@@ -883,15 +888,8 @@ class RedisChannel(BaseChannel):
         )
 
 
-def _lease_or_none(message: ChannelMessage) -> Lease | None:
-    ack = message.raw_ack
-    if isinstance(ack, OnceAck):
-        ack = ack.callback
-    return ack if isinstance(ack, Lease) else None
-
-
 def _hand_out(message: ChannelMessage) -> None:
     """Mark a message's lease as taken by a handler: its delivery counts from now on."""
-    lease = _lease_or_none(message)
+    lease = lease_or_none(message)
     if lease is not None:
         lease.handed_out = True

@@ -22,7 +22,7 @@ from spark_nodes.errors import ChannelUnavailable, LeaseLost
 if TYPE_CHECKING:
     from spark_nodes.channels.redis._channel import RedisChannel
 
-__all__ = ["Lease", "LeaseBook", "settle", "settle_nowait"]
+__all__ = ["Lease", "LeaseBook", "lease_or_none", "settle", "settle_nowait"]
 
 ReadAlong = Callable[[], bool]
 """Whether a settling call should read the next entries in the same round trip."""
@@ -428,6 +428,14 @@ async def settle(message: ChannelMessage) -> None:
     else:
         assert ack is not None
         message.raw_ack = OnceAck.already_done(ack)
+
+
+def lease_or_none(message: ChannelMessage) -> Lease | None:
+    """The lease of a received message (behind an observer's wrapper), or ``None``."""
+    ack = message.raw_ack
+    if isinstance(ack, OnceAck):
+        ack = ack.callback
+    return ack if isinstance(ack, Lease) else None
 
 
 def lease_words(leases: Iterable[Lease]) -> bytes:

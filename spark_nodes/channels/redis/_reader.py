@@ -23,9 +23,9 @@ from redis.exceptions import ResponseError
 
 from spark_nodes._redis_client import ConnectionRetry, RedisClient, RedisPipeline, with_retries
 from spark_nodes.channels.codec import ENVELOPE_VERSION, decode, unpack_envelope
-from spark_nodes.channels.message import ChannelMessage, OnceAck, unchecked_message
+from spark_nodes.channels.message import ChannelMessage, unchecked_message
 from spark_nodes.channels.redis._layout import RELEASED_CONSUMER, MailboxKeys, Settings
-from spark_nodes.channels.redis._leases import Lease, LeaseBook, now_text
+from spark_nodes.channels.redis._leases import Lease, LeaseBook, lease_or_none, now_text
 from spark_nodes.channels.redis._scripts import Scripts
 from spark_nodes.errors import ChannelUnavailable, MessageDecodeError
 
@@ -354,14 +354,14 @@ class Reader:
             return
         limit = self._settings.visibility_ms / 1000
         now = time.monotonic()
-        head = _lease_of(buffer[0])
+        head = lease_or_none(buffer[0])
         if head is None or now - head.since <= limit:
             return
         held = self._leases.held
         kept: list[ChannelMessage] = []
         stale: list[str] = []
         for message in buffer:
-            lease = _lease_of(message)
+            lease = lease_or_none(message)
             if lease is not None and now - lease.since > limit:
                 held.pop(lease.entry, None)
                 stale.append(lease.entry.decode())
@@ -475,11 +475,3 @@ def _decode(data: bytes, lease: Lease) -> ChannelMessage:
     ):
         return decode(data, ack=lease)
     return unchecked_message(envelope["payload"], metadata, lease, shutdown, ident)
-
-
-def _lease_of(message: ChannelMessage) -> Lease | None:
-    """The lease of a buffered message (behind an observer's wrapper), or ``None``."""
-    ack = message.raw_ack
-    if isinstance(ack, OnceAck):
-        ack = ack.callback
-    return ack if isinstance(ack, Lease) else None
