@@ -6,7 +6,9 @@ LONG_RUNNING graph of default ``go()`` loops fed with ``graph.send`` and drained
 ``graph.shutdown()``, twice: with nodes whose ``process`` is a plain ``def``, and with the
 same nodes as ``async def process`` (no awaits inside: the figure is the cost of driving a
 coroutine per message). Each repeat runs the three cases one after the other; the best run
-of each counts.
+of each counts. A fourth case puts a ``CountWindow(size=100)`` in place of the middle
+identity node (the last node counts the windows' items), against the identity pipeline of
+the same run.
 
 Request/response: ``graph.invoke`` one input at a time through the same three stages,
 against a hand-written request/reply over three ``asyncio.Queue`` stages (each request
@@ -33,7 +35,15 @@ from typing import Any
 import anyio
 
 from benchmarks._report import Result, Target
-from spark_nodes import ExecutionContext, Graph, MetricsObserver, Node, Task, TaskType
+from spark_nodes import (
+    CountWindow,
+    ExecutionContext,
+    Graph,
+    MetricsObserver,
+    Node,
+    Task,
+    TaskType,
+)
 
 
 async def _raw_pipeline(n: int) -> float:
@@ -117,6 +127,31 @@ async def _graph_pipeline(n: int, *, asynchronous: bool = False, metered: bool =
         assert timing is not None
         assert timing.count > 0
         assert stats.edges["second->count"].sent == n
+    return elapsed
+
+
+class _CountItems(Node):
+    def process(self, context: ExecutionContext) -> None:
+        self.state["count"] = self.state.get("count", 0) + len(context.inputs.content["items"])
+
+
+async def _window_pipeline(n: int) -> float:
+    """Time ``n`` messages through identity >> CountWindow(size=100) >> count of the items."""
+    first, window, counter = _Identity(id="first"), CountWindow(100, id="window"), _CountItems()
+    first >> window >> counter
+    graph = Graph(start=first)
+
+    async def feed() -> None:
+        for i in range(n):
+            await graph.send(first, {"i": i})
+        await graph.shutdown()
+
+    start = time.perf_counter()
+    async with anyio.create_task_group() as group:
+        group.start_soon(feed)
+        await graph.run(Task(type=TaskType.LONG_RUNNING))
+    elapsed = time.perf_counter() - start
+    assert counter.state["count"] == n  # the last, partial window flushed at shutdown
     return elapsed
 
 
@@ -206,13 +241,14 @@ def _scale(length: int) -> dict[str, float]:
 def run(*, n: int = 200_000, repeats: int = 5, round_trips: int = 0) -> list[Result]:
     """Run the graph benchmarks and return one result per figure."""
     del round_trips
-    raw = sync = asynchronous = metered = raw_requests = invokes = float("inf")
+    raw = sync = asynchronous = metered = windowed = raw_requests = invokes = float("inf")
     requests = max(1, n // 40)
     for _ in range(repeats):
         raw = min(raw, _best(_raw_pipeline, n))
         sync = min(sync, _best(_graph_pipeline, n))
         metered = min(metered, _best(_graph_pipeline, n, metered=True))
         asynchronous = min(asynchronous, _best(_graph_pipeline, n, asynchronous=True))
+        windowed = min(windowed, _best(_window_pipeline, n))
         raw_requests = min(raw_requests, _best(_raw_requests, requests))
         invokes = min(invokes, _best(_graph_invokes, requests))
     scale = min((_scale(10_000) for _ in range(3)), key=lambda figures: figures["total"])
@@ -236,6 +272,12 @@ def run(*, n: int = 200_000, repeats: int = 5, round_trips: int = 0) -> list[Res
             n / asynchronous * 1e-3,
             "k msg/s",
             Target(raw_rate, None, "raw pipeline", min_ratio=0.5),
+        ),
+        Result(
+            "same, sync process, a CountWindow(size=100) as the middle node",
+            n / windowed * 1e-3,
+            "k msg/s",
+            Target(n / sync * 1e-3, None, "identity middle node", min_ratio=0.8),
         ),
         Result("raw request/reply through 3 queue stages", raw_requests / requests * 1e6, "us"),
         Result(

@@ -25,8 +25,10 @@ __all__ = [
     "GraphCancelled",
     "GraphFailed",
     "GraphNotRunning",
+    "InvalidEventTime",
     "InvokeFailed",
     "InvokeTimeout",
+    "LateEvent",
     "LeaseLost",
     "MessageDecodeError",
     "MessageEncodeError",
@@ -132,6 +134,39 @@ class NonRetriableError(SparkNodesError):
     The message is dead-lettered at once, whatever the node's ``RetryPolicy`` allows (a
     declined card, an invalid order). Subclass it for your own such errors, or raise it
     ``from`` the cause.
+    """
+
+
+class LateEvent(NonRetriableError):
+    """An event came after every window it belongs to had closed (event time).
+
+    Raised by ``TimeWindow.process`` when the event's time is so far behind the
+    watermark (the latest event time seen, less ``allowed_lateness``) that its last window
+    has been emitted already. Not retried: the message is dead-lettered at once, with this
+    error, so nothing is dropped silently.
+
+    Attributes:
+        event_time: The event's time, epoch seconds.
+        watermark: The watermark when it came.
+        window_end: The end of the last window it belonged to (at most ``watermark``).
+    """
+
+    def __init__(
+        self, message: str, *, event_time: float, watermark: float, window_end: float
+    ) -> None:
+        super().__init__(message)
+        self.event_time = event_time
+        self.watermark = watermark
+        self.window_end = window_end
+
+
+class InvalidEventTime(NonRetriableError, ValueError):
+    """A message has no usable event time (event time).
+
+    Raised by ``TimeWindow.process`` when the content is not a mapping, lacks the
+    ``time_field`` field, or holds something there that is not epoch seconds (an int or a
+    finite float) or a timezone-aware ``datetime``. Not retried: the message is
+    dead-lettered at once. Subclasses :class:`ValueError`.
     """
 
 

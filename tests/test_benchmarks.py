@@ -21,6 +21,10 @@ def test_the_graph_pipeline_of_async_def_nodes_runs_and_counts_everything() -> N
     assert graphs._best(graphs._graph_pipeline, 1_000, asynchronous=True) > 0
 
 
+def test_the_window_pipeline_runs_and_counts_every_item_of_every_window() -> None:
+    assert graphs._best(graphs._window_pipeline, 1_050) > 0  # (the last window flushed)
+
+
 def test_the_redis_benchmark_runs_on_a_private_server_at_a_tiny_size() -> None:
     results = redis.run(n=2_000, repeats=1, round_trips=50)
     assert [r.value > 0 for r in results] == [True] * 4

@@ -32,7 +32,7 @@ _log = structlog.get_logger("spark_nodes")
 # What recording a distributed shutdown entry found (see _redis_backend.RECORD), and
 # whether a node could finish (FINISH).
 _LEASE_LOST, _EARLIER_RUN, _CLOSING = -1, 0, 2
-_NOT_YET = 0
+_NOT_YET, _FINISHED, _RUN_OVER, _PENDING, _READY = 0, 1, 2, 3, 4
 _RENEWALS_PER_VISIBILITY_TIMEOUT: Final = 3
 _CYCLE_POLL: Final = 0.1  # seconds between looks at a cycle waiting to end (one script call)
 
@@ -135,11 +135,24 @@ class Distribution:
         node_id = runtime.node.id
         mailbox = self.mailbox(node_id)
         successors = [self.mailbox(s) for s in self.topology.drain_successors(node_id)]
-        status = await self.backend.try_finish(
-            mailbox, node_id=node_id, epoch=self.epoch, successors=successors,
-            nodes=len(self.topology.nodes),
+        finish = partial(
+            self.backend.try_finish, mailbox, node_id=node_id, epoch=self.epoch,
+            successors=successors, nodes=len(self.topology.nodes),
         )  # fmt: skip
-        if status != _NOT_YET:
+        if runtime.drains_itself and runtime.quiet():
+            # Its on_drained goes first, here: what it forwards must reach the successors
+            # before its shutdown, and the messages it holds (a window's) keep the node
+            # from finishing until it has flushed them.
+            held = runtime.node.held
+            if not runtime.drained_early or held:
+                status = await finish(look_only=True)
+                if status == _READY or (status == _PENDING and held):
+                    await runtime.drain_early()
+                elif status in {_FINISHED, _RUN_OVER}:
+                    mailbox.mark_closed_remotely()
+                    return
+        status = await finish()
+        if status in {_FINISHED, _RUN_OVER}:
             mailbox.mark_closed_remotely()  # finished (or the whole run is over): stop reading
 
     async def end_quiet_cycles(self) -> None:

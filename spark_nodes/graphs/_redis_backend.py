@@ -107,9 +107,10 @@ FINISH: Final = """
 -- Finish a closing node once nothing sent before its shutdown is still pending: mark it
 -- finished, close its mailbox, send its shutdown on. The last node to finish ends the run.
 -- KEYS[1] graph hash, KEYS[2] node stream, KEYS[3] node's closed key; then per successor:
--- stream, stats. ARGV[1] group, ARGV[2] epoch, ARGV[3] node, ARGV[4] number of nodes;
--- then per successor: the shutdown envelope.
--- Returns 0 not yet, 1 finished (now or before), 2 that run is over.
+-- stream, stats. ARGV[1] group, ARGV[2] epoch, ARGV[3] node, ARGV[4] number of nodes,
+-- ARGV[5] '1' to look only (not finish); then per successor: the shutdown envelope.
+-- Returns 0 not closing yet, 1 finished (now or before), 2 that run is over, 3 closing
+-- with entries pending, 4 closing with none pending (when only looking).
 redis.replicate_commands()
 local epoch = ARGV[2]
 if (redis.call('HGET', KEYS[1], 'epoch') or '0') ~= epoch then return 2 end
@@ -117,11 +118,12 @@ if redis.call('HEXISTS', KEYS[1], 'finished:' .. epoch .. ':' .. ARGV[3]) == 1 t
 local closing = redis.call('HGET', KEYS[1], 'closing:' .. epoch .. ':' .. ARGV[3])
 if not closing then return 0 end
 local pending = redis.pcall('XPENDING', KEYS[2], ARGV[1], '-', '(' .. closing, 1)
-if not pending.err and #pending > 0 then return 0 end  -- no group: nothing is pending
+if not pending.err and #pending > 0 then return 3 end  -- no group: nothing is pending
+if ARGV[5] == '1' then return 4 end
 redis.call('HSET', KEYS[1], 'finished:' .. epoch .. ':' .. ARGV[3], '1')
 redis.call('SET', KEYS[3], epoch)
-for j = 5, #ARGV do
-  local k = 4 + 2 * (j - 5)
+for j = 6, #ARGV do
+  local k = 4 + 2 * (j - 6)
   redis.call('XADD', KEYS[k], '*', 'm', ARGV[j])
   redis.call('HINCRBY', KEYS[k + 1], 'sent', 1)
 end
@@ -335,14 +337,17 @@ class RedisBackend:
         epoch: int,
         successors: list[RedisChannel],
         nodes: int,
+        look_only: bool = False,
     ) -> int:
         """Finish ``node_id`` if it is closing and drained (see ``FINISH``).
+
+        ``look_only``: say whether it could finish (4) without finishing it.
 
         Raises:
             ChannelUnavailable: Redis could not be reached within the retries.
         """
         keys = [self.hash_key, mailbox.key, mailbox.keys.closed]
-        args: list[Any] = [mailbox.group, epoch, node_id, nodes]
+        args: list[Any] = [mailbox.group, epoch, node_id, nodes, "1" if look_only else "0"]
         for successor in successors:
             keys += (successor.key, successor.keys.stats)
             args.append(encode(self.shutdown_message(node_id, epoch)))

@@ -13,28 +13,47 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import sys
 import time
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 import structlog
 
-from spark_nodes.channels import BaseChannel, ChannelClosed, ChannelMessage, InMemoryChannel
+from spark_nodes.channels import (
+    BaseChannel,
+    ChannelClosed,
+    ChannelFull,
+    ChannelMessage,
+    InMemoryChannel,
+)
 from spark_nodes.channels.mailbox import is_restorable
-from spark_nodes.errors import GraphCancelled, GraphFailed
+from spark_nodes.errors import GraphCancelled, GraphFailed, WiringError
 from spark_nodes.graphs._distributed import Distribution
 from spark_nodes.graphs._spawn import Spawner, open_spawner
+from spark_nodes.graphs._ticking import (
+    LOOKS_PER_LEASE,
+    MemoryLedger,
+    RedisLedger,
+    TickLedger,
+    run_ticker,
+)
 from spark_nodes.graphs.result import GraphResult, StopReason
 from spark_nodes.nodes import Node, NodeMessage
+from spark_nodes.nodes._loop import TIMERS_FIRED
 from spark_nodes.nodes._runtime import CYCLE_QUIET, SHUTDOWN_EXTERNAL, NodeRuntime
 from spark_nodes.nodes._supervision import ON_STOP_TIMEOUT, supervise
 from spark_nodes.nodes._watch import TraceWatch
 from spark_nodes.nodes.message import channel_message_of
 from spark_nodes.nodes.observing import ObserverRegistry
 from spark_nodes.nodes.steps import StepStore
+from spark_nodes.nodes.timers import Ticker
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -129,6 +148,9 @@ class Run:
         self._timers: list[tuple[float, int, Callable[[], Awaitable[None]]]] = []
         self._timer_order = itertools.count()
         self._timer_wake: anyio.Event | None = None
+        # Messages scheduled in memory (context.schedule) and not sent yet, by number:
+        # (the target's runtime, the message, the runtime of the node that scheduled it).
+        self._scheduled: dict[int, tuple[NodeRuntime, ChannelMessage, NodeRuntime]] = {}
 
     # -- RunContext ---------------------------------------------------------------------
 
@@ -203,8 +225,8 @@ class Run:
                 self._idle_waiters.remove(idle)
 
     def _quiet(self) -> bool:
-        """Whether no message is left: every mailbox empty, nothing in hand or staged."""
-        return all(runtime.quiet() for runtime in self.runtimes.values())
+        """Whether no message is left: mailboxes empty, nothing in hand, staged, scheduled."""
+        return not self._scheduled and all(runtime.quiet() for runtime in self.runtimes.values())
 
     def _wake_idle_waiters(self) -> None:
         waiters, self._idle_waiters = self._idle_waiters, []
@@ -271,6 +293,97 @@ class Run:
         elif self._outer is not None:
             self._timer_wake = anyio.Event()
             self._outer.start_soon(self._run_timers)
+
+    async def schedule(
+        self,
+        runtime: NodeRuntime,
+        target: Node | str,
+        message: ChannelMessage,
+        delay: float,
+        once: str,
+    ) -> None:
+        """Send ``message`` to ``target`` in ``delay`` seconds (``context.schedule``).
+
+        On Redis it goes to the target's delayed set now, ``once`` its idempotency key; in
+        memory a timer of the run sends it (see :meth:`_send_scheduled`).
+
+        Raises:
+            WiringError: ``target`` is not a node of the graph.
+        """
+        node_id = target if isinstance(target, str) else target.id
+        node = self.topology.by_id.get(node_id)
+        if node is None or (not isinstance(target, str) and node is not target):
+            raise WiringError(f"schedule: {target!r} is not a node of graph {self.graph.name!r}")
+        if self.distribution is not None:
+            mailbox = self.distribution.mailbox(node_id)
+            message.metadata.setdefault("idempotency_key", once)
+            await mailbox.send(message, delay=delay)
+            return
+        number = next(self._timer_order)
+        self._scheduled[number] = (self.runtimes[node_id], message, runtime)
+        self.in_flight += 1
+        runtime.timers += 1
+        self.call_later(delay, lambda: self._send_scheduled(number))
+
+    async def _send_scheduled(self, number: int) -> None:
+        """Put a scheduled message into its mailbox; maybe let its scheduler drain now."""
+        if self._spawn is None:
+            return  # the loops have ended: the run's end puts it in its mailbox
+        scheduled = self._scheduled.pop(number, None)
+        if scheduled is None:
+            return
+        target, message, scheduler = scheduled
+        try:
+            if not target.mailbox.offer(message):
+                await target.node.mailbox.send(message)
+        except ChannelClosed as error:  # the target has ended: kept as a dead letter
+            self.in_flight -= 1
+            await target.dead_letter(message, error, "schedule")
+        finally:
+            scheduler.timers -= 1
+            if scheduler.may_drain() and self._outer is not None:
+                self._outer.start_soon(partial(_send_shutdown, scheduler.node, source=TIMERS_FIRED))
+
+    async def _keep_scheduled(self) -> None:
+        """The run ends: put the messages not due yet into their mailboxes (kept, early)."""
+        scheduled, self._scheduled = self._scheduled, {}
+        for target, message, scheduler in scheduled.values():
+            scheduler.timers -= 1
+            try:
+                target.node.mailbox.send_nowait(message)
+            except (ChannelFull, ChannelClosed) as error:  # the dead-letter channel keeps it
+                await target.dead_letter(message, error, "schedule")
+        if scheduled:
+            _log.info("scheduled messages not due yet put in their mailboxes",
+                      graph=self.graph.name, count=len(scheduled))  # fmt: skip
+
+    def _start_tickers(self, outer: TaskGroup) -> None:
+        """Start a task sending the ticks of each ticker the run hosts."""
+        for runtime in self.runtimes.values():
+            ticker = runtime.node
+            if not isinstance(ticker, Ticker):
+                continue
+            ledger: TickLedger
+            if self.distribution is not None:
+                backend = self.distribution.backend
+                mailbox = self.distribution.mailbox(ticker.id)
+                lease = mailbox.visibility_timeout  # a takeover waits as long as a reclaim
+                prefix = f"{backend.namespace}:{{{backend.graph}}}#"
+                run = (backend.hash_key, self.distribution.epoch)
+                ledger = RedisLedger(backend.redis, prefix=prefix, node_id=ticker.id,
+                                     lease=lease, retry=backend.retry, run=run)  # fmt: skip
+                outer.start_soon(partial(run_ticker, runtime, ledger, mailbox.send,
+                                         look_every=lease / LOOKS_PER_LEASE))  # fmt: skip
+            else:
+                # Nothing to renew: it sleeps until the next tick (its task ends with the run).
+                outer.start_soon(partial(
+                    run_ticker, runtime, MemoryLedger(ticker), partial(self._tick, runtime),
+                    clock=_loop_wall_clock(), look_every=math.inf))  # fmt: skip
+
+    async def _tick(self, runtime: NodeRuntime, message: ChannelMessage) -> None:
+        self.in_flight += 1
+        if not runtime.mailbox.offer(message):
+            await runtime.node.mailbox.send(message)
 
     async def _run_timers(self) -> None:
         timers = self._timers
@@ -401,6 +514,8 @@ class Run:
             for watch in self.watches.values():
                 watch.end(f"the run ended ({why})")  # also when cancelled from outside
             self._wake_idle_waiters()
+            with anyio.CancelScope(shield=True):
+                await self._keep_scheduled()
             with anyio.CancelScope(shield=True), anyio.move_on_after(ON_STOP_TIMEOUT):
                 await self._stop_nodes()
             if self.distribution is not None:  # stats: the final figures (shielded, bounded)
@@ -473,6 +588,7 @@ class Run:
                 outer.start_soon(self._shut_down_when_idle, self.task.idle_timeout)
             if self.task.checkpoint_every is not None:
                 outer.start_soon(self._checkpoint_every, self.task.checkpoint_every)
+            self._start_tickers(outer)
             with anyio.CancelScope() as workers:
                 self._workers = workers
                 try:
@@ -549,7 +665,7 @@ class Run:
             if not node.mailbox.empty():
                 runtime.on_arrival()  # a crashed worker left messages behind
             return  # idle: the next arrival starts a worker
-        if runtime.draining:
+        if runtime.draining and not runtime.drained_early:
             try:
                 await runtime.drained()  # its outputs go before the shutdown passes on
             except Exception:  # logged; the shutdown still goes on
@@ -645,6 +761,24 @@ class Run:
             if count:
                 left[node_id] = count
         return left
+
+
+# Per event loop, the epoch seconds at one instant of its clock (see _loop_wall_clock).
+_clock_anchors: weakref.WeakKeyDictionary[object, tuple[float, float]] = weakref.WeakKeyDictionary()
+
+
+def _loop_wall_clock() -> Callable[[], float]:
+    """Epoch seconds as the event loop's clock tells them (virtual in tests: ticks follow).
+
+    Anchored once per event loop, so that the runs of one loop agree on the time: a
+    virtual minute between two runs is a minute to a ticker's catch-up too.
+    """
+    loop = anyio.lowlevel.current_token().native_token
+    anchor = _clock_anchors.get(loop)
+    if anchor is None:
+        anchor = _clock_anchors[loop] = (time.time(), anyio.current_time())
+    wall, at = anchor
+    return lambda: wall + anyio.current_time() - at
 
 
 async def _send_shutdown(node: Node, *, source: str | None) -> bool:

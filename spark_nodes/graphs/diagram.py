@@ -23,6 +23,9 @@ How things are drawn, in Mermaid and DOT alike:
   (a value that is not a plain word shows as its repr: ``code='404'``), ``otherwise`` for
   ``otherwise()``, a function's ``__name__`` (``lambda`` for a lambda, the class name for
   another callable), followed by ``· priority N`` when the priority is not 0.
+- **Error edges** (``a.on_error() >> h``, named ``"a-!>h"``) are dashed (dotted in
+  Mermaid, ``-.->``; red in DOT) and labelled ``error`` (``error · dead letter`` for
+  ``on_error(dead_letter=True)``): only the messages ``a`` gives up on take them.
 - **Counts**, with a :class:`~spark_nodes.graphs.stats.GraphStats`: a node's label gains
   ``in <received> · done <processed> · dlq <dead-lettered> · depth <mailbox depth>``, an
   edge's label ``sent <n>``. A node or edge the stats do not have gets no counts. Edges
@@ -49,7 +52,8 @@ The JSON document (``to_json``) holds the same facts as plain data::
           "name": "parse->refund",          # as in metadata["edge"] and GraphStats.edges
           "source": "parse",
           "target": "refund",
-          "condition": "kind=refund",       # the label drawn, or null if unconditional
+          "condition": "kind=refund",       # the label drawn ("error" for an error edge),
+                                            # or null if unconditional
           "priority": 0,                    # otherwise() edges: OTHERWISE_PRIORITY, -2**63
           "back_edge": false,               # closes a cycle (drawn dashed)
           "sent": 1, "rate": 0.0            # with stats: EdgeStats' sent and rate
@@ -73,7 +77,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from spark_nodes.graphs._topology import Topology
-from spark_nodes.nodes import Edge, Equals, JoinNode, Node, Otherwise
+from spark_nodes.nodes import Edge, Equals, ErrorRoute, JoinNode, Node, Otherwise
 from spark_nodes.nodes.edges import OTHERWISE_PRIORITY
 
 if TYPE_CHECKING:
@@ -121,7 +125,7 @@ def to_mermaid(graph: Graph, stats: GraphStats | None = None) -> str:
             declare(member, _INDENT * 2)
         lines.append(f"{_INDENT}end")
     for edge in wiring.edges:
-        arrow = "-.->" if wiring.is_back_edge(edge) else "-->"
+        arrow = "-.->" if wiring.is_back_edge(edge) or edge.is_error_route else "-->"
         label_lines = wiring.edge_lines(edge)
         label = f"|{_mermaid_label(label_lines)}|" if label_lines else ""
         lines.append(f"{_INDENT}{safe[edge.source.id]} {arrow}{label} {safe[edge.target.id]}")
@@ -176,8 +180,10 @@ def to_dot(graph: Graph, stats: GraphStats | None = None) -> str:
         label_lines = wiring.edge_lines(edge)
         if label_lines:
             attributes.append(f"label={_dot_label(label_lines)}")
-        if wiring.is_back_edge(edge):
+        if wiring.is_back_edge(edge) or edge.is_error_route:
             attributes.append("style=dashed")
+        if edge.is_error_route:
+            attributes.append("color=red")
         listed = f" [{', '.join(attributes)}]" if attributes else ""
         source, target = _dot_quote(edge.source.id), _dot_quote(edge.target.id)
         lines.append(f"{_INDENT}{source} -> {target}{listed};")
@@ -335,12 +341,14 @@ class _Wiring:
 
 
 def _condition_label(edge: Edge) -> str | None:
-    """How an edge's condition reads: ``kind=refund``, ``otherwise``, ``is_big``, ``lambda``."""
+    """How an edge's condition reads: ``kind=refund``, ``otherwise``, ``error``, ``is_big``..."""
     condition = edge.condition
     if condition is None:
         return None
     if isinstance(condition, Otherwise):
         return "otherwise"
+    if isinstance(condition, ErrorRoute):
+        return "error · dead letter" if condition.dead_letter else "error"
     if isinstance(condition, Equals):
         return ", ".join(
             f"{key}={_value_label(value)}" for key, value in condition.expected.items()

@@ -17,14 +17,22 @@ from spark_nodes.channels.mailbox import DurableMailbox, Mailbox, mailbox_of
 from spark_nodes.channels.message import new_message_id, unchecked_message
 from spark_nodes.errors import StepLimitExceeded
 from spark_nodes.nodes._watch import REPLY_PREFIX, invoke_record
-from spark_nodes.nodes.edges import Edge, select_edges, sorted_edges
+from spark_nodes.nodes.edges import Edge, ErrorRoute, select_edges, sorted_edges
 from spark_nodes.nodes.message import NodeMessage
 
 if TYPE_CHECKING:
     from spark_nodes.nodes._runtime import RunContext
     from spark_nodes.nodes.node import Node
 
-__all__ = ["CORRELATION_DEPTH", "Forwarding", "Route", "Routes", "StepFailed", "steps_of"]
+__all__ = [
+    "CORRELATION_DEPTH",
+    "ErrorRoutes",
+    "Forwarding",
+    "Route",
+    "Routes",
+    "StepFailed",
+    "steps_of",
+]
 
 CORRELATION_DEPTH: Final = 16  # nested fan-outs remembered; older ids are dropped
 
@@ -105,6 +113,24 @@ class Route:
         self.stamps = False
 
 
+class ErrorRoutes:
+    """A node's error edges as routes: where the messages it gives up on go.
+
+    Attributes:
+        routes: One per target, in wiring order.
+        dead_letter: Whether such a message is dead-lettered too, after it was routed.
+        routed: Messages sent along them so far (in this run); kept here, not on every
+            node's runtime (a 10,000-node graph).
+    """
+
+    __slots__ = ("dead_letter", "routed", "routes")
+
+    def __init__(self, routes: list[Route], dead_letter: bool) -> None:
+        self.routes = routes
+        self.dead_letter = dead_letter
+        self.routed = 0
+
+
 class Routes:
     """A node's edges, made into routes once per run.
 
@@ -121,6 +147,7 @@ class Routes:
         "_goto",
         "_node",
         "edges",
+        "errors",
         "fixed",
         "metered_targets",
         "pending",
@@ -144,7 +171,14 @@ class Routes:
         """The targets whose routes stamp outputs (metered nodes; see :attr:`Route.stamps`)."""
         edges = node.edges
         # Kept small: a 10,000-node graph makes one of these per node and run.
-        if all(edge.condition is None for edge in edges):
+        plain = all(edge.condition is None for edge in edges)
+        error_edges = None
+        if not plain and any(isinstance(edge.condition, ErrorRoute) for edge in edges):
+            # No output takes an error edge: outputs route as if it were not there.
+            error_edges = [edge for edge in edges if isinstance(edge.condition, ErrorRoute)]
+            edges = [edge for edge in edges if not isinstance(edge.condition, ErrorRoute)]
+            plain = all(edge.condition is None for edge in edges)
+        if plain:
             self.edges: list[Edge] = []
             self._by_edge: dict[int, Route] = {}
             routes = [self._route(edge.name, edge.target) for edge in select_edges(edges, None)]
@@ -161,6 +195,22 @@ class Routes:
             else None
         )
         """The one route every output takes, staged in memory: the loop's inlined case."""
+        self.errors: ErrorRoutes | None = (
+            None if error_edges is None else self._error_routes(error_edges)
+        )
+        """Where the messages the node gives up on go (``a.on_error() >> h``), if anywhere."""
+
+    def _error_routes(self, edges: list[Edge]) -> ErrorRoutes:
+        if self.fixed is self.targets:  # shared to save memory; an error route's target
+            self.fixed = list(self.targets)  # must not become every output's
+        routes: list[Route] = []
+        for edge in edges:
+            if all(route.target_id != edge.target.id for route in routes):
+                routes.append(self._route(edge.name, edge.target))
+        dead_letter = any(
+            isinstance(edge.condition, ErrorRoute) and edge.condition.dead_letter for edge in edges
+        )
+        return ErrorRoutes(routes, dead_letter)
 
     def _route(self, name: str, target: Node, *, goto: bool = False) -> Route:
         channel = target.mailbox
@@ -180,6 +230,8 @@ class Routes:
     def every_route(self) -> list[Route]:
         """Every route made so far: one per edge, and per ``goto`` target."""
         routes = list(self.fixed) if self.fixed is not None else list(self._by_edge.values())
+        if self.errors is not None:
+            routes += self.errors.routes
         return routes + list((self._goto or {}).values())
 
     def sent_by_edge(self) -> dict[str, int]:

@@ -1,5 +1,8 @@
 """Handling one message the slow way: attempts, retries, dead letters, control flow.
 
+What becomes of a message that failed for good (a dead letter, or a message along the
+node's error routes) is decided in :mod:`spark_nodes.nodes._error_routes`.
+
 The worker loop handles most messages inline (see :mod:`spark_nodes.nodes._loop`); any
 message that needs an await (an ``async def process`` the loop cannot inline, a failure to
 retry, an ack, a ``goto`` or a ``stop_graph``) comes here, to :meth:`Handling.handle`.
@@ -18,10 +21,9 @@ import structlog
 
 from spark_nodes.channels import ChannelMessage
 from spark_nodes.errors import BackendUnavailable
+from spark_nodes.nodes._error_routes import ROUTED_PHASES, ErrorRouting, Followed
 from spark_nodes.nodes._forwarding import Sends, StepFailed, steps_of
-from spark_nodes.nodes._settling import Settling, type_name
 from spark_nodes.nodes._watch import REPLY_PREFIX, TraceWatch, invoke_record, is_invoke_record
-from spark_nodes.nodes.config import OnError
 from spark_nodes.nodes.context import Control, ExecutionContext
 from spark_nodes.nodes.message import NodeMessage
 from spark_nodes.nodes.observing import GraphEvent, NodeObservers, Outcome, edge_of, notify
@@ -111,7 +113,7 @@ class Hand:
         return self.taken[self.index :]
 
 
-class Handling(Settling):
+class Handling(ErrorRouting):
     """Attempts, retries, acks and dead letters of one message; a mixin of ``NodeRuntime``."""
 
     __slots__ = (
@@ -158,7 +160,10 @@ class Handling(Settling):
         first: tuple[ExecutionContext, Any] | None = None,
         failed: Exception | None = None,
     ) -> None:
-        """Handle one data message: its attempts, then its outputs and ack, or a dead letter.
+        """Handle one data message: its attempts, then its outputs and ack, or its failure.
+
+        A failure for good is dead-lettered or sent along the node's error routes (see
+        :meth:`give_up_or_route`).
 
         ``first``: attempt 1's context and what ``process`` returned, still to be awaited
         or forwarded (the loop started it inline); ``failed``: attempt 1 raised that.
@@ -200,16 +205,10 @@ class Handling(Settling):
                     replies = None
                 await self.settle_handled(message, control, sends, produced=produced)
         except StepFailed as failure:
-            outcome = "dead_letter"
             self.failed_attempts += failure.phase == "forward"
-            kept = await self.give_up(message, failure.error, failure.attempts, failure.phase)
-            error = failure.error
-            record = (self.node.id, failure.phase, type_name(error), str(error))
-            if watch is not None:
-                watch.failed(record)
-            settled["failure"] = list(record)
-            if not kept:
-                replies = None  # its lease was lost: the worker that has it now settles it
+            followed = Followed(watch, settled, replies)
+            outcome = await self.give_up_or_route(message, failure, view, followed)
+            replies = followed.replies
         if watch is not None:
             watch.settled()
         if replies is not None:
@@ -330,8 +329,9 @@ class Handling(Settling):
             except StepFailed as failure:
                 start.failed(message, sends, started if not begun else None)
                 if process_observers:
+                    final = self._final(failure.phase)
                     await self._observe_end(process_observers, message, attempt, started,
-                                            "dead_letter", error=failure.error)  # fmt: skip
+                                            final, error=failure.error)  # fmt: skip
                 failure.attempts = attempt
                 raise
             except Exception as error:  # process failing is expected: retried, dead-lettered
@@ -350,7 +350,7 @@ class Handling(Settling):
                     and policy.should_retry(attempt, error)
                 )
                 if process_observers:
-                    ended: Outcome = "retry" if retry else "dead_letter"
+                    ended: Outcome = "retry" if retry else self._final("process")
                     await self._observe_end(process_observers, message, attempt, started, ended,
                                             error=error)  # fmt: skip
                 if not retry:
@@ -370,6 +370,13 @@ class Handling(Settling):
                     process_observers, message, attempt, started, _outcome(control)
                 )
             return control, sends
+
+    def _final(self, phase: str) -> Outcome:
+        """The outcome of a failure in ``phase`` that is final: routed, or dead-lettered."""
+        errors = self.routes.errors
+        if errors is not None and not errors.dead_letter and phase in ROUTED_PHASES:
+            return "routed"
+        return "dead_letter"
 
     async def _observe_start(
         self, observers: list[Any], message: ChannelMessage, attempt: int
@@ -559,21 +566,6 @@ class Handling(Settling):
                 await self.forget_steps([message], [True])
         self.message_done()
         self.run.request_stop("stopped", f"{node.id}: {control.stop}")
-
-    async def give_up(
-        self, message: ChannelMessage, error: Exception, attempts: int, phase: str
-    ) -> bool:
-        """Dead-letter a message whose handling failed for good; stop the graph if asked.
-
-        Returns:
-            False if its lease was lost meanwhile (see :meth:`dead_letter`).
-        """
-        kept = await self.dead_letter(message, error, phase, attempts)
-        self.message_done()
-        node = self.node
-        if node.config.on_error is OnError.STOP_GRAPH:
-            self.run.request_stop("error", f"{node.id}: {type_name(error)}: {error}")
-        return kept
 
 
 def _outcome(control: Control | None) -> Outcome:

@@ -41,6 +41,10 @@ its shutdowns from outside the cycle, and no message is left on it (see the run)
 WAKE: Final = "<wake>"
 """The source of a local wake-up: a shutdown message that only makes a loop look again."""
 
+TIMERS_FIRED: Final = "<timers fired>"
+"""The source of the shutdown a node gets once the last of its timers (``context.schedule``)
+has fired, when its drain waited for them."""
+
 
 class WorkerLoop(Inline):
     """The loop of a node with the default ``go()``; a mixin of ``NodeRuntime``."""
@@ -55,6 +59,7 @@ class WorkerLoop(Inline):
         "native_mailbox",
         "pending_shutdowns",
         "shutdown_sources",
+        "timers",
     )
 
     idle: int
@@ -75,6 +80,9 @@ class WorkerLoop(Inline):
     """Whether every shutdown arrived: the loops end once the mailbox is empty."""
     hands: list[Hand]
     """The batch each running loop has in hand."""
+    timers: int
+    """Messages the node scheduled in memory (``context.schedule``) that are not sent yet:
+    the node drains only once they are."""
 
     async def serve(self, *, exit_when_idle: bool) -> None:
         """Take, handle and settle batches until the node drains or is stopped.
@@ -259,8 +267,8 @@ class WorkerLoop(Inline):
             return True
         metadata = message.raw_metadata
         source = metadata.get("source_node", SHUTDOWN_EXTERNAL) if metadata else SHUTDOWN_EXTERNAL
-        if source == WAKE:
-            return False  # only a wake-up: the caller looks at the flags again
+        if source in {WAKE, TIMERS_FIRED}:  # a wake-up makes the caller look at the flags
+            return source == TIMERS_FIRED and self.may_drain() and self._drain()
         pending = self.pending_shutdowns
         if pending is None:
             pending = self.pending_shutdowns = set(self.shutdown_sources)
@@ -277,10 +285,17 @@ class WorkerLoop(Inline):
             )
             return False
         pending.discard(source)
-        if pending:
-            if len(pending) == 1 and CYCLE_QUIET in pending:
-                self.run.closed_to_input(self)  # type: ignore[arg-type]  # the cycle drains when quiet
-            return False
+        if pending and len(pending) == 1 and CYCLE_QUIET in pending:
+            self.run.closed_to_input(self)  # type: ignore[arg-type]  # the cycle drains when quiet
+        # What it scheduled is its work in flight: then TIMERS_FIRED comes once it is sent.
+        return self.may_drain() and self._drain()
+
+    def may_drain(self) -> bool:
+        """Whether every shutdown came and every timer fired, and the node is not draining."""
+        pending = self.pending_shutdowns
+        return pending is not None and not pending and not self.timers and not self.draining
+
+    def _drain(self) -> bool:
         self.draining = True
         if self.idle:
             self.wake(self.idle)  # sibling loops blocked on the empty mailbox

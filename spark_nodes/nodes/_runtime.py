@@ -87,6 +87,23 @@ class RunContext(Protocol):
     def call_later(self, delay: float, callback: Callable[[], Awaitable[None]]) -> None:
         """Await ``callback()`` in ``delay`` seconds, unless the run has ended by then."""
 
+    async def schedule(
+        self,
+        runtime: NodeRuntime,
+        target: Node | str,
+        message: ChannelMessage,
+        delay: float,
+        once: str,
+    ) -> None:
+        """Send ``message`` to ``target`` in ``delay`` seconds (``context.schedule``).
+
+        ``runtime``: the scheduling node's; ``once`` identifies the schedule, so that a
+        redelivery's is dropped.
+
+        Raises:
+            WiringError: ``target`` (a node or its id) is not a node of the run.
+        """
+
     async def shutdown_received(self, node_id: str, message: ChannelMessage) -> None:
         """A distributed graph's shutdown entry reached a loop of node ``node_id``."""
 
@@ -108,6 +125,8 @@ class NodeRuntime(WorkerLoop):
     """
 
     __slots__ = (
+        "drained_early",
+        "drains_itself",
         "finished",
         "meter",
         "observed",
@@ -152,6 +171,9 @@ class NodeRuntime(WorkerLoop):
         self.finished = False
         self.stopping = False
         self.draining = False
+        self.timers = 0
+        self.drains_itself = type(node).on_drained is not Node.on_drained
+        self.drained_early = False
         self.active = 0
         self.loops = node.config.concurrency
         self.idle = 0
@@ -222,11 +244,15 @@ class NodeRuntime(WorkerLoop):
     async def drained(self) -> None:
         """Call ``node.on_drained()`` and forward what it returns (or yields), then deliver.
 
+        Then ack the messages the node held before and holds no more (what it flushed):
+        after their outputs are delivered, so a crash in between delivers them again.
+
         Raises:
             Exception: What ``on_drained`` raised (what it produced before is forwarded),
                 or :class:`StepFailed` if an edge condition raised on its output.
         """
         node = self.node
+        held = node.held
         trace_id = new_message_id()  # a chain of its own: no message caused it
         try:
             if inspect.isasyncgenfunction(node.on_drained):
@@ -239,6 +265,26 @@ class NodeRuntime(WorkerLoop):
         finally:
             await self.before_waiting()
             await self.tell_sends()
+            if held:
+                still = {id(message) for message in node.held}
+                for message in held:
+                    if id(message) not in still and message.ack is not None and not message.acked:
+                        await self.ack(message)
+
+    async def drain_early(self) -> None:
+        """Call ``on_drained`` before a distributed node finishes; ack what it let go.
+
+        On Redis a node finishes (and passes its shutdown on) once nothing sent to it
+        before its shutdown is pending: what ``on_drained`` forwards must go before that,
+        and the messages the node holds (an open window's) are pending until it flushes
+        them. So each process that hosts the node calls it once it has handled all it
+        took, and then acks the messages the node no longer holds.
+        """
+        self.drained_early = True
+        try:
+            await self.drained()
+        except Exception:  # logged; the shutdown still goes on
+            self.log.exception("on_drained failed")
 
     def quiet(self) -> bool:
         """Whether the node has nothing to do: mailbox empty, nothing in hand or staged."""
@@ -271,4 +317,5 @@ class NodeRuntime(WorkerLoop):
             terminal_outputs=self.terminal_outputs,
             restarts=self.restarts,
             mailbox=self.node.mailbox.statistics(),
+            error_routed=self.error_routed,
         )

@@ -31,7 +31,7 @@ from spark_nodes.state.base import RESULT_SUFFIX, unencodable_result
 if TYPE_CHECKING:
     from spark_nodes.channels.mailbox import DurableMailbox
 
-__all__ = ["Settling", "type_name"]
+__all__ = ["Settling", "failure_record", "type_name"]
 
 _log = structlog.get_logger("spark_nodes")
 
@@ -70,7 +70,8 @@ class Settling(Forwarding):
     processed: int
     dead_lettered: int
     repeats: RepeatLimiter[tuple[str, str]] | None
-    """How often each kind of dead letter was logged (made at the first one)."""
+    """How often each kind of dead letter (phase, error type) was logged, and each kind of
+    error route not taken (``"error_route"``, why); made at the first one."""
     _log: Any
     _outage: Outage | None
 
@@ -377,14 +378,7 @@ class Settling(Forwarding):
             self.log.warning("message dead-lettered", msg_id=message.id, phase=phase,
                              error_type=error_type, error=str(error), attempts=attempts,
                              held_back=held_back, log_every=self.repeats.interval)  # fmt: skip
-        record = {
-            "node": node.id,
-            "phase": phase,
-            "error_type": error_type,
-            "error": str(error),
-            "traceback": "".join(traceback.format_exception(error)),
-            "attempts": attempts,
-        }
+        record = failure_record(node.id, error, phase, attempts)
         kept = await self._dead_letter_durably(message, record)
         if kept is not None:
             return kept
@@ -426,6 +420,21 @@ class Settling(Forwarding):
             await replies.send(invoke_record(record))
         except Exception:
             self.log.exception("invoke record not written", channel=replies.name)
+
+
+def failure_record(node_id: str, error: Exception, phase: str, attempts: int) -> dict[str, Any]:
+    """Why a node gave up on a message: a dead letter's ``metadata["dead_letter"]``.
+
+    Also the first keys of what an error route delivers (a ``FailedMessage``).
+    """
+    return {
+        "node": node_id,
+        "phase": phase,
+        "error_type": type_name(error),
+        "error": str(error),
+        "traceback": "".join(traceback.format_exception(error)),
+        "attempts": attempts,
+    }
 
 
 def type_name(error: BaseException) -> str:

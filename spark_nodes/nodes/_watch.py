@@ -126,6 +126,14 @@ class TraceWatch:
         _drop_from(self.outputs, self._outputs_by, outputs, origin)
         _drop_from(self.produced, self._produced_by, produced, origin)
 
+    def routed(self, failure: Failure, routes: int, origin: object = None) -> None:
+        """A message of the trace failed for good and goes along ``routes`` error edges.
+
+        Not a failure of the trace: the error messages are followed like outputs (the
+        answer is what the handlers produce). ``origin`` as for :meth:`emitted`.
+        """
+        self.in_flight += routes
+
     def failed(self, failure: Failure) -> None:
         """A message of the trace was dead-lettered (it is settled too: see :meth:`settled`)."""
         self.failures.append(failure)

@@ -6,7 +6,8 @@ take what arrives in its mailbox, call ``process``, forward each output to the m
 of the nodes it is wired to (``a >> b``: ``b``'s mailbox, whether ``b`` is an actor too or
 not running yet) and ack each message after forwarding. A
 failing ``process`` is retried per ``config.retry``, then dead-lettered to the actor's
-dead-letter channel; the actor goes on.
+dead-letter channel (or sent along its error routes, ``a.on_error() >> handler``, to the
+handler's mailbox); the actor goes on.
 
 Talking to an actor (Pykka's two verbs):
 
@@ -28,6 +29,7 @@ requests, timers, the traces ``ask`` follows); :class:`Actor` is the user's hand
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -37,12 +39,18 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 
-from spark_nodes.channels import BaseChannel, ChannelClosed, ChannelMessage, InMemoryChannel
+from spark_nodes.channels import (
+    BaseChannel,
+    ChannelClosed,
+    ChannelFull,
+    ChannelMessage,
+    InMemoryChannel,
+)
 from spark_nodes.channels.mailbox import is_restorable
 from spark_nodes.channels.message import new_message_id
 from spark_nodes.errors import GraphCancelled, GraphFailed, InvokeFailed, InvokeTimeout, WiringError
 from spark_nodes.nodes._handling import Kind
-from spark_nodes.nodes._loop import WAKE
+from spark_nodes.nodes._loop import TIMERS_FIRED, WAKE
 from spark_nodes.nodes._runtime import SHUTDOWN_EXTERNAL, NodeRuntime
 from spark_nodes.nodes._supervision import ON_STOP_TIMEOUT, supervise
 from spark_nodes.nodes._watch import Failure, InvokeFailure, InvokeResult, TraceWatch
@@ -105,7 +113,8 @@ class Actor:
 
         Raises:
             InvokeTimeout: No answer within ``timeout`` seconds.
-            InvokeFailed: The actor dead-lettered the message.
+            InvokeFailed: The actor dead-lettered the message, or it went to the
+                actor's error routes (``on_error()``).
             RuntimeError: The actor is not running, or ended before it handled the message.
             ChannelClosed: The mailbox is closed.
         """
@@ -165,17 +174,30 @@ class _AskWatch(TraceWatch):
     are not waited for: the answer is what the actor itself produced.
     """
 
-    __slots__ = ()
+    __slots__ = ("dead_lettered", "error_routed")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.error_routed = False
+        self.dead_lettered = False
 
     def emitted(self, node_id: str, content: Any, routes: int, origin: object = None) -> None:
         """Keep an output of the asked message (the routes it took are not followed)."""
         if not self.done.is_set():
             super().emitted(node_id, content, 0, origin)
 
-    def failed(self, failure: Failure) -> None:
-        """The asked message was dead-lettered."""
+    def routed(self, failure: Failure, routes: int, origin: object = None) -> None:
+        """The asked message failed, and went to the actor's error routes: no answer."""
         if not self.done.is_set():
+            self.error_routed = True
             self.failures.append(failure)
+
+    def failed(self, failure: Failure) -> None:
+        """The asked message was dead-lettered (after its error routes, if it has any)."""
+        if not self.done.is_set():
+            self.dead_lettered = True
+            if failure not in self.failures:
+                self.failures.append(failure)
 
     def settled(self) -> None:
         """The actor handled (or dead-lettered) the asked message: the answer is known."""
@@ -217,6 +239,8 @@ class _ActorRun:
         self.cancelled_by: tuple[str, str] | None = None
         self.stop_reason: str | None = None
         self._group: TaskGroup | None = None
+        self._scheduled: dict[int, tuple[Node, ChannelMessage]] = {}  # (context.schedule)
+        self._numbers = itertools.count()
         self._workers: anyio.CancelScope | None = None
 
     # -- RunContext -----------------------------------------------------------------------
@@ -272,6 +296,43 @@ class _ActorRun:
         """Await ``callback()`` in ``delay`` seconds, unless the actor has ended by then."""
         if self._group is not None:
             self._group.start_soon(self._later, delay, callback)
+
+    async def schedule(
+        self,
+        runtime: NodeRuntime,
+        target: Node | str,
+        message: ChannelMessage,
+        delay: float,
+        once: str,
+    ) -> None:
+        """Send ``message`` to the actor (or a node it is wired to) in ``delay`` seconds.
+
+        Raises:
+            WiringError: ``target`` is neither.
+        """
+        node_id = target if isinstance(target, str) else target.id
+        node = self.node(node_id)
+        if node is None or (not isinstance(target, str) and node is not target):
+            raise WiringError(
+                f"schedule: {target!r} is neither actor {self.actor_node.id!r} nor wired to it"
+            )
+        number = next(self._numbers)
+        self._scheduled[number] = (node, message)
+        runtime.timers += 1
+
+        async def send() -> None:
+            if self._scheduled.pop(number, None) is None:
+                return  # the actor ended: it is in the mailbox already
+            try:
+                await node.mailbox.send(message)
+            finally:
+                runtime.timers -= 1
+                if runtime.may_drain():
+                    fired = ChannelMessage(None, {"source_node": TIMERS_FIRED}, is_shutdown=True)
+                    with contextlib.suppress(ChannelClosed):
+                        await self.actor_node.mailbox.send(fired)
+
+        self.call_later(delay, send)
 
     async def _later(self, delay: float, callback: Callable[[], Awaitable[None]]) -> None:
         await anyio.sleep(delay)
@@ -362,6 +423,8 @@ class _ActorRun:
                     task_status.started(self.handle)
             self.running = False
             self._group = None  # no new timers
+            with anyio.CancelScope(shield=True):
+                await self._keep_scheduled()
             if self.cancelled_by is None:
                 if runtime.draining:
                     try:
@@ -370,6 +433,19 @@ class _ActorRun:
                         _log.exception("on_drained failed", node=self.actor_node.id)
                 await self._pass_shutdown_on()
             group.cancel_scope.cancel()  # the timers left
+
+    async def _keep_scheduled(self) -> None:
+        """The loops ended: put what is scheduled and not due yet into its mailbox now."""
+        scheduled, self._scheduled = self._scheduled, {}
+        for node, message in scheduled.values():
+            self.runtime.timers -= 1
+            try:
+                node.mailbox.send_nowait(message)
+            except (ChannelFull, ChannelClosed) as error:  # the dead letters keep it
+                await self.runtime.dead_letter(message, error, "schedule")
+        if scheduled:
+            _log.info("scheduled messages not due yet put in their mailboxes",
+                      node=self.actor_node.id, count=len(scheduled))  # fmt: skip
 
     async def _supervise(self, via_go: bool) -> None:
         """Run one worker loop; restart it when it crashes, per ``config.restart``."""
@@ -532,7 +608,8 @@ async def ask(
 
     Raises:
         InvokeTimeout: No answer within ``timeout`` seconds.
-        InvokeFailed: The actor dead-lettered the message.
+        InvokeFailed: The actor dead-lettered the message, or it went to the actor's
+            error routes (``on_error()``).
         RuntimeError: ``node`` is not running as an actor, or ended before it handled the
             message.
         ChannelClosed: The mailbox is closed.
@@ -578,11 +655,14 @@ async def ask(
             failures,
             time.monotonic() - started,
         )
-        raise InvokeFailed(
-            f"{node!r} dead-lettered the asked message ({first.phase}: {first.error_type}: "
-            f"{first.error}); it is in the actor's dead letters",
-            result=result,
-        )
+        why = f"({first.phase}: {first.error_type}: {first.error})"
+        if not watch.error_routed:
+            text = f"{node!r} dead-lettered the asked message {why}"
+        else:
+            text = f"{node!r} failed on the asked message {why}; it went to its error routes"
+        if watch.dead_lettered:
+            text += "; it is in the actor's dead letters"
+        raise InvokeFailed(text, result=result)
     if run.runtime.kind in _GENERATORS:
         return contents
     if not contents:

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from spark_nodes.errors import WiringError
-from spark_nodes.nodes.message import NodeMessage
+from spark_nodes.nodes.message import NodeMessage, channel_message_of
 from spark_nodes.nodes.node import runtime_of
 from spark_nodes.nodes.steps import run_step
+from spark_nodes.nodes.timers import delay_until
 from spark_nodes.state import RESULT_SUFFIX, GraphState
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from spark_nodes.channels import ChannelMessage
     from spark_nodes.nodes.node import Node
 
 __all__ = ["ExecutionContext", "ExecutionMetadata"]
+
+_SCHEDULE: Final = "schedule:"  # the step a schedule is kept as (once per message)
+_NUMBERED: Final = _SCHEDULE + "#"  # ... when it has no key of its own: its number in the call
 
 
 class Control:
@@ -251,6 +257,71 @@ class ExecutionContext:
                 if written is None:
                     written = runtime.step_written = set()
         return await run_step(self, store, written, (name, fn, args, kwargs))
+
+    async def schedule(
+        self,
+        content: Any,
+        *,
+        delay: float | None = None,
+        at: float | datetime | None = None,
+        to: Node | str | None = None,
+        key: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        """Send ``content`` to this node (or ``to``) after ``delay`` seconds, or at ``at``.
+
+        The message is scheduled when this is called, once per message however often the
+        message is handled (a retry of ``process``, or a redelivery, schedules nothing
+        new): like :meth:`step`, of which it is one (named ``"schedule:<key>"``). It
+        starts a trace of its own; ``metadata["scheduled_by"]`` names this node.
+
+        In memory the timer runs on the event loop's clock (virtual in tests); it counts
+        as work in flight (``wait_idle`` and one-pass runs wait for it), and this node
+        drains at shutdown only once its timers have fired. A run that ends otherwise
+        (stopped, cancelled) puts the messages not due yet into their mailboxes at once,
+        so the next run has them. On Redis the message waits in the target mailbox's
+        delayed set, in Redis: it survives worker restarts, and is delivered when due
+        by whichever worker reads that mailbox.
+
+        Args:
+            content: Plain content or a :class:`NodeMessage`.
+            delay: Seconds from now (>= 0).
+            at: When: epoch seconds or a timezone-aware ``datetime``; a time in the past
+                is due at once.
+            to: The node (or its id) that gets it; this node by default.
+            key: Names this schedule among the message's others (a str): needed only
+                when the calls of ``process`` differ from one attempt to the next;
+                by default schedules are numbered in the order of the calls.
+            metadata: Metadata for the message.
+
+        Raises:
+            ValueError: Both or neither of ``delay`` and ``at``, a negative or infinite
+                delay, a naive ``at``, or a ``key`` used already in this call.
+            TypeError: ``delay``/``at``/``key``/``metadata`` of the wrong type.
+            WiringError: ``to`` is not a node of the running graph.
+            RuntimeError: The node is not running in a graph or an actor.
+            BackendUnavailable: Redis could not be reached (the message is delivered
+                again; no attempt is spent).
+        """
+        seconds = delay_until(delay, at)
+        if key is not None and (not isinstance(key, str) or not key):
+            raise TypeError(f"key must be a non-empty str, not {key!r}")
+        runtime = runtime_of(self.node)
+        if runtime is None:
+            raise RuntimeError(f"{self.node!r} is not running in a graph: it cannot schedule")
+        target = self.node if to is None else to
+        message = channel_message_of(content, metadata)
+        message.metadata["scheduled_by"] = self.node.id
+        if key is None:
+            owner = self.message if self.message is not None else self.inputs
+            used = getattr(self, "step_names", None)  # (see run_step) unset: no step yet
+            earlier = used[1] if used is not None and used[0] is owner else ()
+            name = f"{_NUMBERED}{1 + sum(n.startswith(_NUMBERED) for n in earlier)}"
+        else:
+            name = _SCHEDULE + key
+        once = f"{self.node.id}:{self.inputs.id}:{name}"  # a redelivery's is dropped (Redis)
+        send = (runtime, target, message, seconds, once)
+        await run_step(self, None, None, (name, runtime.run.schedule, send, {}))
 
     def emit(self, content: Any) -> None:
         """Add an output, besides the value ``process`` returns.

@@ -16,6 +16,7 @@ __all__ = [
     "Edge",
     "EdgeBuilder",
     "Equals",
+    "ErrorRoute",
     "Otherwise",
     "edge_ends",
     "select_edges",
@@ -48,6 +49,40 @@ class Otherwise:
 
     def __repr__(self) -> str:
         return "otherwise()"
+
+
+class ErrorRoute:
+    """The condition of an error route, ``a.on_error() >> handler``: no output takes it.
+
+    An edge with this condition is an *error edge*: outputs never take it (it never
+    matches, and the worker loop leaves it out of the routes outputs take); a message
+    the source gives up on (its retries exhausted, a ``NonRetriableError``, an edge
+    condition that raised, a successor that refused its output) goes along it instead
+    of to the dead-letter channel, as a :class:`~spark_nodes.nodes.FailedMessage`. Its
+    name is ``"{source}-!>{target}"``.
+
+    Attributes:
+        dead_letter: Whether the message is also dead-lettered, after it was routed
+            (``a.on_error(dead_letter=True)``).
+    """
+
+    __slots__ = ("dead_letter",)
+
+    def __init__(self, *, dead_letter: bool = False) -> None:
+        self.dead_letter = dead_letter
+
+    def __call__(self, output: Any) -> bool:
+        """Always False: an output never takes an error edge."""
+        return False
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ErrorRoute) and other.dead_letter == self.dead_letter
+
+    def __hash__(self) -> int:
+        return hash((ErrorRoute, self.dead_letter))
+
+    def __repr__(self) -> str:
+        return "on_error(dead_letter=True)" if self.dead_letter else "on_error()"
 
 
 class Equals:
@@ -88,13 +123,16 @@ class Edge:
     only when no other conditional edge matches. Each output reaches a given target at
     most once, whichever edges match. (Priority does not apply to unconditional edges.)
 
+    An *error edge* (``a.on_error() >> h``, its condition an :class:`ErrorRoute`) is
+    taken by no output: only by the messages its source gives up on.
+
     Attributes:
         source: The node whose outputs travel along the edge.
         target: The node whose mailbox receives them.
         condition: ``None`` (always taken) or a predicate on the output content.
         priority: The tier; higher tiers are tried first.
-        name: ``"{source.id}->{target.id}"``; forwarded messages carry it as
-            ``metadata["edge"]``.
+        name: ``"{source.id}->{target.id}"`` (``"{source.id}-!>{target.id}"`` for an
+            error edge); forwarded messages carry it as ``metadata["edge"]``.
     """
 
     __slots__ = ("condition", "name", "priority", "source", "target")
@@ -106,7 +144,13 @@ class Edge:
         self.target = target
         self.condition = condition
         self.priority = priority
-        self.name = f"{source.id}->{target.id}"
+        arrow = "-!>" if isinstance(condition, ErrorRoute) else "->"
+        self.name = f"{source.id}{arrow}{target.id}"
+
+    @property
+    def is_error_route(self) -> bool:
+        """Whether this is an error edge (``a.on_error() >> h``), which no output takes."""
+        return isinstance(self.condition, ErrorRoute)
 
     def matches(self, content: Any) -> bool:
         """Whether an output with this content takes the edge.
@@ -123,8 +167,12 @@ class Edge:
 
 
 def edge_ends(name: str) -> tuple[str, str]:
-    """``(source, target)`` of an edge name ``"a->b"`` (or a goto's ``"a~>b"``)."""
-    for arrow in ("->", "~>"):
+    """``(source, target)`` of an edge name; ``(name, "")`` for a name with no arrow.
+
+    The name of a wired edge is ``"a->b"``, of a goto ``"a~>b"``, of an error edge
+    ``"a-!>b"``.
+    """
+    for arrow in ("-!>", "->", "~>"):
         source, found, target = name.partition(arrow)
         if found:
             return source, target
@@ -140,7 +188,8 @@ def select_edges(edges: list[Edge], content: Any) -> list[Edge]:
     """The edges an output with ``content`` takes, one per target.
 
     Every unconditional edge; and of the conditional edges that match, those of the highest
-    priority (a lower priority, ``otherwise()`` lowest of all, is a fallback).
+    priority (a lower priority, ``otherwise()`` lowest of all, is a fallback). Error edges
+    never match: no output takes them.
 
     Args:
         edges: The node's edges sorted by priority, highest first (:func:`sorted_edges`).
@@ -222,7 +271,11 @@ def _nodes_of(side: object, left: object, right: object, which: str, role: str) 
 
 
 class EdgeBuilder:
-    """What ``node.on(...)`` returns: ``>>`` it to a node (or list) to add conditional edges."""
+    """What ``on(...)``, ``otherwise()`` and ``on_error()`` return: ``>>`` it to add edges.
+
+    ``builder >> node`` (or a list of nodes) adds an edge with the builder's condition
+    from its source to each, and returns the right side, so chains go on.
+    """
 
     __slots__ = ("_condition", "_priority", "_source")
 
@@ -237,8 +290,14 @@ class EdgeBuilder:
         Among the conditional edges an output matches, only the highest priority is taken.
 
         Raises:
-            WiringError: ``priority`` is not an int.
+            WiringError: ``priority`` is not an int, or this builds error routes
+                (``on_error()``), which have no priority.
         """
+        if isinstance(self._condition, ErrorRoute):
+            raise WiringError(
+                f"{self!r}.with_priority(): error routes have no priority; every error "
+                f"route of a node gets the message it gives up on"
+            )
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise WiringError(f"priority must be an int, not {priority!r}")
         return EdgeBuilder(self._source, self._condition, priority)
@@ -249,6 +308,8 @@ class EdgeBuilder:
         return right
 
     def __repr__(self) -> str:
+        if isinstance(self._condition, ErrorRoute):
+            return f"{self._source!r}.{self._condition!r}"
         return f"{self._source!r}.on({self._condition!r})"
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from spark_nodes.channels import ChannelMessage
 from spark_nodes.channels.message import new_message_id
@@ -10,7 +10,7 @@ from spark_nodes.channels.message import new_message_id
 if TYPE_CHECKING:
     from spark_nodes.nodes.steps import StepResults
 
-__all__ = ["NodeMessage", "channel_message_of"]
+__all__ = ["FailedMessage", "NodeMessage", "channel_message_of"]
 
 _new_object = object.__new__
 
@@ -123,3 +123,37 @@ def channel_message_of(
         merged = {**content.metadata, **(metadata or {})}
         return ChannelMessage(content.content, merged or None, id=id or content.id)
     return ChannelMessage(content, dict(metadata) if metadata else None, id=id)
+
+
+class FailedMessage(TypedDict):
+    """What an error route delivers: a message a node gave up on, with why.
+
+    ``a.on_error() >> handler``: the content of what ``handler`` receives
+    (``context.inputs.content``). Plain data (msgpack carries it between processes);
+    ``content`` and ``metadata`` are as the failed message had them. The first six
+    keys are those of a dead letter's ``metadata["dead_letter"]``.
+
+    Attributes:
+        node: The id of the node that gave up on the message.
+        phase: Where it failed: ``"process"`` (the last attempt raised), ``"route"``
+            (an edge condition raised) or ``"forward"`` (a successor's mailbox refused
+            an output).
+        error_type: The error's ``module.QualifiedName``.
+        error: The error's text.
+        traceback: The formatted traceback.
+        attempts: How many attempts were made.
+        content: The failed message's content.
+        message_id: The failed message's id.
+        metadata: The failed message's metadata (its ``trace_id``, ``source_node``,
+            ``edge``...), a copy.
+    """
+
+    node: str
+    phase: str
+    error_type: str
+    error: str
+    traceback: str
+    attempts: int
+    content: Any
+    message_id: str
+    metadata: dict[str, Any]

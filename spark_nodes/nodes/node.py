@@ -17,6 +17,7 @@ from spark_nodes.nodes.edges import (
     Condition,
     Edge,
     EdgeBuilder,
+    ErrorRoute,
     Otherwise,
     check_condition,
     connect_all,
@@ -56,7 +57,9 @@ class Node:
     (:meth:`open_actor`) and talk to it with :meth:`tell` and :meth:`ask`.
 
     Attributes a subclass must not reuse for something else: ``id``, ``mailbox``,
-    ``config``, ``edges``, ``state``, ``last_output``, ``_stop_flag`` and ``_runtime``.
+    ``config``, ``edges``, ``state``, ``last_output``, ``_stop_flag`` and ``_runtime``;
+    nor the framework methods (``tell``, ``ask``, ``open_actor``, ``connect``, ``on``,
+    ``otherwise``, ``on_error``, ``stop``, ``get_next_nodes``).
 
     Args:
         id: The node's id, unique within a graph; ``"{ClassName}-{n}"`` when omitted (n
@@ -203,8 +206,10 @@ class Node:
         Raises:
             InvokeTimeout: No answer within ``timeout``; the message stays in the mailbox
                 and is handled later, and nothing waits for it.
-            InvokeFailed: The message was dead-lettered (after its retries); the text names
-                the error, the dead letter is in the actor's ``dead_letters``.
+            InvokeFailed: The message was dead-lettered (after its retries), or went to
+                the node's error routes (``on_error()``): ``process`` produced no answer.
+                The text names the error; a dead letter is in the actor's
+                ``dead_letters``.
             RuntimeError: The node is not running as an actor (start it with
                 :meth:`open_actor`), or the actor ended before it handled the message.
             ChannelClosed: The mailbox is closed.
@@ -359,6 +364,31 @@ class Node:
         """
         return EdgeBuilder(self, Otherwise(), OTHERWISE_PRIORITY)
 
+    def on_error(self, *, dead_letter: bool = False) -> EdgeBuilder:
+        """Start an error route: ``a.on_error() >> handler``.
+
+        A message this node gives up on (its retries exhausted, a ``NonRetriableError``,
+        an edge condition that raised, a successor that refused its output) goes to
+        ``handler`` instead of the dead-letter channel, as a
+        :class:`~spark_nodes.nodes.FailedMessage` (the error, its traceback, the attempts
+        and the original message), committed together with the original's ack. Outputs
+        never take an error edge. With several error routes, each handler gets the
+        message. If the route cannot be taken (a handler's mailbox refused it), the
+        message is dead-lettered with its own error. See "Error routes" in
+        ``docs/graphs.md``.
+
+        Args:
+            dead_letter: Also dead-letter the message, after routing it (the handler
+                gets it first; the dead letter keeps it for an operator). If any of the
+                node's error routes says so, the message is dead-lettered.
+
+        Raises:
+            WiringError: ``dead_letter`` is not a bool.
+        """
+        if not isinstance(dead_letter, bool):
+            raise WiringError(f"on_error(dead_letter=...) takes a bool, not {dead_letter!r}")
+        return EdgeBuilder(self, ErrorRoute(dead_letter=dead_letter))
+
     def __rshift__(self, right: Node | Sequence[Node]) -> Any:
         for target in targets_of(right, self):
             self.connect(target)
@@ -377,7 +407,8 @@ class Node:
                 edges count.
 
         Returns:
-            Each target once, in edge order.
+            Each target once, in edge order (never an error route's: outputs don't take
+            those).
 
         Raises:
             Exception: Whatever an edge condition raises.

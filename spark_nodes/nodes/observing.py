@@ -7,12 +7,13 @@ per message and phase:
 - ``"receive"``: a node took the message from its mailbox, to handle it;
 - ``"process_start"`` / ``"process_end"``: one call of ``process`` (one per attempt), the
   end with its ``duration`` and ``outcome``: ``"ok"``, ``"retry"`` (it raised and will be
-  tried again), ``"dead_letter"`` (it raised for the last time), ``"goto"`` or ``"stop"``
-  (it asked for ``goto``, or ``stop_graph``/``cancel_graph``);
+  tried again), ``"dead_letter"`` (it raised for the last time), ``"routed"`` (it raised for
+  the last time, and the message goes to the node's error routes), ``"goto"`` or
+  ``"stop"`` (it asked for ``goto``, or ``stop_graph``/``cancel_graph``);
 - ``"send"``: an output was handed to the next node's mailbox along an edge (for a
   durable mailbox: committed);
-- ``"ack"``: the node is done with the message (its outcome ``"ok"``, ``"dead_letter"`` or
-  ``"stop"``), its outputs sent.
+- ``"ack"``: the node is done with the message (its outcome ``"ok"``, ``"dead_letter"``,
+  ``"routed"`` or ``"stop"``), its outputs sent.
 
 Observers are called in the order they were attached, each awaited before the next; one
 that raises is logged (and counted) and never breaks delivery. A node that anything
@@ -49,7 +50,7 @@ _log = structlog.get_logger("spark_nodes")
 
 Phase = Literal["send", "receive", "ack", "process_start", "process_end"]
 """An event's phase (see the module)."""
-Outcome = Literal["ok", "retry", "dead_letter", "goto", "stop"]
+Outcome = Literal["ok", "retry", "dead_letter", "routed", "goto", "stop"]
 """How a ``process`` call (``process_end``) or a message (``ack``) ended."""
 Side = Literal["input", "output", "both"]
 """Which events of a node an observer attached to it gets: what comes in (``receive``,

@@ -24,6 +24,11 @@ class NodeStatistics:
         terminal_outputs: Outputs that took no edge (results of the run).
         restarts: Times a crashed worker loop was restarted.
         mailbox: The mailbox's statistics when the run ended.
+        error_routed: Messages the node gave up on and sent along its error routes
+            (``a.on_error() >> h``) rather than only dead-lettering them; each is
+            counted once, however many error routes it took (``forwarded`` counts
+            every copy). With ``on_error(dead_letter=True)`` it is in
+            ``dead_lettered`` too.
     """
 
     node_id: str
@@ -36,3 +41,4 @@ class NodeStatistics:
     terminal_outputs: int
     restarts: int
     mailbox: ChannelStatistics
+    error_routed: int = 0

@@ -19,17 +19,17 @@ While ``process`` runs, its span is the current span of the worker loop's task, 
 the node's own code starts (an HTTP client's, a database driver's) are its children.
 
 A span ends with the call: status ``ERROR`` with the exception recorded for an attempt that
-raised (outcome ``"retry"`` or ``"dead_letter"``), ``OK`` otherwise. Attributes:
+raised (outcome ``"retry"``, ``"dead_letter"`` or ``"routed"``), ``OK`` otherwise. Attributes:
 
-==============================  ==============================================
+==============================  ==================================================================
 ``spark_nodes.node``            the node's id
 ``spark_nodes.edge``            the edge the message took (absent for an input)
 ``spark_nodes.message_id``      the message's id
 ``spark_nodes.attempt``         which attempt (1 first)
 ``spark_nodes.trace_id``        the graph's own ``metadata["trace_id"]``, if any
-``spark_nodes.outcome``         ``ok``, ``retry``, ``dead_letter``, ``goto``, ``stop``
+``spark_nodes.outcome``         ``ok``, ``retry``, ``dead_letter``, ``routed``, ``goto``, ``stop``
 ``spark_nodes.duration``        seconds ``process`` took
-==============================  ==============================================
+==============================  ==================================================================
 
 Nodes the observer is not attached to start no span and carry nothing on: attach it to the
 whole graph to follow a message end to end.
@@ -180,7 +180,7 @@ class TracingObserver:
             span.set_attribute("spark_nodes.outcome", outcome)
         if event.duration is not None:
             span.set_attribute("spark_nodes.duration", event.duration)
-        if outcome in ("retry", "dead_letter"):
+        if outcome in ("retry", "dead_letter", "routed"):
             error = event.error
             if error is not None:
                 span.record_exception(error)

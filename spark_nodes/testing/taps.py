@@ -22,6 +22,7 @@ from spark_nodes.errors import WiringError
 from spark_nodes.graphs import Graph
 from spark_nodes.nodes import Edge, Node, NodeMessage
 from spark_nodes.nodes._loop import WAKE
+from spark_nodes.nodes.edges import edge_ends
 from spark_nodes.testing.probe import BaseProbe
 
 __all__ = ["Tap", "TapPhase", "tap"]
@@ -127,7 +128,8 @@ def tap(
     - ``tap(graph, "a->b")``, ``tap(graph, ("a", "b"))`` or ``tap(edge)`` (an
       :class:`~spark_nodes.nodes.Edge`, e.g. ``graph.nodes["a"].edges[0]``): **what goes
       along the edge**, the messages b's mailbox gets with ``metadata["edge"] == "a->b"``,
-      and the shutdowns a passes to b. ``tap(graph, "a~>b")`` watches a's ``goto`` to b.
+      and the shutdowns a passes to b. ``tap(graph, "a~>b")`` watches a's ``goto`` to b,
+      ``tap(graph, "a-!>b")`` its error route to b (``a.on_error() >> b``).
 
     The mailboxes are those of the nodes when the tap is made: make it after wiring (and
     after ``use_redis``). A tap works before a run, while one runs and between runs. It
@@ -142,9 +144,9 @@ def tap(
 
     Args:
         where: The graph, a node, or an edge.
-        what: With a graph: a node (or its id), an edge name (``"a->b"``, or ``"a~>b"`` for
-            a goto) or a pair of nodes (``(a, b)`` is ``"a->b"``). ``None`` with a node or
-            an edge.
+        what: With a graph: a node (or its id), an edge name (``"a->b"``, ``"a~>b"`` for
+            a goto, ``"a-!>b"`` for an error route) or a pair of nodes (``(a, b)`` is
+            ``"a->b"``). ``None`` with a node or an edge.
         emits: Watch what the node emits rather than what it receives.
         phase: ``"send"`` (default): record a message as it is put into the mailbox.
             ``"receive"``: as a worker loop takes it out (in memory, a message given back
@@ -178,9 +180,8 @@ def tap(
     if isinstance(what, tuple):
         source, target = (_node_in(where, nodes, end) for end in what)
         return _edge_tap(source, target, f"{source.id}->{target.id}", phase, graph=where)
-    if isinstance(what, str) and what not in nodes and ("->" in what or "~>" in what):
-        arrow = "->" if "->" in what else "~>"
-        source_id, _, target_id = what.partition(arrow)
+    if isinstance(what, str) and what not in nodes and edge_ends(what)[1]:
+        source_id, target_id = edge_ends(what)
         source, target = _node_in(where, nodes, source_id), _node_in(where, nodes, target_id)
         return _edge_tap(source, target, what, phase, graph=where)
     if what is None:

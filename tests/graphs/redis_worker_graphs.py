@@ -8,7 +8,8 @@ nodes did is recorded in the graph state (in Redis), where the test reads it:
 - ``done:<n>`` and ``applied``: the sink's effect, applied once per message id whatever
   the redeliveries (a transaction), and how often it was applied;
 - ``started:<payload>``: a marker that a stalling message is being worked on;
-- ``charges``: one item per charge a durable step made (``charge_once``).
+- ``charges``: one item per charge a durable step made (``charge_once``);
+- ``ticks``: one item per tick handled, with its message id (``ticker_pipeline``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 import anyio
 import structlog
 
-from spark_nodes import ExecutionContext, Graph, Node
+from spark_nodes import CountWindow, ExecutionContext, Graph, Node, Ticker
 from spark_nodes.state import StateTransaction
 from tests.seeds import seed_this_process
 
@@ -136,3 +137,35 @@ def charge_once() -> Graph:
     pay, ship = ChargeOnce(id="pay"), Recorder(id="ship")
     pay >> ship
     return Graph(pay, name="charge", mailbox_options=QUICK_OPTIONS)
+
+
+class NotedWindow(CountWindow):
+    """A count window that records each delivery (``deliveries:<node>``) before holding it."""
+
+    async def process(self, context: ExecutionContext) -> Any:
+        await context.graph_state.append(f"deliveries:{self.id}", context.inputs.content)
+        return super().process(context)
+
+
+def window_pipeline() -> Graph:
+    """``window >> record``: windows of six messages; the test kills a worker holding some."""
+    window = NotedWindow(6, id="window")
+    window >> Recorder(id="record")
+    return Graph(window, name="window", mailbox_options=QUICK_OPTIONS)
+
+
+class TickRecorder(Node):
+    """Records each tick it gets as ``"<at> <message id>"`` (``ticks``): a redelivery has
+    the tick's id again, a tick sent twice would have another."""
+
+    async def process(self, context: ExecutionContext) -> None:
+        tick = context.inputs.content
+        await context.graph_state.append("ticks", f"{tick['at']!r} {context.inputs.id}")
+
+
+def ticker_pipeline() -> Graph:
+    """``tick >> record``: a tick every 0.25 s, missed ones caught up; the test kills the
+    worker processes that serve the ticker."""
+    tick = Ticker(every=0.25, catch_up="all", id="tick")
+    tick >> TickRecorder(id="record")
+    return Graph(tick, name="ticker", mailbox_options=QUICK_OPTIONS)

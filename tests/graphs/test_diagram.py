@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from examples import actors, custom_channel, hello, instrumented, redis_orders
+from examples import actors, agent, custom_channel, hello, instrumented, redis_orders, streaming
 from spark_nodes import Graph, JoinNode, Node
 from spark_nodes.graphs.diagram import to_dot, to_json, to_mermaid
 from spark_nodes.graphs.stats import EdgeStats, GraphStats, NodeStats, Timing
@@ -603,6 +603,8 @@ EXAMPLE_GRAPHS: dict[str, Callable[[], Graph]] = {
     "redis_orders": redis_orders.build,  # no Redis until the graph is moved there
     "actors": actors_wiring,
     "custom_channel": help_desk,
+    "agent": lambda: agent.build(agent.FakeLLM(), agent.SearchAPI()),
+    "streaming": streaming.build,
 }
 """Every example with a graph or wiring, by module: its factory, or a copy of its wiring."""
 
