@@ -110,16 +110,7 @@ async def _graph_pipeline(n: int, *, asynchronous: bool = False, metered: bool =
     if metered:
         graph.observe(metrics)
 
-    async def feed() -> None:
-        for i in range(n):
-            await graph.send(first, {"i": i})
-        await graph.shutdown()
-
-    start = time.perf_counter()
-    async with anyio.create_task_group() as group:
-        group.start_soon(feed)
-        await graph.run(Task(type=TaskType.LONG_RUNNING))
-    elapsed = time.perf_counter() - start
+    elapsed = await _feed_and_run(graph, first, n)
     assert counter.state["count"] == n
     if metered:
         stats = await metrics.snapshot()
@@ -139,7 +130,13 @@ async def _window_pipeline(n: int) -> float:
     """Time ``n`` messages through identity >> CountWindow(size=100) >> count of the items."""
     first, window, counter = _Identity(id="first"), CountWindow(100, id="window"), _CountItems()
     first >> window >> counter
-    graph = Graph(start=first)
+    elapsed = await _feed_and_run(Graph(start=first), first, n)
+    assert counter.state["count"] == n  # the last, partial window flushed at shutdown
+    return elapsed
+
+
+async def _feed_and_run(graph: Graph, first: Node, n: int) -> float:
+    """Run ``graph`` long-running, send ``n`` messages to ``first``, shut it down; seconds."""
 
     async def feed() -> None:
         for i in range(n):
@@ -150,9 +147,7 @@ async def _window_pipeline(n: int) -> float:
     async with anyio.create_task_group() as group:
         group.start_soon(feed)
         await graph.run(Task(type=TaskType.LONG_RUNNING))
-    elapsed = time.perf_counter() - start
-    assert counter.state["count"] == n  # the last, partial window flushed at shutdown
-    return elapsed
+    return time.perf_counter() - start
 
 
 async def _raw_requests(n: int) -> float:

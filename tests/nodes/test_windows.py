@@ -16,9 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import looptime
 import pytest
-from trio.testing import MockClock
 
 from spark_nodes import (
     CountWindow,
@@ -41,19 +39,12 @@ from spark_nodes.channels import ChannelMessage
 from spark_nodes.graphs.checkpoint import read_checkpoint
 from spark_nodes.nodes.windows import WINDOW_FLUSH
 from spark_nodes.testing import Probe
+from tests.virtual_clock import anyio_backend  # noqa: F401 - the virtual clocks
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]  # real seconds: the watchdog
 
 LONG = TaskType.LONG_RUNNING
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "time-and-steps.md"
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
-    """Both anyio backends, each with a virtual clock."""
-    if request.param == "trio":
-        return ("trio", {"clock": MockClock(autojump_threshold=0)})
-    return ("asyncio", {"loop_factory": looptime.new_event_loop})
 
 
 class Run:

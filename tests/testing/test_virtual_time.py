@@ -17,9 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import anyio
-import looptime
 import pytest
-from trio.testing import MockClock
 
 from spark_nodes import (
     Budget,
@@ -36,6 +34,7 @@ from spark_nodes import (
     TaskType,
 )
 from tests.graph_support import Collect
+from tests.virtual_clock import anyio_backend  # noqa: F401 - the virtual clocks
 
 pytestmark = pytest.mark.timeout(20)  # real seconds: the watchdog (see the module)
 
@@ -44,14 +43,6 @@ LONG = TaskType.LONG_RUNNING
 # least 20 s of loop time, so a clock that stopped being virtual shows as >= 20 s (or as the
 # watchdog's timeout).
 REAL_SECONDS = 5.0
-
-
-@pytest.fixture(params=["trio", "asyncio"])
-def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
-    """The two anyio backends, each with a virtual clock."""
-    if request.param == "trio":
-        return ("trio", {"clock": MockClock(autojump_threshold=0)})
-    return ("asyncio", {"loop_factory": looptime.new_event_loop})
 
 
 @contextmanager
