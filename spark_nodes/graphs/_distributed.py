@@ -118,7 +118,9 @@ class Distribution:
             self.mailbox(node_id), message, node_id=node_id,
             required=runtime.shutdown_sources, source=source,
         )  # fmt: skip
-        if status == _CLOSING:
+        if status == _CLOSING and not runtime.drains_itself:
+            # (A node with an on_drained of its own finishes from the idle hook: then its
+            # loop no longer holds this entry, so it can drain first.)
             await self.try_finish(runtime)
         elif status == _EARLIER_RUN:
             _log.info("shutdown of an earlier run ignored", node=node_id, source=source,

@@ -333,16 +333,27 @@ class Run:
         if scheduled is None:
             return
         target, message, scheduler = scheduled
+        if target.mailbox.offer(message):
+            self._scheduled_sent(scheduler)
+        elif self._outer is not None:  # a full mailbox: not in the timers' task (it waits)
+            self._outer.start_soon(self._send_scheduled_later, target, message, scheduler)
+
+    async def _send_scheduled_later(
+        self, target: NodeRuntime, message: ChannelMessage, scheduler: NodeRuntime
+    ) -> None:
         try:
-            if not target.mailbox.offer(message):
-                await target.node.mailbox.send(message)
+            await target.node.mailbox.send(message)
         except ChannelClosed as error:  # the target has ended: kept as a dead letter
             self.in_flight -= 1
             await target.dead_letter(message, error, "schedule")
         finally:
-            scheduler.timers -= 1
-            if scheduler.may_drain() and self._outer is not None:
-                self._outer.start_soon(partial(_send_shutdown, scheduler.node, source=TIMERS_FIRED))
+            self._scheduled_sent(scheduler)
+
+    def _scheduled_sent(self, scheduler: NodeRuntime) -> None:
+        """One timer of ``scheduler`` fired: it may drain now, if it waited for that."""
+        scheduler.timers -= 1
+        if scheduler.may_drain() and self._outer is not None:
+            self._outer.start_soon(partial(_send_shutdown, scheduler.node, source=TIMERS_FIRED))
 
     async def _keep_scheduled(self) -> None:
         """The run ends: put the messages not due yet into their mailboxes (kept, early)."""

@@ -38,6 +38,7 @@ __all__ = [
 
 _log = structlog.get_logger("spark_nodes")
 
+_RETRY_AFTER: Final = 1.0  # seconds before a ticker that failed tries again
 LOOKS_PER_LEASE: Final = 3
 """How often a ticker's lease is renewed (or sought) per its time to live."""
 
@@ -234,7 +235,12 @@ async def run_ticker(
         except BackendUnavailable as error:
             _log.warning("ticker waits for Redis", node=ticker.id, error=str(error))
             leading = False
-            await anyio.sleep(look_every)
+            await anyio.sleep(min(look_every, _RETRY_AFTER))
+            continue
+        except Exception:  # noqa: BLE001 - logged; the ticker tries again, the run goes on
+            _log.exception("ticker failed to tick; trying again", node=ticker.id)
+            leading = False
+            await anyio.sleep(min(look_every, _RETRY_AFTER))
             continue
         await anyio.sleep(max(0.0, min(ticker.next_after(last), clock() + look_every) - clock()))
 

@@ -287,8 +287,11 @@ class NodeRuntime(WorkerLoop):
             self.log.exception("on_drained failed")
 
     def quiet(self) -> bool:
-        """Whether the node has nothing to do: mailbox empty, nothing in hand or staged."""
-        if self.routes.pending or not self.mailbox.empty():
+        """Whether the node has nothing to do: mailbox empty, nothing in hand or staged.
+
+        Nor scheduled by it (in memory): a cycle is quiet only once its timers fired.
+        """
+        if self.routes.pending or self.timers or not self.mailbox.empty():
             return False
         return all(hand.index >= len(hand.taken) for hand in self.hands)
 

@@ -31,6 +31,7 @@ CATCH_UP_LIMIT: Final = 1000
 """The most missed ticks ``catch_up="all"`` sends at once; older ones are skipped."""
 
 _CATCH_UPS: Final = ("latest", "all", "skip")
+_ON_TIME_MOST: Final = 100  # ticks within ``grace`` looked at besides the missed ones
 
 
 def delay_until(delay: float | None, at: float | datetime | None) -> float:
@@ -150,31 +151,20 @@ class Ticker(Node):
     def due(self, last: float, now: float) -> tuple[list[float], int]:
         """The ticks to send now: those due after ``last`` and by ``now``, per ``catch_up``.
 
+        A tick more than ``grace`` seconds old is *missed*; at most
+        :data:`CATCH_UP_LIMIT` missed ticks are looked at (the newest), so a long
+        downtime costs no more than that, also for a cron expression.
+
         Returns:
-            The ticks' times, oldest first, and how many due ticks are not among them.
-            The last tick due by ``now`` is ``max(ticks)`` if any are sent; the caller
-            remembers the last *due* one either way (:meth:`latest_due`).
+            The ticks' times, oldest first, and how many due ticks are not among them (for
+            a cron ticker down for longer than the limit covers, an estimate). The caller
+            remembers :meth:`latest_due` as the last tick, whatever was sent.
         """
-        on_time: list[float] = []
-        missed: list[float] = []
-        skipped = 0
-        tick = self.next_after(last)
-        if self.every is not None:  # a long downtime: start at the ticks that may be sent
-            keep = CATCH_UP_LIMIT + math.ceil(self.grace / self.every) + 1
-            first = round((self._index(now) - keep + 1) * self.every, 6)
-            if first > tick:
-                skipped = round((first - tick) / self.every)
-                tick = first
-        while tick <= now:
-            if now - tick <= self.grace:
-                on_time.append(tick)
-            elif len(missed) < CATCH_UP_LIMIT:
-                missed.append(tick)
-            else:
-                missed.pop(0)
-                missed.append(tick)
-                skipped += 1
-            tick = self.next_after(tick)
+        recent, older = self._recent(last, now, CATCH_UP_LIMIT + _ON_TIME_MOST)
+        on_time = [tick for tick in reversed(recent) if now - tick <= self.grace]
+        missed = [tick for tick in reversed(recent) if now - tick > self.grace]
+        skipped = older + max(0, len(missed) - CATCH_UP_LIMIT)
+        missed = missed[-CATCH_UP_LIMIT:]
         if self.catch_up == "all":
             return missed + on_time, skipped
         if self.catch_up == "latest" and missed and not on_time:
@@ -182,13 +172,43 @@ class Ticker(Node):
         return on_time, skipped + len(missed)
 
     def latest_due(self, last: float, now: float) -> float:
-        """The time of the last tick due by ``now`` (``last`` if none is)."""
-        tick, latest = self.next_after(last), last
-        if self.every is not None and tick <= now:
-            return round(self._index(now) * self.every, 6)
-        while tick <= now:
-            latest, tick = tick, self.next_after(tick)
-        return latest
+        """The time of the last tick due by ``now`` (``last`` if none is after it)."""
+        return max(last, self._at_or_before(now))
+
+    def _at_or_before(self, moment: float) -> float:
+        """The last tick due at or before ``moment``."""
+        if self.every is not None:
+            tick = round(self._index(moment) * self.every, 6)
+            return tick if tick <= moment else round(tick - self.every, 6)
+        assert self.cron is not None
+        before = float(croniter(self.cron, datetime.fromtimestamp(moment, self.tz)).get_prev(float))
+        following = self.next_after(before)
+        return following if following <= moment else before
+
+    def _recent(self, last: float, now: float, most: int) -> tuple[list[float], int]:
+        """At most ``most`` ticks due after ``last`` and by ``now``, newest first.
+
+        Also how many more there are: estimated from the listed ticks' spacing, for cron.
+        """
+        newest = self._at_or_before(now)
+        if newest <= last:
+            return [], 0
+        if self.every is not None:
+            count = round((newest - self.next_after(last)) / self.every) + 1
+            listed = min(count, most)
+            return [round(newest - i * self.every, 6) for i in range(listed)], count - listed
+        assert self.cron is not None
+        ticks, tick = [newest], newest
+        earlier = croniter(self.cron, datetime.fromtimestamp(newest, self.tz))
+        while len(ticks) < most:
+            tick = float(earlier.get_prev(float))
+            if tick <= last:
+                return ticks, 0
+            ticks.append(tick)
+        if self.next_after(last) >= ticks[-1]:
+            return ticks, 0
+        spacing = (ticks[0] - ticks[-1]) / (len(ticks) - 1)
+        return ticks, max(1, round((ticks[-1] - last) / spacing) - 1)
 
     def _index(self, moment: float) -> int:
         """The number of the last ``every`` tick at or before ``moment``, to the µs.

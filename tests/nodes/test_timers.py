@@ -156,6 +156,27 @@ def test_catching_up_all_sends_at_most_the_limit_and_counts_the_rest() -> None:
     assert skipped + len(ticks) == 10_000_000
 
 
+def test_the_last_tick_due_is_the_last_one_sent_even_a_hair_before_a_tick() -> None:
+    ticker = Ticker(every=1, catch_up="all", grace=10)
+    assert ticker.due(0.0, 4.9999995) == ([1.0, 2.0, 3.0, 4.0], 0)
+    assert ticker.latest_due(0.0, 4.9999995) == 4.0  # 5.0 is not due yet: sent next time
+    assert ticker.latest_due(4.0, 4.5) == 4.0
+
+
+def test_a_cron_ticker_down_for_a_day_looks_at_no_more_than_the_limit() -> None:
+    """A per-second cron down for a day: the newest missed ticks, the rest estimated."""
+    start = datetime(2026, 6, 1, tzinfo=UTC).timestamp()
+    every_second = Ticker(cron="* * * * * *", catch_up="all")
+    ticks, skipped = every_second.due(start, start + 86_400)
+    assert len(ticks) == CATCH_UP_LIMIT + 2  # the last two within the 1 s grace
+    assert ticks[-1] == start + 86_400
+    assert ticks == sorted(ticks)
+    assert skipped == pytest.approx(86_400 - len(ticks), abs=2)
+    latest, missed = Ticker(cron="* * * * * *").due(start, start + 86_400.5)
+    assert latest == [start + 86_400]
+    assert missed == pytest.approx(86_399, abs=2)
+
+
 # -- context.schedule ---------------------------------------------------------------------
 
 
@@ -219,6 +240,52 @@ async def test_a_node_drains_only_once_its_timers_have_fired() -> None:
     assert [item["arrived"] for item in sink.items] == ["last"]
     assert run.result is not None
     assert run.result.stop_reason is StopReason.SHUTDOWN
+
+
+async def test_a_cycle_drains_only_once_the_timers_of_its_nodes_have_fired() -> None:
+    """On a cycle a node drains when the cycle is quiet: a node's pending timer keeps it
+    from being quiet, so what the scheduled message causes still goes round."""
+    source, scheduler, recorder = Node(id="source"), Scheduler(id="a"), Probe(id="b")
+    source >> scheduler >> recorder
+    recorder >> scheduler  # a cycle: b's outputs (none) would go back to a
+    graph = Graph(start=source)
+    with anyio.fail_after(300):
+        async with graph.open_run(Task(type=LONG)) as run:
+            await run.send(source, {"send": "later", "delay": 60})
+    assert [item["arrived"] for item in recorder.items] == ["later"]
+    assert run.result is not None
+    assert run.result.left == {}
+
+
+async def test_a_full_mailbox_holds_up_its_own_scheduled_message_only() -> None:
+    """Timers share a task: a message due for a full mailbox waits apart from it, so a
+    later timer to another node still fires on time."""
+    release = anyio.Event()
+
+    class Blocked(Node):
+        async def process(self, context: ExecutionContext) -> None:
+            await release.wait()
+
+    class Orders(Node):
+        async def process(self, context: ExecutionContext) -> None:
+            for number in range(3):
+                await context.schedule(number, delay=1, to="blocked")
+            await context.schedule("on time", delay=2, to="sink")
+
+    orders, sink = Orders(id="orders"), Probe(id="sink")
+    blocked = Blocked(id="blocked", config=NodeConfig(mailbox_maxsize=1))
+    orders >> [blocked, sink]
+    graph = Graph(start=orders)
+    with anyio.fail_after(300):
+        async with graph.open_run(Task(type=LONG)) as run:
+            start = anyio.current_time()
+            await run.send(orders, "go")
+            await sink.wait_for(1)
+            assert anyio.current_time() - start == pytest.approx(2, abs=0.5)
+            release.set()
+    assert sink.items == ["on time"]
+    assert run.result is not None
+    assert run.result.node_stats["blocked"].processed == 3
 
 
 async def test_a_retried_process_schedules_once() -> None:
