@@ -23,7 +23,9 @@ from spark_nodes.channels import ChannelMessage
 from spark_nodes.errors import BackendUnavailable
 from spark_nodes.nodes._error_routes import ROUTED_PHASES, ErrorRouting, Followed
 from spark_nodes.nodes._forwarding import Sends, StepFailed, steps_of
+from spark_nodes.nodes._settling import type_name
 from spark_nodes.nodes._watch import REPLY_PREFIX, TraceWatch, invoke_record, is_invoke_record
+from spark_nodes.nodes.config import OnError
 from spark_nodes.nodes.context import Control, ExecutionContext
 from spark_nodes.nodes.message import NodeMessage
 from spark_nodes.nodes.observing import GraphEvent, NodeObservers, Outcome, edge_of, notify
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
     from spark_nodes.channels.mailbox import Commit, DurableMailbox, Mailbox
     from spark_nodes.nodes._metering import Meter
 
-__all__ = ["Hand", "Handling", "Kind", "View", "kind_of", "view_of"]
+__all__ = ["CallFailed", "Hand", "Handling", "Kind", "View", "kind_of", "view_of"]
 
 _log = structlog.get_logger("spark_nodes")
 _new_object = object.__new__
@@ -88,6 +90,18 @@ def view_of(message: ChannelMessage) -> View:
     inputs.raw_metadata = metadata
     inputs.raw_id = message
     return inputs, metadata.get("trace_id") or message.id, metadata.get("correlation")
+
+
+class CallFailed(StepFailed):
+    """The outputs of a ``process`` call that returned could not be routed or sent.
+
+    Carries what the call asked of the run (``control``: its hold, its releases), which
+    the failure settles too (see :meth:`Handling.give_up_call`).
+    """
+
+    def __init__(self, failure: StepFailed, control: Control) -> None:
+        super().__init__(failure.phase, failure.error, failure.attempts)
+        self.control = control
 
 
 class Hand:
@@ -163,7 +177,7 @@ class Handling(ErrorRouting):
         """Handle one data message: its attempts, then its outputs and ack, or its failure.
 
         A failure for good is dead-lettered or sent along the node's error routes (see
-        :meth:`give_up_or_route`).
+        :meth:`give_up_call`).
 
         ``first``: attempt 1's context and what ``process`` returned, still to be awaited
         or forwarded (the loop started it inline); ``failed``: attempt 1 raised that.
@@ -189,6 +203,7 @@ class Handling(ErrorRouting):
         outputs_before = self.outputs_made
         settled: dict[str, Any] = {"forwarded": 0}
         control: Control | None = None
+        released: Outcome = "ok"  # the parts the call released
         try:
             control, sends = await self._attempts(message, hand, view, first, failed)
             if control is not None and (control.cancel or control.stop):
@@ -207,14 +222,69 @@ class Handling(ErrorRouting):
         except StepFailed as failure:
             self.failed_attempts += failure.phase == "forward"
             followed = Followed(watch, settled, replies)
-            outcome = await self.give_up_or_route(message, failure, view, followed)
+            if isinstance(failure, CallFailed):
+                control = failure.control  # (a failure after settle_handled began has it)
+            outcome = await self.give_up_call(message, failure, view, followed, control)
             replies = followed.replies
+            released = "dead_letter"
         if watch is not None:
             watch.settled()
         if replies is not None:
             await self.send_record(replies, settled)
         if observed is not None:
-            await self._settle_observed(observed, message, outcome, control)
+            await self._settle_observed(observed, message, outcome, control, released)
+
+    async def give_up_call(
+        self,
+        message: ChannelMessage,
+        failure: StepFailed,
+        view: View,
+        followed: Followed,
+        control: Control | None,
+    ) -> Outcome:
+        """Give up on a message whose handling failed for good, and on what its call released.
+
+        ``control``: what the call asked, if ``process`` returned and then its outputs
+        could not be routed or sent. Such a failure is that of the messages the call
+        settles: the messages it released (a window's, a join's group: what its outputs
+        were made of) are dead-lettered with its error, never acked; the message itself
+        is routed or dead-lettered (:meth:`give_up_or_route`), unless the call holds it:
+        then it stays the node's (in an open window, say), handled, to be released later.
+
+        Returns:
+            The outcome for observers.
+
+        Raises:
+            BackendUnavailable: The store stayed unreachable while the node is stopping.
+        """
+        kept = (
+            control is not None
+            and control.hold
+            and all(part is not message for part in control.release)
+        )
+        if kept:
+            self.processed += 1
+            self.message_done()
+            outcome: Outcome = "ok"
+        else:
+            outcome = await self.give_up_or_route(message, failure, view, followed)
+        parts = [part for part in control.release if part is not message] if control else []
+        for part in parts:
+            await self.dead_letter(part, failure.error, failure.phase, failure.attempts)
+        if kept:
+            node = self.node
+            if not parts:  # nothing was made of other messages: only the log tells
+                self.log.warning(
+                    "outputs of a held message not forwarded; it stays held",
+                    msg_id=message.id,
+                    phase=failure.phase,
+                    error_type=type_name(failure.error),
+                    error=str(failure.error),
+                )
+            if node.config.on_error is OnError.STOP_GRAPH:
+                error = failure.error
+                self.run.request_stop("error", f"{node.id}: {type_name(error)}: {error}")
+        return outcome
 
     async def _observe_input(
         self,
@@ -239,10 +309,12 @@ class Handling(ErrorRouting):
         message: ChannelMessage,
         outcome: Outcome,
         control: Control | None,
+        released: Outcome = "ok",
     ) -> None:
         """Settle what is staged now; tell each delivered output's ``send``, then the acks.
 
-        The ``ack`` of the message (unless a join holds it), and of the parts it released.
+        The ``ack`` of the message (unless a join holds it), and of the parts it released
+        (their outcome ``released``: ``"dead_letter"`` if the call's outputs failed).
         """
         await self.before_waiting()
         await self.tell_sends()
@@ -250,8 +322,10 @@ class Handling(ErrorRouting):
         if not held:
             await self._observe_input(observed, "ack", message, outcome)
         for part in control.release if control is not None else ():
-            if held or part is not message:  # (a holding message may release itself too)
-                await self._observe_input(observed, "ack", part, "ok")
+            if part is not message:
+                await self._observe_input(observed, "ack", part, released)
+            elif held:  # a holding message may release itself too (a join)
+                await self._observe_input(observed, "ack", part, outcome)
 
     async def tell_sends(self) -> None:
         """Tell the observers the ``send`` of each output delivered since the last call."""
@@ -434,7 +508,10 @@ class Handling(ErrorRouting):
             elif kind is Kind.ASYNC:
                 result = await self.node.process(context)
             else:
-                await self._generate(context, view, sends, hand, (carry, staged))
+                try:
+                    await self._generate(context, view, sends, hand, (carry, staged))
+                except StepFailed as failure:
+                    raise _with_control(failure, context.control) from failure.error
                 result = None
         if result.__class__ is CoroutineType:
             result = await result  # a plain def that returned a coroutine
@@ -447,11 +524,14 @@ class Handling(ErrorRouting):
                 )
             return control
         goto = control.goto if control is not None else None
-        for output in outputs:
-            self.forward(
-                output, view[1], view[2], goto, sends,
-                steps=steps_of(view[0]), origin=message, carry=carry, staged=staged,
-            )  # fmt: skip
+        try:
+            for output in outputs:
+                self.forward(
+                    output, view[1], view[2], goto, sends,
+                    steps=steps_of(view[0]), origin=message, carry=carry, staged=staged,
+                )  # fmt: skip
+        except StepFailed as failure:
+            raise _with_control(failure, control) from failure.error
         return control
 
     async def _generate(
@@ -566,6 +646,11 @@ class Handling(ErrorRouting):
                 await self.forget_steps([message], [True])
         self.message_done()
         self.run.request_stop("stopped", f"{node.id}: {control.stop}")
+
+
+def _with_control(failure: StepFailed, control: Control | None) -> StepFailed:
+    """``failure`` of a call's outputs, with what the call asked of the run if anything."""
+    return failure if control is None else CallFailed(failure, control)
 
 
 def _outcome(control: Control | None) -> Outcome:

@@ -10,8 +10,8 @@ itself is in :mod:`spark_nodes.nodes._loop` (take, handle, settle) and
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
-from typing import Any, Final, Protocol
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any, Final, Protocol, cast
 
 import structlog
 
@@ -19,14 +19,14 @@ from spark_nodes.channels import BaseChannel, ChannelMessage
 from spark_nodes.channels.mailbox import Commit, DurableMailbox, is_durable, is_mailbox, mailbox_of
 from spark_nodes.channels.memory import InMemoryChannel
 from spark_nodes.channels.message import new_message_id
-from spark_nodes.nodes._forwarding import Routes
+from spark_nodes.nodes._forwarding import Routes, StepFailed
 from spark_nodes.nodes._handling import Hand, kind_of
 from spark_nodes.nodes._loop import CYCLE_QUIET, SHUTDOWN_EXTERNAL, WorkerLoop
 from spark_nodes.nodes._metering import Meter
 from spark_nodes.nodes._watch import TraceWatch
 from spark_nodes.nodes.message import NodeMessage
 from spark_nodes.nodes.node import Node, set_stop_flag
-from spark_nodes.nodes.observing import NodeObservers
+from spark_nodes.nodes.observing import NodeObservers, Outcome
 from spark_nodes.nodes.statistics import NodeStatistics
 from spark_nodes.nodes.steps import StepStore
 
@@ -125,6 +125,7 @@ class NodeRuntime(WorkerLoop):
     """
 
     __slots__ = (
+        "drain_letters",
         "drained_early",
         "drains_itself",
         "finished",
@@ -174,6 +175,7 @@ class NodeRuntime(WorkerLoop):
         self.timers = 0
         self.drains_itself = type(node).on_drained is not Node.on_drained
         self.drained_early = False
+        self.drain_letters: set[int] | None = None
         self.active = 0
         self.loops = node.config.concurrency
         self.idle = 0
@@ -244,20 +246,26 @@ class NodeRuntime(WorkerLoop):
     async def drained(self) -> None:
         """Call ``node.on_drained()`` and forward what it returns (or yields), then deliver.
 
-        Then ack the messages the node held before and holds no more (what it flushed):
-        after their outputs are delivered, so a crash in between delivers them again.
+        Then ack the messages the node held before and holds no more (what it flushed),
+        but those it dead-lettered: after their outputs are delivered, so a crash in
+        between delivers them again. A node lets a message go once what it was flushed in
+        is forwarded (a generator: when it resumes after that ``yield``), so an error acks
+        only what went out before it.
 
         Raises:
             Exception: What ``on_drained`` raised (what it produced before is forwarded),
-                or :class:`StepFailed` if an edge condition raised on its output.
+                such as the error of an output it yielded and could not be forwarded
+                (see :meth:`_forward_each`).
         """
         node = self.node
         held = node.held
         trace_id = new_message_id()  # a chain of its own: no message caused it
+        dead: set[int] = set()
+        self.drain_letters = dead
         try:
             if inspect.isasyncgenfunction(node.on_drained):
-                async for item in node.on_drained():
-                    self.forward(item, trace_id, None)
+                items = cast("AsyncGenerator[Any, None]", node.on_drained())
+                await self._forward_each(items, trace_id)
             else:
                 output = await node.on_drained()
                 if output is not None:
@@ -265,11 +273,48 @@ class NodeRuntime(WorkerLoop):
         finally:
             await self.before_waiting()
             await self.tell_sends()
+            self.drain_letters = None
             if held:
-                still = {id(message) for message in node.held}
-                for message in held:
-                    if id(message) not in still and message.ack is not None and not message.acked:
-                        await self.ack(message)
+                await self._let_go(held, {id(message) for message in node.held}, dead)
+
+    async def _let_go(self, held: list[ChannelMessage], still: set[int], dead: set[int]) -> None:
+        """Ack the messages of ``held`` the node let go of, but the ``dead`` letters.
+
+        ``still``: those it still holds. Observers are told the ``ack`` of each.
+        """
+        observed = self.observed
+        for message in held:
+            ident = id(message)
+            if ident in still:
+                continue
+            if ident not in dead and message.ack is not None and not message.acked:
+                await self.ack(message)
+            if observed is not None:
+                outcome: Outcome = "dead_letter" if ident in dead else "ok"
+                await self._observe_input(observed, "ack", message, outcome)
+
+    async def _forward_each(self, items: AsyncGenerator[Any, None], trace_id: str) -> None:
+        """Forward each item ``items`` yields; raise the error of one that cannot be at its yield.
+
+        An edge condition that raises, ``max_steps``: the generator may catch the error,
+        dead-letter what that output was made of and go on (a window does).
+
+        Raises:
+            Exception: What the generator raised (that error too, if it did not catch it).
+        """
+        try:
+            item = await anext(items)
+            while True:
+                try:
+                    self.forward(item, trace_id, None)
+                except StepFailed as failure:
+                    item = await items.athrow(failure.error)
+                else:
+                    item = await anext(items)
+        except StopAsyncIteration:
+            return
+        finally:
+            await items.aclose()
 
     async def drain_early(self) -> None:
         """Call ``on_drained`` before a distributed node finishes; ack what it let go.

@@ -69,6 +69,9 @@ class Settling(Forwarding):
     forwarded: int
     processed: int
     dead_lettered: int
+    drain_letters: set[int] | None
+    """While ``on_drained`` runs: the ids of the messages dead-lettered meanwhile, which
+    are settled so (``drained`` does not ack them); ``None`` otherwise."""
     repeats: RepeatLimiter[tuple[str, str]] | None
     """How often each kind of dead letter (phase, error type) was logged, and each kind of
     error route not taken (``"error_route"``, why); made at the first one."""
@@ -227,7 +230,7 @@ class Settling(Forwarding):
         commit.clear()  # other loops of the node add to the next one while this one waits
         self.commit_handled = []
         self.result_index = None
-        committed = await self._commit_until_reachable(batch)
+        committed = await self._commit_until_reachable(batch, handled=handled)
         if self.step_written:
             await self.forget_steps(batch.messages, committed)
         lost = 0
@@ -284,12 +287,15 @@ class Settling(Forwarding):
                              error=str(error))  # fmt: skip
             return index, unencodable_result(error)
 
-    async def _commit_until_reachable(self, batch: Commit, *, alone: bool = False) -> list[bool]:
+    async def _commit_until_reachable(
+        self, batch: Commit, *, alone: bool = False, handled: list[bool] | None = None
+    ) -> list[bool]:
         """Commit; while the store is unreachable, keep trying rather than redo the work.
 
         A late commit is safe: the lease check refuses what was reclaimed meanwhile. A
         batch with an output that cannot be sent is committed message by message, unless
-        ``alone`` (a batch of one already).
+        ``alone`` (a batch of one already); ``handled``: which of its messages were
+        handled now (the others were released by the handled one before them).
 
         Raises:
             BackendUnavailable: Only when the node is stopping.
@@ -311,15 +317,27 @@ class Settling(Forwarding):
             except (MessageEncodeError, MessageTooLarge):
                 if alone:
                     raise
-                return await self._commit_one_by_one(batch)
+                return await self._commit_one_by_one(batch, handled)
             else:
                 self.store_answered()
                 return committed
 
-    async def _commit_one_by_one(self, batch: Commit) -> list[bool]:
-        """Commit each message alone; dead-letter those whose outputs cannot be sent."""
+    async def _commit_one_by_one(self, batch: Commit, handled: list[bool] | None) -> list[bool]:
+        """Commit each message alone; dead-letter those whose outputs cannot be sent.
+
+        With them the messages they released (``handled`` False: the entries that follow
+        a handled one, a window's or a join's parts), which those outputs were made of:
+        never acked without them.
+        """
         committed = []
-        for message, sends in zip(batch.messages, batch.sends, strict=True):
+        failed: Exception | None = None  # why the handled message before was dead-lettered
+        for index, (message, sends) in enumerate(zip(batch.messages, batch.sends, strict=True)):
+            if handled is None or handled[index]:
+                failed = None
+            elif failed is not None:  # released with a message whose outputs failed
+                await self.dead_letter(message, failed, "forward")
+                committed.append(True)  # settled, as a dead letter
+                continue
             single = Commit([message], [sends])
             try:
                 committed += await self._commit_until_reachable(single, alone=True)
@@ -334,6 +352,7 @@ class Settling(Forwarding):
                 for target in replies if kept else ():
                     await self.send_record(target, {"forwarded": 0, "failure": failure})
                 committed.append(True)  # settled, as a dead letter
+                failed = error
         return committed
 
     # -- acks and dead letters ------------------------------------------------------------
@@ -370,6 +389,8 @@ class Settling(Forwarding):
         """
         node = self.node
         self.dead_lettered += 1
+        if self.drain_letters is not None:
+            self.drain_letters.add(id(message))
         error_type = type_name(error)
         if self.repeats is None:
             self.repeats = RepeatLimiter()

@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import pytest
 
-from spark_nodes import CountWindow, ExecutionContext, Graph, Node, TimeWindow
+from spark_nodes import CountWindow, ExecutionContext, Graph, Node, TimeWindow, Window
 from spark_nodes._redis_client import RedisClient
 from spark_nodes.channels import RedisChannel
 from spark_nodes.nodes.windows import WINDOW_FLUSH
@@ -66,9 +66,12 @@ class Noted(CountWindow):
         return output
 
 
-def pipeline(seen: Seen, window: Callable[[], Node]) -> Callable[[], Graph]:
+def pipeline(
+    seen: Seen, window: Callable[[], Node], when: Callable[[Any], bool] | None = None
+) -> Callable[[], Graph]:
     """Builds ``window >> sink``, the sink recording each window's items in the graph state
-    (and in ``seen``, in the process that serves it). A new window node per "process"."""
+    (and in ``seen``, in the process that serves it). A new window node per "process".
+    ``when``: the edge's condition."""
 
     class Sink(Node):
         async def process(self, context: ExecutionContext) -> None:
@@ -79,7 +82,10 @@ def pipeline(seen: Seen, window: Callable[[], Node]) -> Callable[[], Graph]:
 
     def build() -> Graph:
         node = window()
-        node >> Sink(id="sink")
+        if when is None:
+            node >> Sink(id="sink")
+        else:
+            node.on(when) >> Sink(id="sink")
         return Graph(node, name="windows")
 
     return build
@@ -259,6 +265,100 @@ async def test_a_flush_marker_sent_by_hand_is_no_item(cluster: Cluster) -> None:
             await seen.wait(lambda: len(seen.windows) == 1)
             await client.shutdown()
     assert await client.state.get("windows") == [[0, 1]]
+
+
+def no_zero(output: dict[str, Any]) -> bool:
+    """An edge condition that raises on the window with 0."""
+    if 0 in output["items"]:
+        raise ValueError("no zero")
+    return True
+
+
+async def test_a_window_whose_output_cannot_be_routed_has_its_messages_dead_lettered_on_redis(
+    cluster: Cluster, raw: RedisClient
+) -> None:
+    """The window's first message is not left pending (the shutdown waited for it)."""
+    seen = Seen()
+    build = pipeline(seen, lambda: CountWindow(2, id="window"), when=no_zero)
+    worker, client = cluster.process(build), cluster.process(build)
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(worker.serve)
+            for number in range(4):
+                await client.send("window", number)
+            await seen.wait(lambda: len(seen.windows) == 1)
+            await client.shutdown()
+    assert await client.state.get("windows") == [[2, 3]]
+    assert await dead_letter_count(client) == 2  # 0 and 1
+    assert await stream_left(raw, client, "window") == (0, 0)
+
+
+async def test_a_sliding_window_keeps_the_message_that_closed_a_window_it_could_not_route(
+    cluster: Cluster, raw: RedisClient
+) -> None:
+    """3 closes [0..3], which fails: 0 and 1 (in no other window) are dead-lettered; 3
+    stays held in [2..5], which goes out with 2 and 3 acked, each message settled once."""
+    seen = Seen()
+    build = pipeline(seen, lambda: CountWindow(4, slide=2, id="window"), when=no_zero)
+    worker, client = cluster.process(build), cluster.process(build)
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(worker.serve)
+            for number in range(6):
+                await client.send("window", number)
+            await seen.wait(lambda: len(seen.windows) == 1)
+            await client.shutdown()
+    assert await client.state.get("windows") == [[2, 3, 4, 5], [4, 5]]
+    assert await dead_letter_count(client) == 2  # 0 and 1
+    assert await stream_left(raw, client, "window") == (0, 0)
+
+
+class Unencodable(CountWindow):
+    """The window with 0 makes an output msgpack cannot encode: its commit fails."""
+
+    def aggregate(self, window: Window) -> Any:
+        items = set(window.items) if 0 in window.items else window.items
+        return {"items": items}
+
+
+async def test_a_window_output_that_cannot_be_committed_dead_letters_every_message_of_it(
+    cluster: Cluster, raw: RedisClient
+) -> None:
+    seen = Seen()
+    build = pipeline(seen, lambda: Unencodable(2, id="window"))
+    worker, client = cluster.process(build), cluster.process(build)
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(worker.serve)
+            for number in range(4):
+                await client.send("window", number)
+            await seen.wait(lambda: len(seen.windows) == 1)
+            await client.shutdown()
+    assert await client.state.get("windows") == [[2, 3]]
+    assert await dead_letter_count(client) == 2  # 0 and 1: not acked with empty sends
+    assert await stream_left(raw, client, "window") == (0, 0)
+
+
+async def test_a_window_flushed_at_the_drain_that_cannot_be_routed_is_dead_lettered_not_acked(
+    cluster: Cluster, raw: RedisClient
+) -> None:
+    """Key 0's window fails its edge condition; key 1's is still flushed."""
+    seen = Seen()
+
+    def window() -> Node:
+        return CountWindow(10, key=lambda number: number % 2, id="window")
+
+    build = pipeline(seen, window, when=no_zero)
+    worker, client = cluster.process(build), cluster.process(build)
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(worker.serve)
+            for number in range(4):
+                await client.send("window", number)
+            await client.shutdown()
+    assert await client.state.get("windows") == [[1, 3]]
+    assert await dead_letter_count(client) == 2  # 0 and 2
+    assert await stream_left(raw, client, "window") == (0, 0)
 
 
 async def test_a_killed_worker_s_open_window_is_rebuilt_by_the_next_one(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from spark_nodes import (
     Window,
 )
 from spark_nodes.channels import ChannelMessage
+from spark_nodes.graphs import GraphEvent
 from spark_nodes.graphs.checkpoint import read_checkpoint
 from spark_nodes.nodes.windows import WINDOW_FLUSH
 from spark_nodes.testing import Probe
@@ -48,23 +49,44 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "time-and-steps.md"
 
 
 class Run:
-    """A window wired to a probe in a long-running graph: what came out, what failed."""
+    """A window wired to a probe in a long-running graph: what came out, what failed.
 
-    def __init__(self, window: Node) -> None:
+    ``when``: the edge's condition. ``acks``: send each item as a message that carries an
+    ack (as a bridged queue's do), recorded in :attr:`acked`.
+    """
+
+    def __init__(
+        self, window: Node, *, when: Callable[[Any], bool] | None = None, acks: bool = False
+    ) -> None:
         self.window = window
         self.sink = Probe(id="sink")
-        window >> self.sink
+        if when is None:
+            window >> self.sink
+        else:
+            window.on(when) >> self.sink
         self.graph = Graph(start=window)
         self.result: GraphResult | None = None
+        self.acks = acks
+        self.acked: list[Any] = []
 
     async def feed(self, items: Iterable[Any]) -> list[Any]:
         """Send ``items``, shut the graph down (the drain flushes); return the outputs."""
         with anyio.fail_after(30):
             async with self.graph.open_run(Task(type=LONG)) as run:
                 for item in items:
-                    await run.send(self.window, item)
+                    await self.send(item)
         self.result = run.result
         return self.sink.items
+
+    async def send(self, item: Any) -> None:
+        if not self.acks:
+            await self.graph.send(self.window, item)
+            return
+
+        async def ack() -> None:
+            self.acked.append(item)
+
+        await self.window.mailbox.send(ChannelMessage(item, ack=ack))
 
     async def dead_letters(self) -> list[dict[str, Any]]:
         letters = []
@@ -168,7 +190,9 @@ async def test_aggregate_turns_a_window_into_the_output_and_none_forwards_nothin
     assert outputs == [{"total": 3, "count": 2}, {"total": 3, "count": 1}]
 
 
-async def test_a_failing_aggregate_fails_the_message_and_leaves_the_window_as_it_was() -> None:
+async def test_a_window_whose_aggregate_fails_at_the_last_attempt_is_dead_lettered() -> None:
+    """The node gives up on the window, not on the key: the next window goes on."""
+
     class Picky(CountWindow):
         def aggregate(self, window: Window) -> Any:
             if "bad" in window.items:
@@ -177,10 +201,14 @@ async def test_a_failing_aggregate_fails_the_message_and_leaves_the_window_as_it
 
     run = Run(Picky(3, id="window"))
     outputs = await run.feed(["a", "b", "bad", "c", "d", "e"])
-    assert outputs == [["a", "b", "c"], ["d", "e"]]  # "bad" never joined a window
-    (letter,) = await run.dead_letters()
-    assert letter["payload"] == "bad"
-    assert letter["error"] == "no bad apples"
+    assert outputs == [["c", "d", "e"]]
+    letters = await run.dead_letters()
+    assert sorted((letter["payload"], letter["phase"]) for letter in letters) == [
+        ("a", "window"),
+        ("b", "window"),
+        ("bad", "process"),  # the message that completed it fails with it
+    ]
+    assert {letter["error"] for letter in letters} == {"no bad apples"}
 
 
 async def test_a_window_whose_aggregate_fails_at_the_end_has_its_messages_dead_lettered() -> None:
@@ -346,21 +374,24 @@ async def test_sliding_event_time_windows_put_each_event_in_every_window_of_its_
     ]
 
 
-async def test_a_failing_aggregate_leaves_the_time_windows_and_the_watermark_as_they_were() -> None:
-    failures = [ValueError("the database is down")]
+async def test_a_failing_aggregate_is_retried_with_the_time_windows_as_they_were() -> None:
+    failures = [ValueError("the database is down")] * 2
+    seen: list[float] = []
 
     class Flaky(TimeWindow):
         def aggregate(self, window: Window) -> Any:
+            seen.append(self.watermark)
             if failures:
                 raise failures.pop()
             return super().aggregate(window)
 
-    window = Flaky(10, time_field="ts", id="window")
+    retry = RetryPolicy(max_attempts=3, initial_delay=1)
+    window = Flaky(10, time_field="ts", id="window", config=NodeConfig(retry=retry))
     run = Run(window)
-    outputs = await run.feed(events(1, 2, 12, 13))  # 12 closes [0, 10): that fails
-    assert times_of(outputs) == [(0, 10, [1, 2]), (10, 20, [13])]  # closed by 13 instead
-    (letter,) = await run.dead_letters()
-    assert (letter["payload"]["ts"], letter["error"]) == (12, "the database is down")
+    outputs = await run.feed(events(1, 2, 12, 13))  # 12 closes [0, 10): fails twice
+    assert times_of(outputs) == [(0, 10, [1, 2]), (10, 20, [12, 13])]
+    assert seen[:3] == [2, 2, 2]  # each attempt found the watermark as it was
+    assert await run.dead_letters() == []
     assert window.watermark == 13
 
 
@@ -479,6 +510,128 @@ async def test_a_window_s_timer_sends_one_flush_marker_per_window_end_for_every_
         ("a", 2),
         ("b", 1),
         ("c", 1),
+    ]
+
+
+# -- failures -------------------------------------------------------------------------------
+
+
+def payloads(letters: list[dict[str, Any]]) -> list[tuple[Any, str]]:
+    return sorted(((letter["payload"], letter["phase"]) for letter in letters), key=repr)
+
+
+@pytest.mark.parametrize("acks", [False, True])
+async def test_a_window_whose_output_cannot_be_routed_has_every_message_dead_lettered(
+    acks: bool,
+) -> None:
+    """An edge condition raises on the first window's output: the messages released with
+    it are dead-lettered with the one that closed it, never acked."""
+
+    def no_a(output: dict[str, Any]) -> bool:
+        if "a" in output["items"]:
+            raise ValueError("no a")
+        return True
+
+    window = CountWindow(2, id="window")
+    run = Run(window, when=no_a, acks=acks)
+    outputs = await run.feed(["a", "b", "c", "d"])
+    assert items_of(outputs) == [["c", "d"]]
+    letters = await run.dead_letters()
+    assert payloads(letters) == [("a", "route"), ("b", "route")]
+    assert {letter["error"] for letter in letters} == {"no a"}
+    assert window.held == []
+    assert sorted(run.acked) == (["c", "d"] if acks else [])
+
+
+@pytest.mark.parametrize("acks", [False, True])
+async def test_a_message_that_stays_in_a_sliding_window_is_not_dead_lettered_with_the_one_it_closed(
+    acks: bool,
+) -> None:
+    """12 closes [-5, 5) and [0, 10), whose output fails: 1 is in no other window and is
+    dead-lettered; 12 stays in [5, 15) and [10, 20), which go out at the end."""
+    failed: list[Any] = []
+
+    def once(output: dict[str, Any]) -> bool:
+        if not failed:
+            failed.append(output)
+            raise RuntimeError("the edge is down")
+        return True
+
+    run = Run(TimeWindow(10, slide=5, time_field="ts", id="window"), when=once, acks=acks)
+    outputs = await run.feed(events(1, 12))
+    assert times_of(outputs) == [(5, 15, [12]), (10, 20, [12])]
+    letters = await run.dead_letters()
+    assert [(letter["payload"]["ts"], letter["phase"]) for letter in letters] == [(1, "route")]
+    assert [event["ts"] for event in run.acked] == ([12] if acks else [])
+
+
+@pytest.mark.parametrize("acks", [False, True])
+async def test_a_window_that_cannot_be_routed_at_the_drain_is_dead_lettered_and_the_others_go_out(
+    acks: bool,
+) -> None:
+    def no_a(output: dict[str, Any]) -> bool:
+        if output["key"] == "a":
+            raise ValueError("no a")
+        return True
+
+    window = CountWindow(10, key=lambda item: item[0], id="window")
+    run = Run(window, when=no_a, acks=acks)
+    outputs = await run.feed(["a1", "b1", "a2", "c1"])
+    assert [(output["key"], output["items"]) for output in outputs] == [
+        ("b", ["b1"]),
+        ("c", ["c1"]),
+    ]
+    letters = await run.dead_letters()
+    assert payloads(letters) == [("a1", "window"), ("a2", "window")]
+    assert {letter["error"] for letter in letters} == {"no a"}
+    assert window.held == []
+    assert sorted(run.acked) == (["b1", "c1"] if acks else [])  # a1, a2: not acked
+
+
+async def test_a_window_whose_aggregate_always_fails_does_not_block_the_later_ones() -> None:
+    """Processing time: x's window is due at its timer, whose flush marker fails on it;
+    given up on (its message dead-lettered), it no longer fails the later messages."""
+
+    class Picky(TimeWindow):
+        def aggregate(self, window: Window) -> Any:
+            if window.key == "x":
+                raise ValueError("cannot aggregate key x")
+            return window.items
+
+    window = Picky(10, key=lambda item: item["k"], id="window")
+    run = Run(window)
+    with anyio.fail_after(300):  # virtual seconds
+        async with run.graph.open_run(Task(type=LONG)) as running:
+            await running.send(window, {"k": "x"})
+            await anyio.sleep(15)
+            for number in range(3):
+                await running.send(window, {"k": "y", "i": number})
+                await anyio.sleep(12)
+            await run.sink.wait_for(3)
+    assert [[item["i"] for item in items] for items in run.sink.items] == [[0], [1], [2]]
+    letters = await run.dead_letters()
+    assert payloads(letters) == [({"k": "x"}, "window")]  # the flush marker is not one
+    assert letters[0]["error"] == "cannot aggregate key x"
+    assert window.held == []
+
+
+async def test_an_observed_window_acks_each_message_once_its_window_went_out() -> None:
+    records: list[GraphEvent] = []
+    window = CountWindow(2, id="window")
+    run = Run(window)
+    run.graph.observe(records.append, node="window", side="input")
+    await run.feed(["a", "b", "c"])
+    assert [
+        (event.phase, event.message.payload)
+        for event in records
+        if event.phase in {"receive", "ack"}
+    ] == [
+        ("receive", "a"),
+        ("receive", "b"),
+        ("ack", "b"),  # the message that closed the window, then those it released
+        ("ack", "a"),
+        ("receive", "c"),
+        ("ack", "c"),  # flushed at the drain
     ]
 
 
