@@ -104,7 +104,10 @@ async def test_workers_wait_out_a_redis_outage_and_lose_nothing() -> None:
     assert "redis unreachable: the node's loops wait for it" in events
     ended = [log for log in logs if log["event"] == "redis reachable again"]
     assert ended
-    assert all(log["outage_seconds"] > 0 for log in ended)
+    # Each loop, lease renewal and publisher logs its own outage: one that first failed
+    # just before the server came back saw a short one (0.0 s, to the tenth).
+    assert all(log["outage_seconds"] >= 0 for log in ended)
+    assert max(log["outage_seconds"] for log in ended) >= OUTAGE / 2
 
 
 async def _some(seen: Callable[[], Any], count: int) -> bool:
