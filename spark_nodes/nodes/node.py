@@ -275,8 +275,13 @@ class Node:
         edges like an output of ``process``, before the shutdown; make it an async
         generator to forward several. So a node that keeps a partial window or batch
         flushes it here. An error it raises is logged (what it yielded before is
-        forwarded) and the shutdown goes on. A :class:`JoinNode` dead-letters its
-        incomplete groups here. The default has nothing to flush.
+        forwarded) and the shutdown goes on. An item it yields that cannot be forwarded
+        (an edge condition raised, ``max_steps``) has its error raised at that ``yield``:
+        catch it to dead-letter what the item was made of and go on. Messages the node
+        held (``held``) and no longer holds afterwards are acked, after what it forwarded
+        is delivered. On Redis each process serving the node calls it once it has handled
+        all it took, before the node's shutdown passes on. A :class:`JoinNode`
+        dead-letters its incomplete groups here. The default has nothing to flush.
         """
         return None
 
