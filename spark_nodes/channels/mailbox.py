@@ -132,11 +132,15 @@ class Commit:
             targets the mailbox :meth:`~DurableMailbox.commits_to`.
         result: ``(index into messages, encoded output)``: the node's latest output, kept
             where the mailbox keeps node results if that message commits; or ``None``.
+        released: Indexes of messages released by the message before them that is not
+            (a window's or a join's parts, after the message that closed it): each is
+            acked only if that message commits, else left pending, to be delivered again.
     """
 
     messages: list[ChannelMessage] = field(default_factory=list)
     sends: list[list[tuple[BaseChannel, ChannelMessage]]] = field(default_factory=list)
     result: tuple[int, bytes] | None = None
+    released: frozenset[int] = frozenset()
 
     def add(self, message: ChannelMessage) -> list[tuple[BaseChannel, ChannelMessage]]:
         """Add a handled message; return the list its outputs go in."""
@@ -150,6 +154,7 @@ class Commit:
         self.messages = []
         self.sends = []
         self.result = None
+        self.released = frozenset()
 
     def __len__(self) -> int:
         return len(self.messages)
@@ -174,7 +179,7 @@ class DurableMailbox(Mailbox, Protocol):
 
         Each message is judged on its own lease: one whose lease was lost forwards
         nothing and is not acked (it is handled where it was reclaimed); the others
-        commit.
+        commit, except those of ``batch.released`` whose releasing message did not.
 
         Returns:
             For each message of the batch, whether it was committed.

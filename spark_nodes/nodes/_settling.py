@@ -225,8 +225,9 @@ class Settling(Forwarding):
         if not commit:
             return
         assert commit is not None
-        batch = Commit(commit.messages, commit.sends, self._encoded_result(commit))
         handled = self.commit_handled
+        released = _released(handled) if False in handled else frozenset()
+        batch = Commit(commit.messages, commit.sends, self._encoded_result(commit), released)
         commit.clear()  # other loops of the node add to the next one while this one waits
         self.commit_handled = []
         self.result_index = None
@@ -325,23 +326,21 @@ class Settling(Forwarding):
     async def _commit_one_by_one(self, batch: Commit, handled: list[bool] | None) -> list[bool]:
         """Commit each message alone; dead-letter those whose outputs cannot be sent.
 
-        With them the messages they released (``handled`` False: the entries that follow
-        a handled one, a window's or a join's parts), which those outputs were made of:
-        never acked without them.
+        The messages a handled one released (``handled`` False: the entries that follow
+        it, a window's or a join's parts, which its outputs were made of) go with it: in
+        its commit, acked only if it is, or dead-lettered after it. Never acked without it.
         """
-        committed = []
-        failed: Exception | None = None  # why the handled message before was dead-lettered
-        for index, (message, sends) in enumerate(zip(batch.messages, batch.sends, strict=True)):
-            if handled is None or handled[index]:
-                failed = None
-            elif failed is not None:  # released with a message whose outputs failed
-                await self.dead_letter(message, failed, "forward")
-                committed.append(True)  # settled, as a dead letter
-                continue
-            single = Commit([message], [sends])
+        committed: list[bool] = []
+        messages, all_sends = batch.messages, batch.sends
+        for start, end in _with_released(handled, len(messages)):
+            sends = all_sends[start]
+            single = Commit(
+                messages[start:end], all_sends[start:end], released=frozenset(range(1, end - start))
+            )
             try:
                 committed += await self._commit_until_reachable(single, alone=True)
             except (MessageEncodeError, MessageTooLarge) as error:
+                message = messages[start]
                 self.run.in_flight -= len(sends)
                 self.unsent([output for _, output in sends])
                 # An invoke's record of this message goes after its dead letter instead.
@@ -351,8 +350,9 @@ class Settling(Forwarding):
                 failure = [self.node.id, "forward", type_name(error), str(error)]
                 for target in replies if kept else ():
                     await self.send_record(target, {"forwarded": 0, "failure": failure})
-                committed.append(True)  # settled, as a dead letter
-                failed = error
+                for released in messages[start + 1 : end]:  # released with it
+                    await self.dead_letter(released, error, "forward")
+                committed += [True] * (end - start)  # settled, as dead letters
         return committed
 
     # -- acks and dead letters ------------------------------------------------------------
@@ -466,3 +466,16 @@ def type_name(error: BaseException) -> str:
 def _settles_invoke(output: ChannelMessage) -> bool:
     """Whether ``output`` is the record that settles a message of a Redis invoke."""
     return is_invoke_record(output) and "forwarded" in output.payload
+
+
+def _released(handled: list[bool]) -> frozenset[int]:
+    """The positions of a commit's messages released by a handled one before them."""
+    return frozenset(index for index, was_handled in enumerate(handled) if not was_handled)
+
+
+def _with_released(handled: list[bool] | None, count: int) -> list[tuple[int, int]]:
+    """``(start, end)`` per handled message of a commit: it, then those it released."""
+    if handled is None:
+        return [(index, index + 1) for index in range(count)]
+    starts = [index for index, was_handled in enumerate(handled) if was_handled or index == 0]
+    return list(zip(starts, [*starts[1:], count], strict=True))

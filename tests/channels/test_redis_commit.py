@@ -256,6 +256,45 @@ async def test_each_message_of_a_commit_is_judged_on_its_own_lease(
     assert (await stats(raw, source))["rejected_acks"] == 1
 
 
+async def test_released_messages_are_acked_only_with_the_message_that_released_them(
+    shared: SharedClient, raw: Redis
+) -> None:
+    # A window: 0 and 1 held, 2 closed it (its output is the window's), then 3 closed the
+    # next one, with nothing released. A stalled on 2 and B reclaimed it: 0 and 1 must
+    # not be acked without the output they are in, so they stay pending (A's leases).
+    source, target = shared("{t}:a", consumer="A"), shared("{t}:b")
+    await fill(source, [0, 1, 2, 3])
+    taken = await take_exactly(source, 4)
+    await steal(raw, source, taken[2], "B")
+    batch = Commit()
+    for message in (taken[2], taken[0], taken[1], taken[3]):
+        batch.add(message)
+    batch.sends[0].append((target, ChannelMessage("window 0-2")))
+    batch.sends[3].append((target, ChannelMessage("window 3")))
+    batch.released = frozenset({1, 2})
+    assert await source.commit(batch) == [False, False, False, True]
+    assert await stream_payloads(raw, target) == ["window 3"]
+    entries = {message.metadata["stream_entry"]: message.payload for message in taken}
+    assert sorted(entries[entry] for entry, _, _ in await pending(raw, source)) == [0, 1, 2]
+    assert [message.acked for message in taken] == [False, False, False, True]
+
+
+async def test_released_messages_are_acked_with_the_message_that_released_them(
+    shared: SharedClient, raw: Redis
+) -> None:
+    source, target = shared("{t}:a", consumer="A"), shared("{t}:b")
+    await fill(source, [0, 1, 2])
+    taken = await take_exactly(source, 3)
+    batch = Commit()
+    for message in (taken[2], taken[0], taken[1]):
+        batch.add(message)
+    batch.sends[0].append((target, ChannelMessage("window")))
+    batch.released = frozenset({1, 2})
+    assert await source.commit(batch) == [True, True, True]
+    assert await stream_payloads(raw, target) == ["window"]
+    assert await pending(raw, source) == []
+
+
 async def test_a_lease_reclaimed_by_the_same_consumer_name_is_lost_too(
     shared: SharedClient, raw: Redis
 ) -> None:

@@ -198,6 +198,46 @@ async def test_the_messages_of_a_stopped_worker_s_open_window_complete_it_elsewh
     assert await stream_left(raw, taking_over, "window") == (0, 0)
 
 
+class Stalling(CountWindow):
+    """A count window whose worker stalls on the message that closes its first window:
+    another consumer reclaims that message's entry before the commit."""
+
+    def __init__(self, raw: RedisClient, size: int, **kwargs: Any) -> None:
+        super().__init__(size, **kwargs)
+        self.raw = raw
+        self.stalled = False
+
+    async def process(self, context: ExecutionContext) -> Any:
+        output = super().process(context)
+        if output is not None and not self.stalled:
+            self.stalled = True
+            mailbox = self.mailbox
+            assert isinstance(mailbox, RedisChannel)
+            entry = context.inputs.metadata["stream_entry"]
+            await self.raw.xclaim(mailbox.key, mailbox.group, "reclaimer", 0, [entry])
+        return output
+
+
+async def test_a_window_whose_closing_message_s_lease_was_lost_keeps_its_messages_pending(
+    cluster: Cluster, raw: RedisClient
+) -> None:
+    """The output of a window is refused with the lease of the message that closed it: the
+    messages it released are not acked either, and all are delivered again, together."""
+    seen = Seen()
+    build = pipeline(seen, lambda: Stalling(raw, 2, id="window"))
+    worker, client = cluster.process(build, visibility_timeout=1.0), cluster.process(build)
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(worker.serve)
+            for number in range(2):
+                await client.send("window", number)
+            await seen.wait(lambda: len(seen.windows) == 1)  # after both were reclaimed
+            await client.shutdown()
+    (window,) = await client.state.get("windows")
+    assert sorted(window) == [0, 1]
+    assert await stream_left(raw, client, "window") == (0, 0)
+
+
 async def test_a_processing_time_window_closes_on_its_timer_through_the_redis_mailbox(
     cluster: Cluster, raw: RedisClient
 ) -> None:

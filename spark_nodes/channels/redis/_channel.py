@@ -556,7 +556,9 @@ class RedisChannel(BaseChannel):
         """Forward each message's outputs and ack it, the whole batch in one script call.
 
         Each message is judged on its own lease: one whose lease was lost forwards
-        nothing, is not acked and reports False; the others commit. The batch's result
+        nothing, is not acked and reports False; so does one of ``batch.released`` whose
+        releasing message did not commit (it stays pending, delivered again after the
+        visibility timeout); the others commit. The batch's result
         is kept at ``result_key`` if the message it came from committed. Reads the next
         entries in the same round trip when the buffer is empty.
 
@@ -603,6 +605,7 @@ class RedisChannel(BaseChannel):
         committed = await self._leases.commit(
             leases, outputs=outputs, target_of=target_of, envelopes=envelopes,
             targets=[t.keys for t in targets], result=batch.result, result_key=self.result_key,
+            released=batch.released,
         )  # fmt: skip
         await self._after_commit(batch, committed, targets, target_of)
         return committed

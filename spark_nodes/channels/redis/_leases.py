@@ -197,6 +197,7 @@ class LeaseBook:
         targets: list[MailboxKeys],
         result: tuple[int, bytes] | None,
         result_key: str | None,
+        released: frozenset[int] = frozenset(),
     ) -> list[bool]:
         """Forward and ack a batch in one fenced script call (see ``COMMIT``).
 
@@ -208,6 +209,8 @@ class LeaseBook:
             targets: The keys of each target.
             result: (position of the lease from 0, encoded output): the latest result.
             result_key: Where results are kept; ``None`` keeps none.
+            released: Positions (from 0) of leases acked only with the one before them
+                that is not released.
 
         Returns:
             For each lease, whether it committed.
@@ -222,10 +225,16 @@ class LeaseBook:
         script_keys = [keys.stream, keys.stats, result_key or keys.stats]
         for target in targets:
             script_keys += (target.stream, target.stats)
-        words = b"".join(
-            b"%s %d %d " % (lease.entry, lease.deliveries, count)
-            for lease, count in zip(leases, outputs, strict=True)
-        )
+        if released:
+            words = b"".join(
+                b"%s %d %d%s " % (lease.entry, lease.deliveries, count, b"r" * (i in released))
+                for i, (lease, count) in enumerate(zip(leases, outputs, strict=True))
+            )
+        else:
+            words = b"".join(
+                b"%s %d %d " % (lease.entry, lease.deliveries, count)
+                for lease, count in zip(leases, outputs, strict=True)
+            )
         most = len(self.held) + len(leases)
         args: list[Any] = [
             self._group, self._consumer, words, most, result_at, value,

@@ -204,9 +204,11 @@ COMMIT: Final = (
 -- KEYS[1] source stream, KEYS[2] source stats, KEYS[3] result key; then per target t (from
 -- 1): KEYS[2 + 2t] its stream, KEYS[3 + 2t] its stats.
 -- ARGV[1] group, ARGV[2] consumer, ARGV[3] the entries as "id deliveries outputs " words
--- (outputs: how many envelopes are that entry's), ARGV[4] how many entries the consumer
--- may hold at most (its leases are read in one XPENDING; one beyond is checked alone),
--- ARGV[5] the position (from 1) of the entry whose output ARGV[6] is the node's latest
+-- (outputs: how many envelopes are that entry's; "0r" marks an entry released by the
+-- last entry before it that is not: it is acked only if that one is, else left pending,
+-- as a window's messages go only with the output they made), ARGV[4] how many entries
+-- the consumer may hold at most (its leases are read in one XPENDING; one beyond is
+-- checked alone), ARGV[5] the position (from 1) of the entry whose output ARGV[6] is the node's latest
 -- result, 0 for none; ARGV[7] the target of each envelope, as "t t ... " words;
 -- ARGV[8..] the envelopes.
 -- Returns one status per entry (see ACK).
@@ -221,13 +223,17 @@ for t in string.gmatch(ARGV[7], '%d+') do targets[#targets + 1] = tonumber(t) en
 local statuses, settled, sent = {}, {}, {}
 local used, position, keep_result = 0, 0, false
 local result_at = tonumber(ARGV[5])
-for id, deliveries, outputs in string.gmatch(ARGV[3], '(%S+) (%S+) (%d+)') do
+local anchor = 1  -- the status of the last entry not released by another
+for id, deliveries, outputs, released in string.gmatch(ARGV[3], '(%S+) (%S+) (%d+)(r?) ') do
   position = position + 1
   outputs = tonumber(outputs)
   local status = 1
-  if held[id] ~= deliveries then
+  if released == 'r' and anchor ~= 1 then
+    status = -1
+  elseif held[id] ~= deliveries then
     status = owned(KEYS[1], ARGV[1], id, ARGV[2], deliveries)  -- not ours, or beyond the read
   end
+  if released == '' then anchor = status end
   if status == 1 then
     for j = used + 1, used + outputs do
       local t = targets[j]
