@@ -95,7 +95,7 @@ class Distribution:
                 await outage.wait()
         outage.ended(log)
         for node_id, runtime in self.runtimes.items():
-            self.mailbox(node_id).watch_remote_close(self.epoch, partial(self.try_finish, runtime))
+            self.mailbox(node_id).watch_remote_close(self.epoch, partial(self.idle, runtime))
         _log.info("serving", graph=self.graph_name, nodes=sorted(self.runtimes), run=self.epoch)
 
     async def shut_down_sources(self) -> None:
@@ -127,6 +127,19 @@ class Distribution:
                       run=metadata.get(GRAPH_RUN_KEY), current=self.epoch)  # fmt: skip
         elif status == _LEASE_LOST:
             _log.warning("shutdown entry reclaimed by another consumer", node=node_id)
+
+    async def idle(self, runtime: NodeRuntime) -> None:
+        """A read of a hosted node's mailbox found nothing new (the mailbox's idle hook).
+
+        Publishes what the node holds once its loops have nothing in hand (for
+        ``wait_idle``: see :meth:`RedisChannel.publish_held`), and tries to finish it.
+
+        Raises:
+            ChannelUnavailable: Redis could not be reached within the retries.
+        """
+        if runtime.quiet():
+            await self.mailbox(runtime.node.id).publish_held(runtime.node.held)
+        await self.try_finish(runtime)
 
     async def try_finish(self, runtime: NodeRuntime) -> None:
         """Finish a hosted node if it is closing and drained (every consumer tries).

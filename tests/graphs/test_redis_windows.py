@@ -238,6 +238,62 @@ async def test_a_window_whose_closing_message_s_lease_was_lost_keeps_its_message
     assert await stream_left(raw, client, "window") == (0, 0)
 
 
+async def test_wait_idle_on_redis_counts_what_an_open_window_holds_as_idle(
+    cluster: Cluster, raw: RedisClient
+) -> None:
+    """As in memory: held messages of an open window are not in flight. The entries stay
+    pending, published as held by the live worker."""
+    seen = Seen()
+    build = pipeline(seen, lambda: Noted(seen, 3, id="window"))
+    worker, client = cluster.process(build), cluster.process(build)
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(worker.serve)
+            for number in range(2):
+                await client.send("window", number)
+            await client.wait_idle()
+            assert seen.handled == 2
+            assert await stream_left(raw, client, "window") == (2, 2)
+            await client.send("window", 2)
+            await client.wait_idle()  # the window went out, and the sink handled it
+            assert seen.windows == [[0, 1, 2]]
+            await client.shutdown()
+    assert await stream_left(raw, client, "window") == (0, 0)
+
+
+async def test_wait_idle_on_redis_waits_for_held_messages_whose_worker_is_gone(
+    cluster: Cluster, raw: RedisClient
+) -> None:
+    """Held entries whose lease is not renewed any more are going to be delivered again:
+    not idle, until another worker holds them."""
+    seen = Seen()
+    build = pipeline(seen, lambda: Noted(seen, 3, id="window"))
+    dying = cluster.process(build, visibility_timeout=1.0)
+    taking_over = cluster.process(build, visibility_timeout=1.0)
+    mailbox = dying.nodes["window"].mailbox
+    assert isinstance(mailbox, RedisChannel)
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(partial(dying.serve, grace_period=0.1))
+            for number in range(2):
+                await dying.send("window", number)
+            await dying.wait_idle()
+            dying.stop("leaving")  # it no longer renews the leases of its window
+
+        async def lapsed() -> bool:
+            rows: Any = await raw.xpending_range(mailbox.key, mailbox.group, "-", "+", 10)
+            return all(row["time_since_delivered"] > 1000 for row in rows)
+
+        await poll_until(lapsed)
+        assert not await taking_over._backend.is_idle()  # type: ignore[union-attr]
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(taking_over.serve)
+            await taking_over.wait_idle()  # reclaimed, and held again, by the live worker
+            assert seen.handled == 4  # 0 and 1 twice
+            await taking_over.shutdown()
+    assert await taking_over.state.get("windows") == [[0, 1]]  # the flush at shutdown
+
+
 async def test_a_processing_time_window_closes_on_its_timer_through_the_redis_mailbox(
     cluster: Cluster, raw: RedisClient
 ) -> None:

@@ -710,6 +710,24 @@ class RedisChannel(BaseChannel):
         """
         return await self._leases.renew()
 
+    async def publish_held(self, messages: Iterable[ChannelMessage]) -> None:
+        """Tell Redis that this consumer holds ``messages`` on purpose, and no others.
+
+        A window or a join keeps messages unacked, pending, across calls: in Redis they
+        look like messages being worked on. :meth:`Graph.wait_idle` counts an entry
+        published here as idle while its lease is alive (not reclaimed, renewed within
+        ``visibility_timeout``), as it counts held messages in memory. A distributed graph
+        calls this whenever a node's loops are idle; it writes only what changed.
+        Messages not received from this channel (no lease here) are left out.
+
+        Raises:
+            ChannelUnavailable: Redis could not be reached within the retries.
+        """
+        leases = [lease_or_none(message) for message in messages]
+        await self._leases.publish_held(
+            [lease for lease in leases if lease is not None and lease.channel is self]
+        )
+
     async def release_buffered(self) -> int:
         """Give back the buffered messages (received from Redis, not handed out yet).
 

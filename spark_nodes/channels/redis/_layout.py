@@ -11,6 +11,7 @@ whole graph) lives in one Redis Cluster slot::
     {namespace}:{tag}:producer:… each producer's last batch number (retries land once)
     {namespace}:{tag}:idem:…     idempotency keys seen within the window
     {namespace}:{tag}:closed     set when a distributed graph closed this mailbox
+    {namespace}:{tag}:held       entries consumers hold on purpose (a window's), by lease
 
 Consumers come and go with the channel objects that read: a consumer is made by its first
 read, deleted by its channel's ``aclose`` once it holds nothing, and deleted by any live
@@ -101,6 +102,8 @@ class MailboxKeys:
         delayed: The sorted set of delayed sends.
         stats: The hash of counters.
         closed: Set when a distributed graph closed the mailbox.
+        held: Hash of the entries consumers hold on purpose (a window's, a join's), each
+            to ``"consumer deliveries"``: ``Graph.wait_idle`` counts those as idle.
         prefix: What producer and idempotency keys start with.
     """
 
@@ -109,6 +112,7 @@ class MailboxKeys:
     delayed: str
     stats: str
     closed: str
+    held: str
     prefix: str
 
     @classmethod
@@ -120,6 +124,7 @@ class MailboxKeys:
             delayed=f"{stream}:delayed",
             stats=f"{stream}:stats",
             closed=f"{stream}:closed",
+            held=f"{stream}:held",
             prefix=f"{stream}:",
         )
 

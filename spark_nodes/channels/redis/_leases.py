@@ -103,6 +103,7 @@ class LeaseBook:
         "_group",
         "_keys",
         "_name",
+        "_published",
         "_read_along",
         "_redis",
         "_retry",
@@ -138,6 +139,7 @@ class LeaseBook:
         self._acks: Coalescer[_PendingAck] = Coalescer(self._write_acks, 512)
         self.held: dict[bytes, Lease] = {}
         """Leases by entry id: what this consumer got and has not settled."""
+        self._published: dict[bytes, bytes] = {}  # what publish_held last wrote
 
     # -- acks -------------------------------------------------------------------------------
 
@@ -306,6 +308,39 @@ class LeaseBook:
             else:
                 self.held.pop(lease.entry, None)
         return renewed
+
+    async def publish_held(self, leases: list[Lease]) -> None:
+        """Write which entries this consumer holds on purpose, if that changed.
+
+        Each goes into the mailbox's ``held`` hash as ``"consumer deliveries"`` (its lease,
+        so an entry reclaimed since does not match); the entries no longer held are
+        removed. One round trip, only when something changed.
+
+        Raises:
+            ChannelUnavailable: Redis could not be reached within the retries.
+        """
+        consumer = self._consumer.encode()
+        now = {lease.entry: b"%s %d" % (consumer, lease.deliveries) for lease in leases}
+        published = self._published
+        if now == published:
+            return
+        gone = [entry for entry in published if entry not in now]
+        changed = {entry: lease for entry, lease in now.items() if published.get(entry) != lease}
+        key = self._keys.held
+
+        async def write() -> None:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                if gone:
+                    pipe.hdel(key, *gone)
+                if changed:
+                    pipe.hset(key, mapping=changed)  # type: ignore[arg-type]
+                await pipe.execute()
+
+        await with_retries(
+            write, retry=self._retry, what=f"publish held entries of {self._name!r}",
+            error=ChannelUnavailable,
+        )  # fmt: skip
+        self._published = now
 
     async def release(self, leases: list[Lease]) -> int:
         """Make ``leases`` reclaimable by others at once; return how many were released.

@@ -208,8 +208,9 @@ COMMIT: Final = (
 -- last entry before it that is not: it is acked only if that one is, else left pending,
 -- as a window's messages go only with the output they made), ARGV[4] how many entries
 -- the consumer may hold at most (its leases are read in one XPENDING; one beyond is
--- checked alone), ARGV[5] the position (from 1) of the entry whose output ARGV[6] is the node's latest
--- result, 0 for none; ARGV[7] the target of each envelope, as "t t ... " words;
+-- checked alone), ARGV[5] the position (from 1) of the entry whose output ARGV[6] is the
+-- node's latest result, 0 for none; ARGV[7] the target of each envelope, as "t t ... "
+-- words;
 -- ARGV[8..] the envelopes.
 -- Returns one status per entry (see ACK).
 redis.replicate_commands()
