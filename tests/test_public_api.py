@@ -52,6 +52,28 @@ def test_top_level_names_are_the_ones_users_import() -> None:
     assert spark_nodes.ChannelMessage is ChannelMessage
 
 
+def test_what_invoke_returns_and_raises_is_importable_from_the_top_level() -> None:
+    from spark_nodes import (  # noqa: PLC0415
+        InvokeFailed,
+        InvokeFailure,
+        InvokeResult,
+        InvokeTimeout,
+    )
+    from spark_nodes.errors import InvokeFailed as Failed  # noqa: PLC0415
+    from spark_nodes.errors import InvokeTimeout as Timeout  # noqa: PLC0415
+    from spark_nodes.graphs import InvokeFailure as Failure  # noqa: PLC0415
+    from spark_nodes.graphs import InvokeResult as Result  # noqa: PLC0415
+
+    assert (InvokeResult, InvokeFailure, InvokeFailed, InvokeTimeout) == (
+        Result,
+        Failure,
+        Failed,
+        Timeout,
+    )
+    for name in ("InvokeResult", "InvokeFailure", "InvokeFailed", "InvokeTimeout"):
+        assert name in spark_nodes.__all__
+
+
 def test_every_import_shown_in_the_docs_works() -> None:
     pattern = re.compile(r"^(from spark_nodes[\w.]* import .+|import spark_nodes[\w.]*)$", re.M)
     texts = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

@@ -1,7 +1,8 @@
 """A graph's topology: its nodes, their shutdown order, the back edges of its cycles.
 
 Computed from the edges, once per wiring change (see
-:func:`~spark_nodes.nodes.node.wiring_version`) and again at the start of every run.
+:func:`~spark_nodes.nodes.node.wiring_version`) and again at the start of every run; so
+the wiring mistakes it finds are refused when the graph is built and when a run starts.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from spark_nodes.errors import WiringError
-from spark_nodes.nodes import Node
+from spark_nodes.nodes import CountWindow, Node, TimeWindow
 from spark_nodes.nodes._runtime import CYCLE_QUIET, SHUTDOWN_EXTERNAL
 
 __all__ = ["Topology"]
@@ -32,7 +33,8 @@ class Topology:
     ``CYCLE_QUIET`` script, sends the last shutdown).
 
     Raises:
-        WiringError: Two nodes share an id.
+        WiringError: Two nodes share an id, or a window (``CountWindow``,
+            ``TimeWindow``) is on a cycle.
     """
 
     __slots__ = (
@@ -78,6 +80,9 @@ class Topology:
         for component in _cycles(nodes):
             for node_id in component:
                 self.cycle_of[node_id] = component
+        for node in nodes:
+            if isinstance(node, CountWindow | TimeWindow) and node.id in self.cycle_of:
+                raise WiringError(_window_on_cycle(node, nodes, self.cycle_of[node.id]))
 
     def drain_sources(self, node_id: str) -> tuple[str, ...]:
         """Whose shutdowns ``node_id`` waits for, in memory, where cycles drain as one.
@@ -99,6 +104,23 @@ class Topology:
         cycle = self.cycle_of.get(node_id)
         successors = self.forward_successors[node_id]
         return successors if cycle is None else [s for s in successors if s not in cycle]
+
+
+def _window_on_cycle(window: Node, nodes: list[Node], cycle: frozenset[str]) -> str:
+    """Why a window cannot be on ``cycle``, and what to do instead."""
+    kind = type(window).__name__
+    if len(cycle) == 1:
+        where = "is wired to itself (a cycle of one node)"
+    else:
+        ids = [node.id for node in nodes if node.id in cycle]  # in discovery order
+        named = ", ".join(map(repr, ids[:20])) + (f" and {len(ids) - 20} more" if ids[20:] else "")
+        where = f"is on a cycle with the nodes {named}"
+    return (
+        f"window node {window.id!r} ({kind}) {where}: a window holds its messages until "
+        f"it flushes, and a cycle drains only once no message is left on it, so on Redis "
+        f"the graph would never drain and in memory its last windows would reach the cycle "
+        f"after it drained; put the window outside the cycle (where messages leave it)"
+    )
 
 
 def _discover(entries: Sequence[Node]) -> tuple[list[Node], set[tuple[int, int]]]:

@@ -92,9 +92,10 @@ class Graph:
             runs on Redis (now, or after :meth:`use_redis`).
 
     Raises:
-        WiringError: No node given, something given is not a node, or two nodes share
-            an id; for a Redis graph: no ``name``, or a node with a mailbox of its own that
-            is not one of the graph's.
+        WiringError: No node given, something given is not a node, two nodes share an
+            id, or a window (``CountWindow``, ``TimeWindow``) is on a cycle; for a Redis
+            graph: no ``name``, or a node with a mailbox of its own that is not one of the
+            graph's.
     """
 
     def __init__(
@@ -705,6 +706,8 @@ class Graph:
         message it took is its own). On Redis, from any process,
         running or not: every mailbox of the graph has nothing unread, pending or delayed
         (read every ``poll_interval`` seconds; bound the wait with ``anyio.fail_after``).
+        Messages held on purpose (an open window's) count as idle, on Redis while the
+        lease of the worker holding them lives.
 
         Raises:
             GraphNotRunning: An in-memory graph is not running.
@@ -796,7 +799,7 @@ class Graph:
         """The graph's topology, computed again only after the wiring changed (or asked).
 
         Raises:
-            WiringError: Two nodes share an id.
+            WiringError: Two nodes share an id, or a window is on a cycle.
         """
         version = wiring_version()
         known = self._known

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from spark_nodes.errors import WiringError
+from spark_nodes.nodes._forwarding import steps_of
 from spark_nodes.nodes.message import NodeMessage, channel_message_of
 from spark_nodes.nodes.node import runtime_of
 from spark_nodes.nodes.steps import run_step
@@ -168,6 +170,31 @@ class ExecutionContext:
             max_attempts=self.node.config.retry.max_attempts,
             started_at=self.started_at,
         )
+
+    @property
+    def steps_taken(self) -> int:
+        """The steps the message has taken so far: hops along edges of cycles, and gotos.
+
+        What the run counts against ``Task.max_steps`` (``metadata["steps"]``, which
+        travels with the message, also between Redis workers); 0 off cycles. An output
+        that takes one more step when ``steps == max_steps`` is dead-lettered (phase
+        ``"max_steps"``), so a node can end a loop itself before that. Not the durable
+        steps of :meth:`step`.
+        """
+        return steps_of(self.inputs)
+
+    @property
+    def max_steps(self) -> int | None:
+        """The run's step budget (``Task.max_steps``); ``None``: no limit (as in an actor).
+
+        On Redis: the budget of the run handling the message in this process (the task
+        given to ``run``; ``serve()`` and the worker command use the default).
+        """
+        runtime = runtime_of(self.node)
+        if runtime is None:
+            return None
+        budget = runtime.run.max_steps
+        return None if budget == sys.maxsize else budget  # runs keep "no limit" as maxsize
 
     # -- dynamic control flow (priority: cancel > stop > goto > the edges) -----------------
 

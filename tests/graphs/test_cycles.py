@@ -8,6 +8,7 @@ import anyio
 import pytest
 
 from spark_nodes import (
+    CountWindow,
     ExecutionContext,
     Graph,
     JoinNode,
@@ -15,6 +16,8 @@ from spark_nodes import (
     StopReason,
     Task,
     TaskType,
+    TimeWindow,
+    WiringError,
 )
 from spark_nodes.channels import ChannelMessage, InMemoryChannel
 from tests.graph_support import Collect
@@ -196,6 +199,65 @@ async def test_a_goto_loop_counts_steps_too() -> None:
     assert result.node_stats["again"].dead_lettered == 1
 
 
+class Budgeted(Node):
+    """Records ``(content, context.steps_taken, context.max_steps)`` and passes the content on."""
+
+    def __init__(self, seen: list[tuple[Any, int, int | None]], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.seen = seen
+
+    def process(self, context: ExecutionContext) -> Any:
+        self.seen.append((context.inputs.content, context.steps_taken, context.max_steps))
+        return context.inputs.content
+
+
+async def test_a_node_sees_the_steps_its_message_took_and_the_runs_max_steps() -> None:
+    seen: list[tuple[Any, int, int | None]] = []
+    entry, router = Budgeted(seen, id="entry"), Budgeted(seen, id="router")
+    tool, done = CountDown(id="tool"), Collect(id="done")
+    entry >> router  # off the cycle: no steps
+    router.on(lambda count: count > 0) >> tool
+    router.otherwise() >> done
+    tool >> router
+    with anyio.fail_after(20):
+        await Graph(start=entry).run(Task(inputs=2, max_steps=7))
+    # router(+1 from tool) ... each hop along the cycle is one step
+    assert seen == [(2, 0, 7), (2, 0, 7), (1, 2, 7), (0, 4, 7)]
+    assert done.items == [0]
+
+
+async def test_context_max_steps_is_none_when_the_run_has_no_limit() -> None:
+    seen: list[tuple[Any, int, int | None]] = []
+
+    class Again(Budgeted):
+        def process(self, context: ExecutionContext) -> Any:
+            super().process(context)
+            if context.steps_taken < 2:
+                context.goto("again")  # a goto is a step too
+                return context.inputs.content
+            return None
+
+    with anyio.fail_after(20):
+        await Graph(start=Again(seen, id="again")).run(Task(inputs="x", max_steps=None))
+    assert seen == [("x", 0, None), ("x", 1, None), ("x", 2, None)]
+
+
+async def test_a_node_can_end_its_loop_at_max_steps_instead_of_being_dead_lettered() -> None:
+    class Careful(Node):
+        def process(self, context: ExecutionContext) -> Any:
+            if context.steps_taken == context.max_steps:
+                return None  # one more hop round the cycle would be dead-lettered
+            return context.inputs.content + 1
+
+    careful = Careful(id="careful")
+    careful >> careful
+    graph = Graph(start=careful)
+    with anyio.fail_after(20):
+        result = await graph.run(Task(inputs=0, max_steps=5))
+    assert result.node_stats["careful"].processed == 6
+    assert result.node_stats["careful"].dead_lettered == 0
+
+
 async def test_max_steps_none_lifts_the_limit_and_bad_values_are_refused() -> None:
     assert Task(max_steps=None).max_steps is None
     for bad in (0, -1, 1.5):
@@ -262,3 +324,64 @@ async def test_a_join_on_a_cycle_joins_its_predecessors() -> None:
         async with graph.open_run(Task(type=LONG)) as run:
             answer = await run.invoke(1, timeout=5)
     assert answer.contents == [{"left": 1, "right": 1}]
+
+
+# -- windows are refused on a cycle -----------------------------------------------------------
+
+
+async def test_a_window_on_a_two_node_cycle_is_refused_when_the_graph_is_built() -> None:
+    feeder, window, back = Node(id="feeder"), CountWindow(2, id="window"), Node(id="back")
+    feeder >> window >> back
+    back >> window
+    with pytest.raises(WiringError, match="window node 'window' \\(CountWindow\\)") as caught:
+        Graph(start=feeder)
+    assert "on a cycle with the nodes 'window', 'back':" in str(caught.value)  # not 'feeder'
+    assert "put the window outside the cycle" in str(caught.value)
+
+
+async def test_a_window_wired_to_itself_is_refused() -> None:
+    window = TimeWindow(1.0, id="window")
+    window >> window
+    with pytest.raises(WiringError, match="window node 'window' \\(TimeWindow\\) is wired to"):
+        Graph(start=window)
+
+
+async def test_a_subclass_of_a_window_on_a_cycle_is_refused() -> None:
+    class Batches(CountWindow):
+        pass
+
+    router, batches = Node(id="router"), Batches(3, id="batches")
+    router >> batches >> router
+    with pytest.raises(WiringError, match="window node 'batches' \\(Batches\\)"):
+        Graph(start=router)
+
+
+async def test_an_error_route_that_closes_a_cycle_through_a_window_is_refused() -> None:
+    window, handler = CountWindow(2, id="window"), Node(id="handler")
+    window.on_error() >> handler  # error edges are edges: they make cycles
+    handler >> window
+    with pytest.raises(WiringError, match="window node 'window'"):
+        Graph(start=window)
+
+
+async def test_a_window_wired_onto_a_cycle_later_is_refused_when_the_run_starts() -> None:
+    window, back = CountWindow(2, id="window"), Node(id="back")
+    window >> back
+    graph = Graph(start=window)
+    back >> window
+    with anyio.fail_after(20), pytest.raises(WiringError, match="window node 'window'"):
+        await graph.run(Task(inputs=1))
+
+
+async def test_a_window_fed_by_a_cycle_but_not_on_it_is_allowed() -> None:
+    router, tool = Node(id="router"), CountDown(id="tool")
+    window, done = CountWindow(2, id="window"), Collect(id="done")
+    router.on(lambda count: count > 0) >> tool
+    router.otherwise() >> window >> done
+    tool >> router
+    graph = Graph(start=router)
+    with anyio.fail_after(20):
+        async with graph.open_run(Task(type=LONG)) as run:
+            for count in (2, 3, 1):
+                await run.send("router", count)
+    assert [window["items"] for window in done.items] == [[0, 0], [0]]  # the last: drained

@@ -8,7 +8,8 @@ import anyio
 import pytest
 from redis.asyncio import Redis
 
-from spark_nodes import ExecutionContext, Graph, GraphResult, Node, StopReason
+from spark_nodes import ExecutionContext, Graph, GraphResult, Node, StopReason, Task, TaskType
+from spark_nodes.graphs.task import DEFAULT_MAX_STEPS
 from tests.redis_support import Cluster
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]  # redis-py: asyncio only
@@ -82,3 +83,70 @@ async def test_the_next_run_of_a_redis_cycle_drains_again(cluster: Cluster) -> N
                 await client.send("router", 5 + run)
                 await client.shutdown()
     assert seen == [0, 0]
+
+
+# -- context.steps_taken and context.max_steps ------------------------------------------
+
+Seen = list[tuple[str, Any, int, int | None]]
+
+
+class Budgeted(Node):
+    """Records ``(node, content, context.steps_taken, context.max_steps)``; ``tool`` counts down."""
+
+    def __init__(self, seen: Seen, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.seen = seen
+
+    def process(self, context: ExecutionContext) -> Any:
+        self.seen.append((self.id, context.inputs.content, context.steps_taken, context.max_steps))
+        return context.inputs.content - 1 if self.id == "tool" else context.inputs.content
+
+
+def budgeted_loop(seen: Seen) -> Graph:
+    """router -> tool -> router until the count is 0; then router -> done."""
+    router, tool = Budgeted(seen, id="router"), Budgeted(seen, id="tool")
+    router.on(lambda count: count > 0) >> tool
+    router.otherwise() >> Done()
+    tool >> router
+    return Graph(start=router, name="budgeted")
+
+
+async def test_a_redis_node_sees_its_messages_steps_and_the_runs_max_steps(
+    cluster: Cluster,
+) -> None:
+    seen: Seen = []
+    graph = cluster.process(lambda: budgeted_loop(seen))
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as group:
+            group.start_soon(graph.run, Task(type=TaskType.LONG_RUNNING, max_steps=7))
+            await graph.send("router", 2)
+            await graph.shutdown()
+    assert seen == [
+        ("router", 2, 0, 7),
+        ("tool", 2, 1, 7),
+        ("router", 1, 2, 7),
+        ("tool", 1, 3, 7),
+        ("router", 0, 4, 7),
+    ]
+
+
+async def test_steps_travel_with_the_message_between_redis_worker_processes(
+    cluster: Cluster,
+) -> None:
+    seen: Seen = []
+    routers = cluster.process(lambda: budgeted_loop(seen))
+    tools = cluster.process(lambda: budgeted_loop(seen))
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as group:
+            group.start_soon(routers.serve, ["router", "done"])
+            group.start_soon(tools.serve, ["tool"])
+            await routers.send("router", 2)
+            await routers.shutdown()
+    # serve() runs the default Task: its max_steps is the budget each worker knows
+    assert seen == [
+        ("router", 2, 0, DEFAULT_MAX_STEPS),
+        ("tool", 2, 1, DEFAULT_MAX_STEPS),
+        ("router", 1, 2, DEFAULT_MAX_STEPS),
+        ("tool", 1, 3, DEFAULT_MAX_STEPS),
+        ("router", 0, 4, DEFAULT_MAX_STEPS),
+    ]

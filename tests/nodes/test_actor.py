@@ -160,6 +160,17 @@ async def test_ask_returns_the_output_process_produced_for_the_message() -> None
             assert await actor.ask("ab") == "abab"
 
 
+async def test_an_actor_has_no_step_budget() -> None:
+    class Budget(Node):
+        def process(self, context: ExecutionContext) -> Any:
+            return [context.steps_taken, context.max_steps]
+
+    budget = Budget(id="budget")
+    with anyio.fail_after(5):
+        async with budget.open_actor():
+            assert await budget.ask("x", timeout=2) == [0, None]
+
+
 async def test_ask_returns_none_for_none_and_a_list_for_a_generator() -> None:
     class Quiet(Node):
         def process(self, context: ExecutionContext) -> None:
