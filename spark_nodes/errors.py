@@ -89,9 +89,9 @@ class MessageDecodeError(SparkNodesError, ValueError):
 class WiringError(SparkNodesError, ValueError):
     """A graph is wired wrongly; raised when it is built, before anything runs.
 
-    For example an edge to something that is not a node, two nodes with one id, a node
-    already running elsewhere (a graph, an actor), or a custom ``go()`` loop in a one-pass
-    run. Also raised when a node is named that the graph does not have (``graph.send``,
+    For example an edge to something that is not a node, two nodes with one id, a window
+    on a cycle, a node already running elsewhere (a graph, an actor), or a custom ``go()``
+    loop in a one-pass run. Also raised when a node is named that the graph does not have (``graph.send``,
     ``graph.serve``, ``context.goto``).
     """
 

@@ -33,6 +33,9 @@ item: it closes the windows that are due, and their outputs leave with it.
 Windows live in the node object, so they are per process: the loops of one node
 (``concurrency``) share them, and several worker processes of a Redis graph each window
 what they receive. For windows over the whole stream, serve the node in one process.
+
+A window cannot be on a cycle (a graph refuses it when built): it holds messages until it
+drains, and a cycle drains only once nothing is left on it.
 """
 
 from __future__ import annotations
