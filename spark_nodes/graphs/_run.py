@@ -20,7 +20,7 @@ import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import anyio.lowlevel
@@ -774,22 +774,34 @@ class Run:
         return left
 
 
-# Per event loop, the epoch seconds at one instant of its clock (see _loop_wall_clock).
-_clock_anchors: weakref.WeakKeyDictionary[object, tuple[float, float]] = weakref.WeakKeyDictionary()
+# Per event loop: the epoch seconds, its clock and the monotonic clock at one instant.
+_clock_anchors: weakref.WeakKeyDictionary[object, tuple[float, float, float]] = (
+    weakref.WeakKeyDictionary()
+)
+_SAME_CLOCK: Final = 0.001  # seconds two clocks may part by and still be one clock
 
 
 def _loop_wall_clock() -> Callable[[], float]:
     """Epoch seconds as the event loop's clock tells them (virtual in tests: ticks follow).
 
     Anchored once per event loop, so that the runs of one loop agree on the time: a
-    virtual minute between two runs is a minute to a ticker's catch-up too.
+    virtual minute between two runs is a minute to a ticker's catch-up too. While the
+    loop's clock runs with the monotonic clock (a real loop, not a virtual one), it is
+    the wall clock itself, so a step of it (an NTP sync) is followed.
     """
     loop = anyio.lowlevel.current_token().native_token
     anchor = _clock_anchors.get(loop)
     if anchor is None:
-        anchor = _clock_anchors[loop] = (time.time(), anyio.current_time())
-    wall, at = anchor
-    return lambda: wall + anyio.current_time() - at
+        anchor = _clock_anchors[loop] = (time.time(), anyio.current_time(), time.monotonic())
+    wall, at, monotonic_at = anchor
+
+    def clock() -> float:
+        elapsed = anyio.current_time() - at
+        if abs(elapsed - (time.monotonic() - monotonic_at)) < _SAME_CLOCK:
+            return time.time()
+        return wall + elapsed
+
+    return clock
 
 
 async def _send_shutdown(node: Node, *, source: str | None) -> bool:

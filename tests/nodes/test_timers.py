@@ -32,6 +32,7 @@ from spark_nodes import (
     Ticker,
     WiringError,
 )
+from spark_nodes.graphs._run import _loop_wall_clock
 from spark_nodes.nodes.timers import CATCH_UP_LIMIT, delay_until
 from spark_nodes.testing import Probe
 from tests.virtual_clock import anyio_backend  # noqa: F401 - the virtual clocks
@@ -40,6 +41,20 @@ pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]  # real seconds: the w
 
 LONG = TaskType.LONG_RUNNING
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "time-and-steps.md"
+
+
+# -- the clock --------------------------------------------------------------------------
+
+
+async def test_on_a_virtual_loop_the_clock_follows_the_loop_not_the_wall_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = _loop_wall_clock()
+    start = clock()
+    await anyio.sleep(60)  # virtual: no real time passes
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 3600.0)
+    assert clock() - start == pytest.approx(60.0, abs=0.05)
 
 
 # -- arguments ----------------------------------------------------------------------------
