@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any, Self
 
 import anyio
+import structlog
 from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskStatus
 from anyio.lowlevel import checkpoint
@@ -53,6 +54,8 @@ if TYPE_CHECKING:
     from spark_nodes.graphs.stats import GraphStats
 
 __all__ = ["Graph"]
+
+_log = structlog.get_logger("spark_nodes")
 
 _numbers = itertools.count(1)
 _SENDS_PER_YIELD = 128  # as the worker loop: see _loop._CHECKPOINT_EVERY
@@ -781,6 +784,12 @@ class Graph:
                     f"(set RedisChannel options with mailbox_options=...)"
                 )
             node.mailbox = backend.mailbox_for(node)
+            if node.config.mailbox_maxsize:
+                _log.warning(
+                    "mailbox_maxsize is not applied on Redis", node=node.id,
+                    mailbox_maxsize=node.config.mailbox_maxsize,
+                    hint="a stream has no blocking bound; watch lag with spark-nodes inspect",
+                )  # fmt: skip
 
     def stop(self, reason: str = "stopped from outside") -> None:
         """Stop the running graph gracefully, as a budget would (the result says ``stopped``).

@@ -390,6 +390,20 @@ async def test_long_running_run_on_redis_serves_every_node_here(cluster: Cluster
 # -- wiring mistakes -----------------------------------------------------------------------
 
 
+async def test_a_mailbox_bound_is_not_applied_on_redis_and_a_warning_says_so(
+    redis_url: str,
+) -> None:
+    bounded = Double(id="bounded", config=NodeConfig(mailbox_maxsize=5))
+    with capture_logs() as logs:
+        graph = Graph(bounded, Double(id="free"), name="bounds", backend=redis_url)
+    try:
+        (warning,) = [e for e in logs if e["event"] == "mailbox_maxsize is not applied on Redis"]
+        assert (warning["node"], warning["mailbox_maxsize"]) == ("bounded", 5)
+        assert isinstance(bounded.mailbox, RedisChannel)
+    finally:
+        await graph.aclose()
+
+
 async def test_redis_graph_mistakes_are_reported_when_built(redis_url: str) -> None:
     first = Double(id="first")
     with pytest.raises(WiringError, match="needs a name"):
