@@ -91,8 +91,8 @@ class WiringError(SparkNodesError, ValueError):
 
     For example an edge to something that is not a node, two nodes with one id, a window
     on a cycle, a node already running elsewhere (a graph, an actor), or a custom ``go()``
-    loop in a one-pass run. Also raised when a node is named that the graph does not have (``graph.send``,
-    ``graph.serve``, ``context.goto``).
+    loop in a one-pass run. Also raised when a node is named that the graph does not have
+    (``graph.send``, ``graph.serve``, ``context.goto``).
     """
 
 
