@@ -23,6 +23,7 @@ import anyio
 import pytest
 from structlog.testing import capture_logs
 
+from spark_nodes import ExecutionContext, Graph, Node, NonRetriableError
 from spark_nodes._redis_client import RedisClient, open_client
 from spark_nodes.channels import ChannelMessage, MailboxInfo, RedisChannel, dead_letters
 from spark_nodes.channels.inspection import ConsumerInfo, GroupInfo
@@ -74,6 +75,36 @@ async def fill(url: str, namespace: str) -> None:
 async def receive(channel: RedisChannel) -> ChannelMessage:
     with anyio.fail_after(5):
         return await channel.receive()
+
+
+class Pay(Node):
+    """Refuses ``"refused"`` for good; passes anything else on."""
+
+    def process(self, context: ExecutionContext) -> Any:
+        if context.inputs.content == "refused":
+            raise NonRetriableError("refused")
+        return context.inputs.content
+
+
+def routing() -> Graph:
+    """``pay.on_error() >> refuse``, named ``routing``."""
+    pay = Pay(id="pay")
+    pay.on_error() >> Node(id="refuse")
+    return Graph(pay, name="routing")
+
+
+async def route_one_failure(url: str, namespace: str) -> None:
+    """Run the ``routing`` graph on Redis to its end: ``pay`` routes one failure."""
+    cluster = redis_support.Cluster(url, namespace)
+    try:
+        graph = cluster.process(routing)
+        await graph.send("pay", "fine")
+        await graph.send("pay", "refused")
+        await graph.shutdown()
+        with anyio.fail_after(30):
+            await graph.serve()  # its last figures published as it ends
+    finally:
+        await cluster.aclose()
 
 
 def purge(url: str, namespace: str) -> None:
@@ -168,6 +199,25 @@ def test_inspect_json_has_stable_keys_for_scripts(
     assert billing["key"] == mailboxes.billing
     assert billing["groups"] == []
     assert set(billing) == set(orders)
+    assert (orders["error_routed"], billing["error_routed"]) == (None, 0)  # (not / a node)
+
+
+def test_inspect_shows_what_a_graphs_nodes_sent_along_their_error_routes(
+    mailboxes: Mailboxes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with capture_logs():
+        anyio.run(route_one_failure, mailboxes.url, mailboxes.namespace, backend="asyncio")
+    argv = ["inspect", "--redis", mailboxes.url, "--namespace", mailboxes.namespace]
+    status, out, _ = run(capsys, *argv)
+    assert status == 0
+    lines = out.splitlines()
+    assert lines[0].split()[-2:] == ["DUPLICATES", "ROUTED"]
+    routed = {line.split()[0]: line.split()[-1] for line in lines[1:5]}
+    pay, refuse = (f"{mailboxes.namespace}:{{routing}}:{node}" for node in ("pay", "refuse"))
+    assert routed == {mailboxes.orders: "-", mailboxes.billing: "0", pay: "1", refuse: "0"}
+    status, out, _ = run(capsys, *argv, "--json")
+    document = {m["key"]: m["error_routed"] for m in json.loads(out)["mailboxes"]}
+    assert document == {mailboxes.orders: None, mailboxes.billing: 0, pay: 1, refuse: 0}
 
 
 def test_inspect_lists_only_mailboxes_not_every_stream_under_the_namespace(

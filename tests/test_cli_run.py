@@ -141,6 +141,20 @@ def test_workers_and_timing_columns_appear_only_when_they_have_something_to_show
     assert table["b"][-3:] == ["1", "-", "-"]  # not metered
 
 
+def test_a_routed_column_appears_once_a_node_sent_a_failure_along_its_error_routes() -> None:
+    assert "ROUTED" not in render(stats_table(snapshot(node("a"), node("b"))))
+    stats = snapshot(
+        node("pay", received=5, processed=3, error_routed=2, dead_lettered=1),
+        node("refuse", received=2, processed=2, workers=2),
+    )
+    text = render(stats_table(stats), width=120)
+    assert text.splitlines()[1].split()[-3:] == ["DEAD", "ROUTED", "WORKERS"]
+    table = rows(text)
+    assert table["pay"][-3:] == ["1", "2", "1"]
+    assert table["refuse"][-3:] == ["0", "0", "2"]
+    assert table["total"][-2:] == ["1", "2"]  # (no total of workers)
+
+
 def test_a_long_node_id_folds_onto_the_next_line_rather_than_pushing_the_numbers_out() -> None:
     long_id = "a-node-with-a-rather-long-identifier"
     text = render(stats_table(snapshot(node(long_id, received=7))), width=60)

@@ -1,8 +1,9 @@
 """``spark-nodes inspect --redis URL``: what every durable mailbox in a namespace holds.
 
 One row per mailbox (its stream key, the entries it holds and how many are pending, the
-delayed messages and dead letters, and its counters), then one row per consumer (what it
-holds and how long it has been idle). Only mailboxes are listed, not every stream under
+delayed messages and dead letters, and its counters; for a graph's node, once one routed a
+failure, what it sent along its error routes), then one row per consumer (what it holds
+and how long it has been idle). Only mailboxes are listed, not every stream under
 the namespace (see :func:`~spark_nodes.channels.find_mailboxes`); each is read at one
 instant, a graph's mailboxes together. ``--json`` prints the same as one JSON document with
 stable keys, for scripts. ``--watch [SECONDS]`` reads and redraws them every SECONDS
@@ -16,7 +17,7 @@ import argparse
 import json
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final
 
 import anyio
@@ -28,6 +29,7 @@ from spark_nodes._redis_client import RedisClient
 from spark_nodes.channels.inspection import ConsumerInfo, MailboxInfo, inspect_namespace
 from spark_nodes.cli._args import positive_float
 from spark_nodes.cli._redis import CLI_RETRY, add_redis_option, format_table, run_on_redis
+from spark_nodes.graphs._redis_stats import read_node_counters, stats_key
 
 __all__ = [
     "COUNTERS",
@@ -57,10 +59,11 @@ Show every durable mailbox under a namespace (dead-letter streams, a graph's inv
 streams and other streams are left out): its stream key (what 'spark-nodes dlq --mailbox'
 takes), the entries it holds, how many are pending (delivered, not acked yet), delayed
 messages, dead letters, and its counters since it was made, each mailbox read at one
-instant; then each consumer, with what it holds and how long it has been idle. LAG is
-the entries not delivered to the group yet ('?': too many to count cheaply). --watch
-re-reads and redraws them every SECONDS (2) until Ctrl-C; with --json, one JSON document
-per line per reading."""
+instant; ROUTED, for a graph's node, counts the messages it sent along its error routes
+(shown once one did); then each consumer, with what it holds and how long it has been
+idle. LAG is the entries not delivered to the group yet ('?': too many to count cheaply).
+--watch re-reads and redraws them every SECONDS (2) until Ctrl-C; with --json, one JSON
+document per line per reading."""
 
 
 def add_parser(commands: Any) -> None:
@@ -98,11 +101,12 @@ def run(args: argparse.Namespace) -> int:
             await _watch(redis, args.namespace, args.watch, as_json=args.json,
                          all_consumers=args.all_consumers)  # fmt: skip
             return 0
-        mailboxes = await inspect_namespace(redis, args.namespace, retry=CLI_RETRY)
+        mailboxes, routed = await _read(redis, args.namespace)
         if args.json:
-            print(json.dumps(_document(args.namespace, mailboxes), indent=2))
+            print(json.dumps(_document(args.namespace, mailboxes, routed), indent=2))
         else:
-            print(render(args.namespace, mailboxes, all_consumers=args.all_consumers))
+            print(render(args.namespace, mailboxes, all_consumers=args.all_consumers,
+                         routed=routed))  # fmt: skip
         return 0
 
     return run_on_redis("inspect", args.redis, show)
@@ -115,6 +119,7 @@ def render(
     taken_at: float | None = None,
     every: float | None = None,
     all_consumers: bool = False,
+    routed: Mapping[str, int] | None = None,
 ) -> str:
     """The tables ``inspect`` prints for ``mailboxes`` (or a line saying there are none).
 
@@ -126,6 +131,8 @@ def render(
         every: Seconds between readings, for that line.
         all_consumers: List every consumer; by default only live ones (holding entries,
             or idle less than a minute), with a line counting the others.
+        routed: Per mailbox key, the messages its graph node sent along its error routes
+            (a ``ROUTED`` column, if any did).
     """
     lines = []
     if taken_at is not None:
@@ -133,7 +140,7 @@ def render(
         again = f", every {every:g} s" if every is not None else ""
         lines += [f"namespace {namespace!r} at {when}{again} (Ctrl-C to stop)", ""]
     if mailboxes:
-        lines += _tables(mailboxes, all_consumers=all_consumers)
+        lines += _tables(mailboxes, all_consumers=all_consumers, routed=routed or {})
     else:
         lines.append(f"no mailboxes under namespace {namespace!r}")
     return "\n".join(lines)
@@ -166,9 +173,9 @@ async def _redraw(
 ) -> None:
     with Live(console=console, auto_refresh=False) as live:
         while True:
-            mailboxes = await inspect_namespace(redis, namespace, retry=CLI_RETRY)
+            mailboxes, routed = await _read(redis, namespace)
             shown = render(namespace, mailboxes, taken_at=time.time(), every=every,
-                           all_consumers=all_consumers)  # fmt: skip
+                           all_consumers=all_consumers, routed=routed)  # fmt: skip
             live.update(Text(shown), refresh=True)
             await anyio.sleep(every)  # the readings' pace, not a wait for work
 
@@ -177,14 +184,14 @@ async def _print_readings(
     redis: RedisClient, namespace: str, every: float, *, as_json: bool, all_consumers: bool
 ) -> None:
     while True:
-        mailboxes = await inspect_namespace(redis, namespace, retry=CLI_RETRY)
+        mailboxes, routed = await _read(redis, namespace)
         if as_json:
             document: dict[str, Any] = {"taken_at": round(time.time(), 3)}
-            document.update(_document(namespace, mailboxes))
+            document.update(_document(namespace, mailboxes, routed))
             print(json.dumps(document), flush=True)
         else:
             print(render(namespace, mailboxes, taken_at=time.time(), every=every,
-                         all_consumers=all_consumers))  # fmt: skip
+                         all_consumers=all_consumers, routed=routed))  # fmt: skip
             print(flush=True)  # a blank line between readings
         await anyio.sleep(every)
 
@@ -195,18 +202,47 @@ async def _cancel_on_signal(signals: AsyncIterator[int], scope: anyio.CancelScop
         return
 
 
-def _document(namespace: str, mailboxes: list[MailboxInfo]) -> dict[str, Any]:
-    return {"namespace": namespace, "mailboxes": [_json(m) for m in mailboxes]}
+async def _read(redis: RedisClient, namespace: str) -> tuple[list[MailboxInfo], dict[str, int]]:
+    """The namespace's mailboxes, and per graph node's mailbox what the node error-routed.
+
+    A graph's node has the mailbox ``{namespace}:{graph}:{node}``; what it routed is in
+    the graph's stats hash (one ``HGETALL`` per graph), where its serving processes
+    publish their figures.
+    """
+    mailboxes = await inspect_namespace(redis, namespace, retry=CLI_RETRY)
+    nodes: dict[str, dict[str, str]] = {}  # per graph: node id by mailbox key
+    prefix = f"{namespace}:{{"
+    for mailbox in mailboxes:
+        graph, tagged, node = mailbox.key.removeprefix(prefix).partition("}:")
+        if mailbox.key.startswith(prefix) and tagged and node:
+            nodes.setdefault(graph, {})[mailbox.key] = node
+    routed: dict[str, int] = {}
+    for graph, by_key in nodes.items():
+        published = await read_node_counters(redis, stats_key(namespace, graph), retry=CLI_RETRY)
+        for key, node in by_key.items():
+            routed[key] = published.get(node, {}).get("error_routed", 0)
+    return mailboxes, routed
 
 
-def _tables(mailboxes: list[MailboxInfo], *, all_consumers: bool) -> list[str]:
+def _document(
+    namespace: str, mailboxes: list[MailboxInfo], routed: Mapping[str, int]
+) -> dict[str, Any]:
+    return {"namespace": namespace, "mailboxes": [_json(m, routed) for m in mailboxes]}
+
+
+def _tables(
+    mailboxes: list[MailboxInfo], *, all_consumers: bool, routed: Mapping[str, int]
+) -> list[str]:
+    shows_routed = any(routed.values())
     rows: list[list[object]] = []
     for m in mailboxes:
         counts = [m.counters.get(name, 0) for name in COUNTERS[:6]]
         rows.append([m.key, m.length, m.pending, m.delayed, m.dead_letters, *counts])
+        if shows_routed:
+            rows[-1].append(routed.get(m.key, "-"))
     lines = format_table(
         ["MAILBOX", "LENGTH", "PENDING", "DELAYED", "DEAD", "SENT", "ACKED", "DEAD-LETTERED",
-         "REJECTED", "RECLAIMED", "DUPLICATES"],
+         "REJECTED", "RECLAIMED", "DUPLICATES", *(["ROUTED"] if shows_routed else [])],
         rows,
     )  # fmt: skip
     consumers: list[list[object]] = []
@@ -237,7 +273,7 @@ def _consumer_json(consumer: ConsumerInfo) -> dict[str, Any]:
     }
 
 
-def _json(mailbox: MailboxInfo) -> dict[str, Any]:
+def _json(mailbox: MailboxInfo, routed: Mapping[str, int]) -> dict[str, Any]:
     counters = {name: mailbox.counters.get(name, 0) for name in COUNTERS}
     counters.update(sorted(mailbox.counters.items()))
     return {
@@ -247,6 +283,7 @@ def _json(mailbox: MailboxInfo) -> dict[str, Any]:
         "delayed": mailbox.delayed,
         "dead_letters": mailbox.dead_letters,
         "counters": counters,
+        "error_routed": routed.get(mailbox.key),
         "groups": [
             {
                 "name": group.name,

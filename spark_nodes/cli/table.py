@@ -21,7 +21,8 @@ from spark_nodes.graphs.stats import GraphStats, NodeStats, Timing
 __all__ = ["DeadLetterLine", "render", "stats_table", "summary"]
 
 HEADERS: Final = ("NODE", "IN", "DONE", "OUT", "RATE/S", "MAILBOX", "RETRIES", "DEAD")
-"""The columns always shown; ``WORKERS`` (on Redis) and ``P50``/``P99`` (when metered) follow."""
+"""The columns always shown; ``ROUTED`` (once a node routed a failure), ``WORKERS`` (on
+Redis) and ``P50``/``P99`` (when metered) follow."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,15 +45,22 @@ def stats_table(stats: GraphStats) -> Table:
 
     ``IN`` counts messages taken from the mailbox, ``DONE`` those processed successfully,
     ``OUT`` the outputs sent on or kept as results, ``MAILBOX`` what waits now, ``RETRIES``
-    the retries scheduled and ``DEAD`` the messages dead-lettered. ``WORKERS`` (the processes
-    serving the node now) appears when figures come from Redis, ``P50``/``P99`` (``process`` time)
-    when a node is metered. A footer totals the columns when there are several nodes.
+    the retries scheduled and ``DEAD`` the messages dead-lettered. ``ROUTED`` (messages sent
+    along error routes) appears once a node routed one, ``WORKERS`` (the processes serving the
+    node now) when figures come from Redis, ``P50``/``P99`` (``process`` time) when a node is
+    metered. A footer totals the columns when there are several nodes.
     """
     nodes = list(stats.nodes.values())
+    routed = any(node.error_routed for node in nodes)
     workers = any(node.workers != 1 for node in nodes)
     metered = any(node.process_time is not None for node in nodes)
-    headers = [*HEADERS, *(["WORKERS"] if workers else []), *(["P50", "P99"] if metered else [])]
-    totals = _totals(nodes, len(headers)) if len(nodes) > 1 else None
+    headers = [
+        *HEADERS,
+        *(["ROUTED"] if routed else []),
+        *(["WORKERS"] if workers else []),
+        *(["P50", "P99"] if metered else []),
+    ]
+    totals = _totals(nodes, len(headers), routed=routed) if len(nodes) > 1 else None
     table = Table(
         title=_title(stats),
         title_justify="left",
@@ -69,7 +77,7 @@ def stats_table(stats: GraphStats) -> Table:
         else:
             table.add_column(header, footer=footer, justify="right", no_wrap=True)
     for node in nodes:
-        table.add_row(*_row(node, workers=workers, metered=metered))
+        table.add_row(*_row(node, routed=routed, workers=workers, metered=metered))
     return table
 
 
@@ -122,7 +130,7 @@ def _title(stats: GraphStats) -> str:
     return f"graph {stats.graph!r}: {state}, {stats.waiting} in mailboxes"
 
 
-def _row(node: NodeStats, *, workers: bool, metered: bool) -> list[RenderableType]:
+def _row(node: NodeStats, *, routed: bool, workers: bool, metered: bool) -> list[RenderableType]:
     dead = Text(str(node.dead_lettered), style="red" if node.dead_lettered else "")
     cells: list[RenderableType] = [
         node.node_id,
@@ -134,6 +142,8 @@ def _row(node: NodeStats, *, workers: bool, metered: bool) -> list[RenderableTyp
         str(node.retried),
         dead,
     ]
+    if routed:
+        cells.append(str(node.error_routed))
     if workers:
         cells.append(str(node.workers))
     if metered:
@@ -141,7 +151,7 @@ def _row(node: NodeStats, *, workers: bool, metered: bool) -> list[RenderableTyp
     return cells
 
 
-def _totals(nodes: list[NodeStats], columns: int) -> list[RenderableType]:
+def _totals(nodes: list[NodeStats], columns: int, *, routed: bool) -> list[RenderableType]:
     dead = sum(node.dead_lettered for node in nodes)
     cells: list[RenderableType] = [
         "total",
@@ -153,6 +163,8 @@ def _totals(nodes: list[NodeStats], columns: int) -> list[RenderableType]:
         str(sum(node.retried for node in nodes)),
         Text(str(dead), style="red" if dead else ""),
     ]
+    if routed:
+        cells.append(str(sum(node.error_routed for node in nodes)))
     return cells + [""] * (columns - len(cells))
 
 

@@ -48,9 +48,9 @@ import anyio
 import structlog
 from redis.exceptions import RedisError, WatchError
 
-from spark_nodes._redis_client import ready
+from spark_nodes._redis_client import ConnectionRetry, ready, with_retries
 from spark_nodes.channels.codec import pack, unpack
-from spark_nodes.errors import MessageDecodeError
+from spark_nodes.errors import ChannelUnavailable, MessageDecodeError
 from spark_nodes.graphs._stats import COUNTERS, Counts
 from spark_nodes.nodes._metering import SAMPLES
 
@@ -73,6 +73,7 @@ __all__ = [
     "merge_reports",
     "parse_report",
     "process_token",
+    "read_node_counters",
     "stats_key",
 ]
 
@@ -490,6 +491,32 @@ def merge_reports(
                 figures[kind] = _interleave(kept, MERGED_SAMPLES)
         counts.nodes[node_id] = figures
     return counts
+
+
+async def read_node_counters(
+    redis: RedisClient, key: str, *, retry: ConnectionRetry | None = None
+) -> dict[str, dict[str, int]]:
+    """Each node's :data:`COUNTERS` in the stats hash ``key``, summed over its reports.
+
+    One ``HGETALL``; a node nobody reported is absent (an empty dict if the hash is).
+
+    Raises:
+        ChannelUnavailable: Redis could not be reached within the retries.
+    """
+    fields: dict[bytes, bytes] = await with_retries(
+        lambda: redis.hgetall(key),  # type: ignore[arg-type,return-value]
+        retry=retry or ConnectionRetry(), what=f"read the stats hash {key!r}",
+        error=ChannelUnavailable,
+    )  # fmt: skip
+    nodes: dict[str, dict[str, int]] = {}
+    for value in fields.values():
+        report = parse_report(value) if isinstance(value, bytes) else None
+        if report is None:
+            continue
+        counters = nodes.setdefault(report.node, dict.fromkeys(COUNTERS, 0))
+        for name in COUNTERS:
+            counters[name] += report.counters.get(name, 0)
+    return nodes
 
 
 def _interleave(lists: list[list[float]], limit: int) -> list[float]:

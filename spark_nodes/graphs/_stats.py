@@ -47,6 +47,7 @@ COUNTERS = (
     "failed_attempts",
     "retried",
     "dead_lettered",
+    "error_routed",
     "restarts",
 )
 """The cumulative counters of a node, summed over processes."""

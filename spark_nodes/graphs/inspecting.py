@@ -3,14 +3,16 @@
 A graph on Redis gives each node a durable mailbox, ``{namespace}:{graph}:{node}``; the
 ``{graph}`` hash tag keeps them in one Redis Cluster slot, so one script call reads them
 all (:func:`inspect_graph`, what ``graph.inspect()`` returns). The figures of every node
-are of the same instant: a message moving from one node to the next is counted once.
+are of the same instant: a message moving from one node to the next is counted once. What
+each node sent along its error routes is read next, from the figures the serving
+processes publish (as ``graph.stats()`` reads them).
 :func:`find_node_mailboxes` finds a graph's mailboxes without the graph's code (what
 ``spark-nodes dlq --graph`` uses).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from spark_nodes.channels.inspection import (
@@ -20,6 +22,7 @@ from spark_nodes.channels.inspection import (
     inspect_mailboxes,
 )
 from spark_nodes.channels.redis import RedisChannel, stream_key
+from spark_nodes.graphs._redis_stats import read_node_counters, stats_key
 
 if TYPE_CHECKING:
     from spark_nodes._redis_client import ConnectionRetry, RedisClient
@@ -40,11 +43,15 @@ class GraphInspection:
             idle time, lag, delayed messages, dead letters and counters (see
             :class:`~spark_nodes.channels.MailboxInfo`; ``key`` is its stream key, what
             ``spark-nodes dlq --mailbox`` takes).
+        error_routed: Per node id, the messages it gave up on and sent along its error
+            routes (``a.on_error() >> h``), as the serving processes last published
+            them (see ``graph.stats()``); 0 for a node that routed none.
     """
 
     graph: str
     namespace: str
     mailboxes: dict[str, MailboxInfo]
+    error_routed: dict[str, int] = field(default_factory=dict)
 
     @property
     def length(self) -> int:
@@ -84,8 +91,10 @@ def mailbox_key(namespace: str, graph: str, node_id: str) -> str:
 async def inspect_graph(graph: Graph) -> GraphInspection:
     """Read every node's mailbox of a Redis graph at one instant, in one script call.
 
-    Works from any process that has the graph (built with the same name and namespace),
-    serving it or not; nothing is consumed. A node nobody has sent to yet reads as empty.
+    Then what each node sent along its error routes (one ``HGETALL`` of the graph's stats
+    hash). Works from any process that has the graph (built with the same name and
+    namespace), serving it or not; nothing is consumed. A node nobody has sent to yet
+    reads as empty.
 
     Raises:
         WiringError: The graph is in memory (it has no mailboxes in Redis).
@@ -104,7 +113,9 @@ async def inspect_graph(graph: Graph) -> GraphInspection:
             else mailbox_key(namespace, graph.name, node_id)
         )
     read = await inspect_mailboxes(redis, list(keys.values()))
-    return GraphInspection(graph.name, namespace, dict(zip(keys, read, strict=True)))
+    published = await read_node_counters(redis, stats_key(namespace, graph.name))
+    routed = {node_id: published.get(node_id, {}).get("error_routed", 0) for node_id in keys}
+    return GraphInspection(graph.name, namespace, dict(zip(keys, read, strict=True)), routed)
 
 
 async def find_node_mailboxes(

@@ -72,6 +72,9 @@ class NodeStats:
         queue_time: Recent times from send to the start of ``process``, if metered.
         workers: Worker processes serving the node now: 1 in memory; on Redis those
             whose runs reported lately and have not ended (the counts also sum ended ones).
+        error_routed: Messages it gave up on and sent along its error routes
+            (``a.on_error() >> h``), each counted once; also in ``dead_lettered`` when
+            routed with ``dead_letter=True``.
     """
 
     node_id: str
@@ -88,6 +91,7 @@ class NodeStats:
     process_time: Timing | None
     queue_time: Timing | None
     workers: int = 1
+    error_routed: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,23 +71,30 @@ def failed_message(node_id: str, inputs: NodeMessage, failure: StepFailed) -> Fa
 
 
 class Followed:
-    """Who follows a failed message's trace: an invoke's watch, or its reply stream.
+    """Who follows a failed message's trace: an invoke's watch, its reply stream, observers.
 
     Attributes:
         watch: The trace's watch (an in-memory invoke or ask), if any.
         record: The invoke record of the message, filled in as it is settled.
         replies: Where that record goes (a Redis invoke's reply stream), until it is
             written (in a commit) or must not be (the message's lease was lost).
+        carry: The metadata observers added to the outputs of the failed call (a tracing
+            observer's context): the error messages carry it too.
     """
 
-    __slots__ = ("record", "replies", "watch")
+    __slots__ = ("carry", "record", "replies", "watch")
 
     def __init__(
-        self, watch: TraceWatch | None, record: dict[str, Any], replies: BaseChannel | None
+        self,
+        watch: TraceWatch | None,
+        record: dict[str, Any],
+        replies: BaseChannel | None,
+        carry: dict[str, Any] | None = None,
     ) -> None:
         self.watch = watch
         self.record = record
         self.replies = replies
+        self.carry = carry
 
 
 class ErrorRouting(Settling):
@@ -157,8 +164,9 @@ class ErrorRouting(Settling):
             correlation = [*(correlation or ()), new_message_id()][-CORRELATION_DEPTH:]
         commits = not errors.dead_letter and self.commit is not None and message.raw_ack is not None
         sends: Sends | None = [] if commits else None
+        ids = (node_id, trace_id)
         outputs = [
-            (route, _error_output(route, report, (node_id, trace_id), correlation, steps))
+            (route, _error_output(route, report, ids, (correlation, followed.carry), steps))
             for route in routes
         ]
         record: Failure = (node_id, failure.phase, type_name(error), str(error))
@@ -312,19 +320,23 @@ def _error_output(
     route: Route,
     report: FailedMessage,
     ids: tuple[str, str],
-    correlation: list[str] | None,
+    carried: tuple[list[str] | None, dict[str, Any] | None],
     steps: int,
 ) -> ChannelMessage:
     """The error message along ``route``, with the metadata ``forward()`` would give it.
 
-    ``ids``: the source node's id and the trace id.
+    ``ids``: the source node's id and the trace id; ``carried``: the correlation stack
+    and what observers add to the failed call's outputs.
     """
     source, trace_id = ids
+    correlation, carry = carried
     metadata: dict[str, Any] = {"trace_id": trace_id, "source_node": source, "edge": route.name}
     if correlation:
         metadata["correlation"] = correlation
     if route.steps:
         metadata["steps"] = steps + 1
+    if carry:
+        metadata.update(carry)
     if route.stamps:
         metadata["sent_at"] = time()
     return unchecked_message(report, metadata)

@@ -204,8 +204,9 @@ class Handling(ErrorRouting):
         settled: dict[str, Any] = {"forwarded": 0}
         control: Control | None = None
         released: Outcome = "ok"  # the parts the call released
+        ending = _Ending() if observed is not None else None
         try:
-            control, sends = await self._attempts(message, hand, view, first, failed)
+            control, sends = await self._attempts(message, hand, view, first, failed, ending=ending)
             if control is not None and (control.cancel or control.stop):
                 await self._obey(control, message)
                 if control.cancel:
@@ -221,10 +222,11 @@ class Handling(ErrorRouting):
                 await self.settle_handled(message, control, sends, produced=produced)
         except StepFailed as failure:
             self.failed_attempts += failure.phase == "forward"
-            followed = Followed(watch, settled, replies)
+            followed = Followed(watch, settled, replies, ending.carry if ending else None)
             if isinstance(failure, CallFailed):
                 control = failure.control  # (a failure after settle_handled began has it)
-            outcome = await self.give_up_call(message, failure, view, followed, control)
+            call = (message, failure, view, followed, control)
+            outcome = await self._give_up_and_tell(call, ending)
             replies = followed.replies
             released = "dead_letter"
         if watch is not None:
@@ -233,6 +235,31 @@ class Handling(ErrorRouting):
             await self.send_record(replies, settled)
         if observed is not None:
             await self._settle_observed(observed, message, outcome, control, released)
+
+    async def _give_up_and_tell(
+        self,
+        call: tuple[ChannelMessage, StepFailed, View, Followed, Control | None],
+        ending: _Ending | None,
+    ) -> Outcome:
+        """:meth:`give_up_call`, then the last attempt's ``process_end`` if held back.
+
+        Its outcome is the one the failure had: ``"routed"``, or ``"dead_letter"`` if the
+        error routes could not be taken; ``"retry"`` if giving up was interrupted (the
+        message is handled again: given back, or left pending).
+        """
+        end = ending.end if ending is not None else None
+        if end is None:
+            return await self.give_up_call(*call)
+        observers, event = end
+        try:
+            outcome = await self.give_up_call(*call)
+        except BaseException:
+            event.outcome = "retry"
+            await self._notify(observers, event)
+            raise
+        event.outcome = "routed" if outcome == "routed" else "dead_letter"
+        await self._notify(observers, event)
+        return outcome
 
     async def give_up_call(
         self,
@@ -352,7 +379,12 @@ class Handling(ErrorRouting):
         outcome: Outcome,
         *,
         error: BaseException | None = None,
+        ending: _Ending | None = None,
     ) -> None:
+        """Tell ``process_end``; one whose message is to be routed is held in ``ending``.
+
+        (The route may not be taken: :meth:`_give_up_and_tell` tells it once it is known.)
+        """
         event = GraphEvent(
             "process_end",
             self.node.id,
@@ -363,6 +395,9 @@ class Handling(ErrorRouting):
             outcome=outcome,
             error=error,
         )
+        if outcome == "routed" and ending is not None:
+            ending.end = (observers, event)
+            return
         await self._notify(observers, event)
 
     async def _attempts(
@@ -372,8 +407,12 @@ class Handling(ErrorRouting):
         view: View,
         first: tuple[ExecutionContext, Any] | None,
         failed: Exception | None,
+        *,
+        ending: _Ending | None,
     ) -> tuple[Control | None, Sends | None]:
         """Run attempts until one succeeds; return its control and commit sends.
+
+        ``ending``: where an observed node notes its attempts' carry and a held-back end.
 
         Raises:
             StepFailed: Routing or forwarding failed, or the last attempt failed (with the
@@ -393,7 +432,7 @@ class Handling(ErrorRouting):
             )
             carry = None
             if process_observers:
-                carry = await self._observe_start(process_observers, message, attempt)
+                carry = await self._observe_start(process_observers, message, attempt, ending)
             started = monotonic()
             try:
                 control = await self._attempt(
@@ -405,7 +444,7 @@ class Handling(ErrorRouting):
                 if process_observers:
                     final = self._final(failure.phase)
                     await self._observe_end(process_observers, message, attempt, started,
-                                            final, error=failure.error)  # fmt: skip
+                                            final, error=failure.error, ending=ending)  # fmt: skip
                 failure.attempts = attempt
                 raise
             except Exception as error:  # process failing is expected: retried, dead-lettered
@@ -426,7 +465,7 @@ class Handling(ErrorRouting):
                 if process_observers:
                     ended: Outcome = "retry" if retry else self._final("process")
                     await self._observe_end(process_observers, message, attempt, started, ended,
-                                            error=error)  # fmt: skip
+                                            error=error, ending=ending)  # fmt: skip
                 if not retry:
                     raise StepFailed("process", error, attempt) from error
                 process_observers = observed.process if observed is not None else None
@@ -446,16 +485,22 @@ class Handling(ErrorRouting):
             return control, sends
 
     def _final(self, phase: str) -> Outcome:
-        """The outcome of a failure in ``phase`` that is final: routed, or dead-lettered."""
+        """The outcome of a failure in ``phase`` that is final: routed, or dead-lettered.
+
+        ``"routed"`` is what is tried: the ``process_end`` waits for the route to be taken.
+        """
         errors = self.routes.errors
         if errors is not None and not errors.dead_letter and phase in ROUTED_PHASES:
             return "routed"
         return "dead_letter"
 
     async def _observe_start(
-        self, observers: list[Any], message: ChannelMessage, attempt: int
+        self, observers: list[Any], message: ChannelMessage, attempt: int, ending: _Ending | None
     ) -> dict[str, Any] | None:
-        """Tell ``process_start``; return the metadata observers want outputs to carry."""
+        """Tell ``process_start``; return the metadata observers want outputs to carry.
+
+        (Noted in ``ending`` too: the error messages of a failure carry it.)
+        """
         event = GraphEvent(
             "process_start",
             self.node.id,
@@ -464,7 +509,10 @@ class Handling(ErrorRouting):
             attempt=attempt,
         )
         await self._notify(observers, event)
-        return event.carry or None
+        carry = event.carry or None
+        if ending is not None:
+            ending.carry = carry
+        return carry
 
     def drop_attempt(self, staged: list[ChannelMessage], sends: Sends | None) -> None:
         """Take back a failed attempt's outputs: ``staged`` for delivery, ``sends`` for a commit."""
@@ -660,6 +708,23 @@ def _outcome(control: Control | None) -> Outcome:
     if control.cancel or control.stop:
         return "stop"
     return "goto" if control.goto else "ok"
+
+
+class _Ending:
+    """How an observed node's attempts at one message ended, for its failure if it fails.
+
+    Attributes:
+        carry: The metadata observers add to the last attempt's outputs (a tracing
+            observer's context), which the error messages carry too.
+        end: The last attempt's ``process_end`` (observers, event), held back while the
+            message is routed.
+    """
+
+    __slots__ = ("carry", "end")
+
+    def __init__(self) -> None:
+        self.carry: dict[str, Any] | None = None
+        self.end: tuple[list[Any], GraphEvent] | None = None
 
 
 class _AttemptStart:

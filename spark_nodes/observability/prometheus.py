@@ -15,9 +15,11 @@ Metrics, with ``namespace="spark_nodes"``; labels ``graph`` and ``node`` unless 
 
 - counters: ``spark_nodes_messages_received_total``, ``..._messages_processed_total``,
   ``..._messages_forwarded_total``, ``..._messages_terminal_total`` (outputs that took no
-  edge), ``..._messages_dead_lettered_total``, ``..._process_failures_total`` (calls of
-  ``process`` that raised), ``..._process_retries_total``, ``..._worker_restarts_total``,
-  and ``..._edge_messages_sent_total`` (labels ``graph``, ``node``: the sender, ``edge``);
+  edge), ``..._messages_dead_lettered_total``, ``..._messages_error_routed_total``
+  (messages sent along the node's error routes), ``..._process_failures_total`` (calls
+  of ``process`` that raised), ``..._process_retries_total``,
+  ``..._worker_restarts_total``, and ``..._edge_messages_sent_total`` (labels ``graph``,
+  ``node``: the sender, ``edge``);
 - gauges: ``spark_nodes_mailbox_depth`` (messages waiting), ``..._node_rate`` (messages
   processed per second), ``..._node_workers`` (processes reporting the node),
   ``..._graph_running`` (1 while a run goes on; label ``graph`` only);
@@ -68,6 +70,7 @@ _NODE_COUNTERS: Final = (
     ("messages_forwarded", "forwarded", "Outputs a node sent to its successors."),
     ("messages_terminal", "terminal_outputs", "Outputs of a node that took no edge."),
     ("messages_dead_lettered", "dead_lettered", "Messages a node dead-lettered."),
+    ("messages_error_routed", "error_routed", "Messages a node sent along its error routes."),
     ("process_failures", "failed_attempts", "Calls of a node's process that raised."),
     ("process_retries", "retried", "Retries of process scheduled after a failed attempt."),
     ("worker_restarts", "restarts", "Times a node's crashed worker loop was restarted."),

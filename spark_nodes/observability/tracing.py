@@ -19,7 +19,9 @@ While ``process`` runs, its span is the current span of the worker loop's task, 
 the node's own code starts (an HTTP client's, a database driver's) are its children.
 
 A span ends with the call: status ``ERROR`` with the exception recorded for an attempt that
-raised (outcome ``"retry"``, ``"dead_letter"`` or ``"routed"``), ``OK`` otherwise. Attributes:
+raised (outcome ``"retry"``, ``"dead_letter"`` or ``"routed"``), ``OK`` otherwise. A message
+sent along an error route (``a.on_error() >> h``) carries the failed call's context, as
+its outputs would: the handler's span is that call's child. Attributes:
 
 ==============================  ==================================================================
 ``spark_nodes.node``            the node's id

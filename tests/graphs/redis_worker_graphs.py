@@ -9,7 +9,8 @@ nodes did is recorded in the graph state (in Redis), where the test reads it:
   the redeliveries (a transaction), and how often it was applied;
 - ``started:<payload>``: a marker that a stalling message is being worked on;
 - ``charges``: one item per charge a durable step made (``charge_once``);
-- ``ticks``: one item per tick handled, with its message id (``ticker_pipeline``).
+- ``ticks``: one item per tick handled, with its message id (``ticker_pipeline``);
+- ``refused``: one item per failure the error handler got (``refusing_pipeline``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,17 @@ from typing import Any
 import anyio
 import structlog
 
-from spark_nodes import CountWindow, ExecutionContext, Graph, Node, Ticker
+from spark_nodes import (
+    CountWindow,
+    ExecutionContext,
+    FailedMessage,
+    Graph,
+    Node,
+    NonRetriableError,
+    Ticker,
+)
+from spark_nodes.channels import RedisChannel
+from spark_nodes.channels.mailbox import Commit
 from spark_nodes.state import StateTransaction
 from tests.seeds import seed_this_process
 
@@ -169,3 +180,57 @@ def ticker_pipeline() -> Graph:
     tick = Ticker(every=0.25, catch_up="all", id="tick")
     tick >> TickRecorder(id="record")
     return Graph(tick, name="ticker", mailbox_options=QUICK_OPTIONS)
+
+
+class Refusing(Node):
+    """Refuses every order for good (it goes to the error route), recording each delivery.
+
+    It makes its process's commits of a route hang on an order's first delivery, before
+    the commit (order ``"hang before"``) or after it (``"hang after"``), logging
+    ``route commit hangs``: the test SIGKILLs the worker there.
+    """
+
+    async def process(self, context: ExecutionContext) -> Any:
+        order = context.inputs.content
+        await context.graph_state.append("deliveries:pay", order)
+        _hang_in_route_commits()
+        raise NonRetriableError(f"refused {order}")
+
+
+def _hang_in_route_commits() -> None:
+    """Patch ``RedisChannel.commit`` in this (worker) process, once (see ``Refusing``)."""
+    commit = RedisChannel.commit
+    if getattr(commit, "hangs", False):
+        return
+
+    async def hanging(self: RedisChannel, batch: Commit) -> list[bool]:
+        edges = {output.metadata.get("edge") for sends in batch.sends for _, output in sends}
+        firsts = [m.payload for m in batch.messages if m.metadata.get("delivery_count") == 1]
+        where = firsts[0] if "pay-!>refuse" in edges and firsts else None
+        if where == "hang before":
+            _log.info("route commit hangs", where=where)
+            await anyio.sleep_forever()  # killed here: nothing committed
+        done = await commit(self, batch)
+        if where == "hang after":
+            _log.info("route commit hangs", where=where)
+            await anyio.sleep_forever()  # killed here: routed and acked
+        return done
+
+    hanging.hangs = True  # type: ignore[attr-defined]
+    RedisChannel.commit = hanging  # type: ignore[method-assign]
+
+
+class RecordRefusal(Node):
+    """The error handler: records each failure it gets (``refused``)."""
+
+    async def process(self, context: ExecutionContext) -> None:
+        failed: FailedMessage = context.inputs.content
+        seen = {"order": failed["content"], "message_id": failed["message_id"]}
+        await context.graph_state.append("refused", seen)
+
+
+def refusing_pipeline() -> Graph:
+    """``pay.on_error() >> refuse``: the test kills pay's worker in a route's commit."""
+    pay = Refusing(id="pay")
+    pay.on_error() >> RecordRefusal(id="refuse")
+    return Graph(pay, name="refusing", mailbox_options=QUICK_OPTIONS)

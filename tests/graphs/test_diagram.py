@@ -561,6 +561,7 @@ def test_counts_from_stats_appear_in_json_for_what_the_stats_have() -> None:
         "process_time": {"count": 3, "p50": 0.001, "p90": 0.002, "p99": 0.003, "max": 0.004},
         "queue_time": None,
         "workers": 1,
+        "error_routed": 0,
     }
     assert clean["mailbox_depth"] == 2
     assert "received" not in store  # the stats have no figures for it

@@ -486,6 +486,93 @@ async def test_observers_see_the_outcome_routed_and_the_send_on_the_error_edge()
     ]
 
 
+def outcomes_at(graph: Graph, node_id: str) -> list[tuple[str, str | None]]:
+    """What observers of ``node_id`` are told (growing as the graph runs): process_end, ack."""
+    told: list[tuple[str, str | None]] = []
+
+    def record(event: GraphEvent) -> None:
+        if event.phase in ("process_end", "ack"):
+            told.append((event.phase, event.outcome))
+
+    graph.observe(record, node=node_id)
+    return told
+
+
+async def test_observers_see_the_outcome_dead_letter_when_the_route_cannot_be_taken() -> None:
+    """The process_end tells the final outcome, not the route that was tried (regression:
+    it said "routed", then the ack said "dead_letter")."""
+    closed = _Dedicated(name="closed-handler")
+    a, handler = picky(), Node(id="handler", mailbox=closed)
+    a.on_error() >> handler
+    closed.close()
+    graph = Graph(a)
+    told = outcomes_at(graph, "a")
+    await a.mailbox.send(ChannelMessage("bad"))
+    with anyio.fail_after(10):
+        result = await graph.run(Task(type=LONG, idle_timeout=0.05))
+    assert told == [
+        ("process_end", "retry"),
+        ("process_end", "retry"),
+        ("process_end", "dead_letter"),
+        ("ack", "dead_letter"),
+    ]
+    assert result.dead_lettered == 1
+
+
+async def test_observers_see_the_outcome_dead_letter_when_the_route_would_pass_max_steps() -> None:
+    class Refuse(Node):
+        def process(self, context: ExecutionContext) -> Any:
+            raise NonRetriableError("never")
+
+    a = Refuse(id="a")
+    a.on_error() >> a
+    graph = Graph(a)
+    told = outcomes_at(graph, "a")
+    with anyio.fail_after(10):
+        await graph.run(Task(inputs="x", max_steps=2))
+    ends = [outcome for phase, outcome in told if phase == "process_end"]
+    acks = [outcome for phase, outcome in told if phase == "ack"]
+    assert ends == acks == ["routed", "routed", "dead_letter"]
+
+
+async def test_the_error_message_carries_what_observers_add_to_the_failed_calls_outputs() -> None:
+    """A tracing observer's context goes on to the handler, as it goes with outputs."""
+    a, handler = picky(), Collect(id="handler")
+    a.on_error() >> handler
+    graph = Graph(a)
+
+    def trace_context(event: GraphEvent) -> None:
+        if event.phase == "process_start":
+            event.carry["traceparent"] = f"{event.message.id} attempt {event.attempt}"
+
+    graph.observe(trace_context, node="a")
+    await a.mailbox.send(ChannelMessage("bad", {"trace_id": "t-1"}, id="m-1"))
+    with anyio.fail_after(10):
+        await graph.run(Task(type=LONG, idle_timeout=0.05))
+    (routed,) = handler.received
+    assert routed.metadata == {
+        "trace_id": "t-1",
+        "source_node": "a",
+        "edge": "a-!>handler",
+        "traceparent": "m-1 attempt 3",  # the last attempt's, the one that gave up
+    }
+
+
+async def test_an_output_refused_by_a_successor_routes_with_its_calls_trace_context() -> None:
+    closed = InMemoryChannel(name="closed-box")
+    a, b, handler = Node(id="a"), Node(id="b", mailbox=closed), Collect(id="handler")
+    a >> b
+    a.on_error() >> handler
+    closed.close()
+    graph = Graph(a)
+    graph.observe(lambda event: event.carry.update(traceparent="tp"), node="a")
+    with anyio.fail_after(10):
+        await graph.run(Task(inputs="x"))
+    (routed,) = handler.received
+    assert routed.content["phase"] == "forward"
+    assert routed.metadata["traceparent"] == "tp"
+
+
 async def test_stats_count_the_error_edge_and_a_tap_watches_it() -> None:
     a, handler = picky(), Collect(id="handler")
     a >> Node(id="after")
@@ -503,7 +590,23 @@ async def test_stats_count_the_error_edge_and_a_tap_watches_it() -> None:
         "handler",
     )
     assert stats.edges["a->after"].sent == 0
-    assert stats.nodes["a"].failed_attempts == 3
+    figures = stats.nodes["a"]
+    assert (figures.failed_attempts, figures.error_routed, figures.dead_lettered) == (3, 1, 0)
+    assert stats.to_dict()["nodes"]["a"]["error_routed"] == 1
+
+
+async def test_stats_count_a_message_routed_with_dead_letter_true_in_both_counts() -> None:
+    a, handler = picky(), Collect(id="handler")
+    a.on_error(dead_letter=True) >> handler
+    graph = Graph(a)
+    async with graph.open_run(Task(type=LONG)) as run:
+        with anyio.fail_after(10):
+            await run.send("a", "bad")
+            await run.send("a", "fine")
+            await run.wait_idle()
+        live = (await graph.stats()).nodes["a"]  # while it runs
+    assert (live.error_routed, live.dead_lettered, live.processed) == (1, 1, 1)
+    assert (await graph.stats()).nodes["handler"].error_routed == 0
 
 
 def test_diagrams_draw_an_error_edge_dashed_with_an_error_label() -> None:

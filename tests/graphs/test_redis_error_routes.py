@@ -6,7 +6,9 @@ Each "process" is a graph object of its own, sharing nothing but Redis (see
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -24,7 +26,18 @@ from spark_nodes import (
 )
 from spark_nodes.channels import RedisChannel, dead_letters
 from spark_nodes.channels.mailbox import Commit
-from tests.redis_support import Cluster
+from spark_nodes.graphs import GraphStats, _redis_stats
+from spark_nodes.testing import RedisServer
+from tests.graphs.test_redis_crashes import (
+    Workers,
+    client_graph,
+    dead_letter_count,
+    pending_entries,
+    poll_until,
+    supervised,
+    wait_ready,
+)
+from tests.redis_support import Cluster, purge
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]  # redis-py: asyncio only
 
@@ -189,6 +202,8 @@ async def test_a_worker_that_dies_before_the_commit_leaves_the_message_to_be_rou
         return await commit(self, batch)
 
     monkeypatch.setattr(RedisChannel, "commit", dies_routing)
+    ends: list[str | None] = []
+    dying.observe(lambda event: ends.append(event.outcome), node="pay")
     with anyio.fail_after(WAIT):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(partial(dying.serve, grace_period=0.1))
@@ -196,6 +211,8 @@ async def test_a_worker_that_dies_before_the_commit_leaves_the_message_to_be_rou
             await stuck.wait()
             dying.stop("leaving")  # past the grace period: cancelled, nothing committed
         assert await client_refused(dying) is None  # the handler got nothing
+        # Observers heard the call end as one to be tried again, not as routed.
+        assert [outcome for outcome in ends if outcome is not None] == ["retry"]
         summary: Any = await raw.xpending(dying_box.key, dying_box.group)
         assert summary["pending"] == 1  # not acked either: still pay's
         async with anyio.create_task_group() as tasks:
@@ -211,3 +228,105 @@ async def test_a_worker_that_dies_before_the_commit_leaves_the_message_to_be_rou
 
 async def client_refused(graph: Graph) -> Any:
     return await graph.state.get("refused")
+
+
+async def test_stats_and_inspect_count_what_a_node_routed_over_every_worker_and_run(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_redis_stats, "PUBLISH_INTERVAL", 0.05)  # figures within 50 ms
+    first, second, reader = (cluster.process(shop) for _ in range(3))
+
+    def routed(count: int) -> Callable[[GraphStats], bool]:
+        return lambda stats: (
+            stats.nodes["pay"].error_routed == count and stats.nodes["refuse"].processed == count
+        )
+
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(first.serve)
+            for order in ("book", "refused lamp", "refused cup"):
+                await reader.send("pay", order)
+            live = await stats_when(reader, routed(2))  # published while it runs
+            first.stop()
+        async with anyio.create_task_group() as tasks:  # another run, another process
+            tasks.start_soon(second.serve)
+            await reader.send("pay", "refused vase")
+            await reader.shutdown()
+        ended = await reader.stats()
+        inspection = await reader.inspect()
+    assert live.running
+    pay = ended.nodes["pay"]
+    assert (pay.error_routed, pay.dead_lettered, pay.processed) == (3, 0, 1)  # both runs
+    assert ended.nodes["refuse"].error_routed == 0
+    assert ended.edges["pay-!>refuse"].sent == 3
+    assert inspection.error_routed == {"pay": 3, "ship": 0, "refuse": 0}
+
+
+async def stats_when(graph: Graph, condition: Callable[[GraphStats], bool]) -> GraphStats:
+    """Read ``graph.stats()`` until ``condition`` holds (another process's figures)."""
+    while not condition(stats := await graph.stats()):  # noqa: ASYNC110 - in Redis
+        await anyio.sleep(0.02)
+    return stats
+
+
+async def test_a_worker_killed_in_the_routes_commit_routes_each_message_once_or_leaves_it_pending(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """A real worker process of ``pay`` is SIGKILLed twice while it routes a refused order:
+    once before the commit (the order stays pending, and the restarted worker routes it
+    when it reclaims it), once after (routed and acked: nothing to do again). The error
+    handler, served apart, gets each order exactly once; nothing is left or dead-lettered.
+    (Its graph is ``refusing_pipeline`` in ``redis_worker_graphs.py``.)"""
+    with supervised(redis_server.url, "refusing_pipeline", tmp_path) as workers:
+        workers.start("pay")
+        workers.start("refuse")
+        async with client_graph("refusing_pipeline", redis_server.url, workers.namespace) as graph:
+            try:
+                with anyio.fail_after(60):
+                    await wait_ready(workers)
+                    before = await kill_in_the_route_commit(workers, graph, "hang before")
+                    assert before == ([], 1)  # nothing routed, still pending: not lost
+                    await poll_until(lambda: refused_count(graph, 1))  # reclaimed, routed
+                    after = await kill_in_the_route_commit(workers, graph, "hang after")
+                    assert after == 0  # routed and acked in one commit: nothing pending
+                    await poll_until(lambda: refused_count(graph, 2))
+                    await graph.shutdown()
+                    codes = workers.exit_codes(within=30)
+            except BaseException:
+                print(workers.log())
+                raise
+            refused = await graph.state.get("refused")
+            deliveries = await graph.state.get("deliveries:pay")
+            left = await pending_entries(graph), await dead_letter_count(graph)
+            await purge(graph.redis, workers.namespace)
+    assert [item["order"] for item in refused] == ["hang before", "hang after"]  # once each
+    assert len({item["message_id"] for item in refused}) == 2
+    assert deliveries == ["hang before", "hang before", "hang after"]  # after: not again
+    assert left == (0, 0)
+    assert codes == [0, 0]
+
+
+async def kill_in_the_route_commit(workers: Workers, graph: Graph, order: str) -> Any:
+    """Send ``order`` to pay; SIGKILL pay's worker as its route commit hangs (then restart
+    it). Returns what was routed and pay's pending entries at the kill, or (after the
+    commit) only the pending entries: the handler may have the order already."""
+    log = workers.logs / f"worker-0-{workers.spawns[0]}.log"
+
+    async def hangs() -> bool:
+        return log.exists() and f'"where": "{order}"' in log.read_text(errors="replace")
+
+    await graph.send("pay", order)
+    await poll_until(hangs)
+    workers.kill(0)  # and started again: it reclaims what is pending (1 s lease)
+    # Read at once: the new worker, still starting, may reclaim the entry on its first read.
+    pay = mailbox(graph, "pay")
+    summary: Any = await graph.redis.xpending(pay.key, pay.group)
+    refused = await graph.state.get("refused", [])
+    await wait_ready(workers)
+    if order == "hang after":
+        return summary["pending"]
+    return refused, summary["pending"]
+
+
+async def refused_count(graph: Graph, count: int) -> bool:
+    return len(await graph.state.get("refused", [])) == count

@@ -112,6 +112,20 @@ async def test_retries_are_counted() -> None:
     assert 'spark_nodes_messages_processed_total{graph="retrying",node="flaky"} 2.0' in exported
 
 
+async def test_messages_sent_along_error_routes_are_counted_apart_from_dead_letters() -> None:
+    a, c = Inc(id="a"), Sink(id="c")
+    a >> c
+    c.on_error() >> Node(id="handler")
+    graph, registry = Graph(start=a, name="routing"), CollectorRegistry()
+    exporter = PrometheusExporter(graph, registry)
+    await send_all(graph, 1, -5, -6)  # -4 and -5 fail at c: routed, not dead-lettered
+    await exporter.refresh()
+    exported = lines(registry)
+    assert 'spark_nodes_messages_error_routed_total{graph="routing",node="c"} 2.0' in exported
+    assert 'spark_nodes_messages_error_routed_total{graph="routing",node="a"} 0.0' in exported
+    assert 'spark_nodes_messages_dead_lettered_total{graph="routing",node="c"} 0.0' in exported
+
+
 async def test_a_metrics_observer_source_exports_process_and_queue_time_quantiles() -> None:
     graph, registry = pipeline("metered"), CollectorRegistry()
     metrics = MetricsObserver()

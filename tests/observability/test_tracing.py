@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanContext, StatusCode
 
 from spark_nodes import ExecutionContext, Graph, Node, NodeConfig, RetryPolicy, Task, TaskType
-from spark_nodes.channels import ChannelMessage
+from spark_nodes.channels import ChannelMessage, InMemoryChannel
 from spark_nodes.nodes.observing import GraphEvent
 from spark_nodes.observability import TracingObserver, inject_trace_context
 from tests.redis_support import Cluster
@@ -210,6 +210,36 @@ async def test_a_dead_lettered_message_is_an_error_span_with_the_exception(spans
     assert attributes["exception.message"] == "always broken"
 
 
+async def test_an_error_handlers_span_is_the_child_of_the_failed_call_in_its_trace(
+    spans: Spans,
+) -> None:
+    start, broken, handler = Inc(id="start"), Broken(id="broken"), Node(id="handler")
+    start >> broken
+    broken.on_error() >> handler >> Sink(id="after")
+    await run_with(Graph(start=start), spans.observer(), ("start", 1, None))
+    [root], [failed] = spans.named("process start"), spans.named("process broken")
+    [handled], [after] = spans.named("process handler"), spans.named("process after")
+    assert dict(failed.attributes or {})["spark_nodes.outcome"] == "routed"
+    assert failed.status.status_code is StatusCode.ERROR
+    assert trace_id(handled) == trace_id(failed) == trace_id(root)
+    assert parent_id(handled) == span_id(failed)
+    assert dict(handled.attributes or {})["spark_nodes.edge"] == "broken-!>handler"
+    assert parent_id(after) == span_id(handled)
+
+
+async def test_a_failed_call_whose_route_cannot_be_taken_ends_as_a_dead_letter(
+    spans: Spans,
+) -> None:
+    closed = InMemoryChannel(name="closed-handler")
+    broken, handler = Broken(id="broken"), Node(id="handler", mailbox=closed)
+    broken.on_error() >> handler
+    closed.close()
+    await run_with(Graph(broken), spans.observer(), ("broken", 1, None))
+    [failed] = spans.named("process broken")
+    assert dict(failed.attributes or {})["spark_nodes.outcome"] == "dead_letter"
+    assert spans.named("process handler") == []
+
+
 async def test_an_input_sent_with_a_traceparent_continues_the_senders_trace(
     spans: Spans,
 ) -> None:
@@ -266,6 +296,32 @@ async def test_the_trace_crosses_redis_hops_between_worker_processes(
     assert parent_id(second) == span_id(first)  # the hop through Redis, to the other process
     assert parent_id(sink) == span_id(second)
     assert dict(second.attributes or {})["spark_nodes.edge"] == "first->second"
+
+
+def refusing_shop() -> Graph:
+    start, broken = Inc(id="start"), Broken(id="broken")
+    start >> broken
+    broken.on_error() >> Sink(id="handler")
+    return Graph(start, name="refusing")
+
+
+@pytest.mark.redis  # redis-py: asyncio only
+async def test_an_error_route_keeps_the_trace_across_redis_worker_processes(
+    cluster: Cluster, spans: Spans
+) -> None:
+    one, two, client = (cluster.process(refusing_shop) for _ in range(3))
+    one.observe(spans.observer())
+    two.observe(spans.observer())
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(one.serve, ["start", "broken"])
+            tasks.start_soon(two.serve, ["handler"])
+            await client.send("start", 1)
+            await client.shutdown()
+    [root], [failed] = spans.named("process start"), spans.named("process broken")
+    [handled] = spans.named("process handler")
+    assert trace_id(handled) == trace_id(failed) == trace_id(root)
+    assert parent_id(handled) == span_id(failed)  # through Redis, to the other process
 
 
 def event(phase: Any, message: ChannelMessage, **fields: Any) -> GraphEvent:
