@@ -64,8 +64,8 @@ The JSON document (``to_json``) holds the same facts as plain data::
 With stats, a node's counts are ``received``, ``processed``, ``forwarded``,
 ``terminal_outputs``, ``failed_attempts``, ``retried``, ``dead_lettered``, ``restarts``,
 ``mailbox_depth``, ``rate``, ``process_time`` and ``queue_time`` (each ``null`` or
-``{"count", "p50", "p90", "p99", "max"}``) and ``workers``; an edge's are ``sent`` and
-``rate``. Items the stats lack have none of these keys.
+``{"count", "p50", "p90", "p99", "max"}``), ``workers`` and ``error_routed``; an edge's
+are ``sent`` and ``rate``. Items the stats lack have none of these keys.
 """
 
 from __future__ import annotations

@@ -324,10 +324,12 @@ class Graph:
         return self._backend.redis
 
     async def inspect(self) -> GraphInspection:
-        """Every mailbox of a Redis graph, read in one atomic script call, from any process.
+        """Every mailbox of a Redis graph, read at one instant, from any process.
 
         Per node: length, pending entries per consumer (with idle time), lag, delayed
-        messages and dead letters (see :mod:`spark_nodes.graphs.inspecting`).
+        messages and dead letters, all read in one atomic script call; then what each node
+        sent along its error routes (``error_routed``), read with one ``HGETALL`` of the
+        graph's stats hash (see :mod:`spark_nodes.graphs.inspecting`).
 
         Raises:
             WiringError: The graph is in memory.
