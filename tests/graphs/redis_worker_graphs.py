@@ -44,7 +44,10 @@ _log = structlog.get_logger("tests")
 
 # Leases outlive a Redis restart (renewed every second); a killed worker's entries are
 # reclaimed after 3 s.
-CRASH_OPTIONS = {"visibility_timeout": 3.0, "max_deliveries": 3}
+# Random kills every 1-2 s can hit the holders of one message three times on a loaded
+# machine (it was dead-lettered once in 2,000, with 29 kills): the crash tests are about
+# loss, not poison (that is the poison test's, with QUICK_OPTIONS).
+CRASH_OPTIONS = {"visibility_timeout": 3.0, "max_deliveries": 10}
 QUICK_OPTIONS = {"visibility_timeout": 1.0, "max_deliveries": 3}
 WORK_SECONDS = 0.001  # per message and node: kills land mid-stream
 
