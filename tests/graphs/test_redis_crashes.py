@@ -193,6 +193,19 @@ async def dead_letter_count(graph: Graph) -> int:
     return total
 
 
+async def dead_letter_reasons(graph: Graph) -> list[tuple[str, str, str]]:
+    """(node, reason, error) of every dead letter: what a failed crash test prints."""
+    redis = _client(graph)
+    reasons = []
+    for node_id, node in graph.nodes.items():
+        assert isinstance(node.mailbox, RedisChannel)
+        entries: Any = await redis.xrange(f"{node.mailbox.key}:dead")
+        for _, fields in entries:
+            reason, error = fields.get(b"reason", b""), fields.get(b"error", b"")
+            reasons.append((node_id, reason.decode(), error.decode()[:200]))
+    return reasons
+
+
 def _client(graph: Graph) -> RedisClient:
     return graph.redis
 
@@ -384,6 +397,7 @@ async def test_killed_workers_and_a_killed_redis_lose_nothing(tmp_path: Path) ->
             lost = total - done
             pending = await pending_entries(graph)
             dead = await dead_letter_count(graph)
+            reasons = await dead_letter_reasons(graph)
         bound = duplicate_bound(
             processes=len(nodes),
             worker_kills=worker_kills,
@@ -396,7 +410,7 @@ async def test_killed_workers_and_a_killed_redis_lose_nothing(tmp_path: Path) ->
             f"lost {lost}; duplicate deliveries {duplicates} (total {sum(duplicates.values())}, "
             f"bound {bound}); "
             f"effects applied {applied} for {done} messages; pending {pending}; "
-            f"dead letters {dead}; exit codes {codes}"
+            f"dead letters {dead} {reasons}; exit codes {codes}"
         )
     assert redis_kills == 1
     assert lost == 0
@@ -606,9 +620,12 @@ async def test_killed_workers_on_a_redis_cluster_lose_nothing(
             applied = await graph.state.get("applied", 0)
             pending = await pending_entries(graph)
             dead = await dead_letter_count(graph)
+            reasons = await dead_letter_reasons(graph)
             await purge(graph.redis, workers.namespace)
-    print(f"\ncluster crash test: {kills} worker kills; {done} of {total} done; "
-          f"effects applied {applied}; pending {pending}; dead letters {dead}")  # fmt: skip
+    print(
+        f"\ncluster crash test: {kills} worker kills; {done} of {total} done; "
+        f"effects applied {applied}; pending {pending}; dead letters {dead} {reasons}"
+    )
     assert kills >= 1
     assert done == total
     assert applied == total
