@@ -65,6 +65,10 @@ class Distribution:
         self.epoch = 0
         """The run (of the graph, across processes) this one takes part in."""
         self.stats = StatsPublisher(backend.redis, backend.stats_key, runtimes, graph=graph_name)
+        # Per node, its counts (received, processed) when what it holds was last published:
+        # a node holds or lets go of a message only while handling one. Renewals drop the
+        # entry, so that the published leases' deadlines move on.
+        self._held_published: dict[str, tuple[int, int]] = {}
         """Publishes this process's figures of its nodes: ``stats.run`` is a task of the
         run, ``stats.publish_final`` is awaited when it ends (see ``_redis_stats``)."""
 
@@ -138,7 +142,14 @@ class Distribution:
             ChannelUnavailable: Redis could not be reached within the retries.
         """
         if runtime.quiet():
-            await self.mailbox(runtime.node.id).publish_held(runtime.node.held)
+            node_id = runtime.node.id
+            counts = (runtime.received, runtime.processed)
+            published = self._held_published.get(node_id)
+            if counts != published:
+                await self.mailbox(node_id).publish_held(
+                    runtime.node.held, refresh=published is None
+                )
+                self._held_published[node_id] = counts
         await self.try_finish(runtime)
 
     async def try_finish(self, runtime: NodeRuntime) -> None:
@@ -234,6 +245,7 @@ class Distribution:
         outage, log = Outage(), _log.bind(graph=self.graph_name, task="lease renewal")
         while True:
             await anyio.sleep(interval)
+            self._held_published.clear()  # the held leases' deadlines move on too
             for mailbox in mailboxes:
                 try:
                     await mailbox.renew_leases()

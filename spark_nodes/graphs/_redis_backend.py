@@ -139,19 +139,27 @@ return 1
 
 _QUIET: Final = """
 -- Whether every pending entry of a stream is held on purpose (a window's) by a consumer
--- whose lease on it is alive: published in `held` with that lease, renewed in time.
-local function held_only(stream, group_name, pending, held, visibility)
-  if redis.call('EXISTS', held) == 0 then return false end
-  for _, p in ipairs(redis.call('XPENDING', stream, group_name, '-', '+', pending)) do
-    if tonumber(p[3]) >= visibility then return false end
-    if redis.call('HGET', held, p[1]) ~= p[2] .. ' ' .. tostring(p[4]) then return false end
+-- whose lease on it lives: published in `held` (see PUBLISH_HELD) with that lease and a
+-- deadline not passed at `now` (server ms). Reads the pending entries 100 at a time.
+local function held_only(stream, group_name, pending, held, now)
+  if redis.call('HLEN', held) < pending then return false end
+  local start = '-'
+  while true do
+    local page = redis.call('XPENDING', stream, group_name, start, '+', 100)
+    for _, p in ipairs(page) do
+      local lease = redis.call('HGET', held, p[2] .. ' ' .. p[1])
+      if not lease then return false end
+      local deliveries, deadline = string.match(lease, '(%d+) (%d+)')
+      if deliveries ~= tostring(p[4]) or tonumber(deadline) <= now then return false end
+    end
+    if #page < 100 then return true end
+    start = '(' .. page[#page][1]
   end
-  return true
 end
 
 -- Whether a mailbox has no entry unread, pending (in its group) or delayed; with `held`,
 -- entries held on purpose (see held_only) do not count as pending.
-local function quiet(stream, delayed, group_name, held, visibility)
+local function quiet(stream, delayed, group_name, held, now)
   if redis.call('ZCARD', delayed) > 0 then return false end
   if redis.call('EXISTS', stream) == 0 then return true end
   for _, group in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
@@ -159,8 +167,7 @@ local function quiet(stream, delayed, group_name, held, visibility)
     for f = 1, #group, 2 do info[group[f]] = group[f + 1] end
     if info['name'] == group_name then
       local pending = tonumber(info['pending'])
-      if pending > 0 and not (held and held_only(stream, group_name, pending, held,
-                                                 visibility)) then
+      if pending > 0 and not (held and held_only(stream, group_name, pending, held, now)) then
         return false
       end
       local unread = redis.call('XRANGE', stream, '(' .. info['last-delivered-id'], '+',
@@ -177,13 +184,11 @@ IDLE: Final = (
     + """
 -- Whether every mailbox of a graph is quiet, read at one instant; entries held on purpose
 -- by live consumers count as quiet. KEYS: per mailbox, its stream, delayed set and held
--- hash. ARGV[1] the group; then per mailbox its visibility timeout (ms).
--- Returns 1 idle, 0 not.
+-- hash. ARGV[1] the group. Returns 1 idle, 0 not.
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 for i = 1, #KEYS, 3 do
-  if not quiet(KEYS[i], KEYS[i + 1], ARGV[1], KEYS[i + 2], tonumber(ARGV[2 + (i - 1) / 3]))
-  then
-    return 0
-  end
+  if not quiet(KEYS[i], KEYS[i + 1], ARGV[1], KEYS[i + 2], now) then return 0 end
 end
 return 1
 """
@@ -467,16 +472,14 @@ class RedisBackend:
             ChannelUnavailable: Redis could not be reached within the retries.
         """
         keys: list[str] = []
-        timeouts: list[int] = []
         for mailbox in self.mailboxes.values():
             await mailbox.flush()
             keys += (mailbox.key, mailbox.keys.delayed, mailbox.keys.held)
-            timeouts.append(round(mailbox.visibility_timeout * 1000))
         if not keys:
             return True
         group = next(iter(self.mailboxes.values())).group
         idle: int = await with_retries(
-            lambda: self._idle(keys=keys, args=[group, *timeouts]),
+            lambda: self._idle(keys=keys, args=[group]),
             retry=self.retry, what=f"read whether graph {self.graph!r} is idle",
             error=ChannelUnavailable,
         )  # fmt: skip

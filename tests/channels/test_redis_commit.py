@@ -15,6 +15,7 @@ import anyio
 import pytest
 from redis.asyncio import Redis
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 
 from spark_nodes._redis_client import RedisClient
@@ -28,6 +29,8 @@ from spark_nodes.channels import (
 )
 from spark_nodes.channels.codec import decode, encode
 from spark_nodes.channels.mailbox import Commit, is_durable
+from spark_nodes.channels.redis import RELEASED_CONSUMER
+from spark_nodes.graphs._redis_backend import IDLE
 from tests.redis_support import ChannelFactory, new_namespace, purge, raw_client
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]  # redis-py: asyncio only
@@ -275,7 +278,9 @@ async def test_released_messages_are_acked_only_with_the_message_that_released_t
     assert await source.commit(batch) == [False, False, False, True]
     assert await stream_payloads(raw, target) == ["window 3"]
     entries = {message.metadata["stream_entry"]: message.payload for message in taken}
-    assert sorted(entries[entry] for entry, _, _ in await pending(raw, source)) == [0, 1, 2]
+    holders = {entries[entry]: consumer for entry, consumer, _ in await pending(raw, source)}
+    # 0 and 1 are given back at once (others take them now), 2 is B's.
+    assert holders == {0: RELEASED_CONSUMER, 1: RELEASED_CONSUMER, 2: "B"}
     assert [message.acked for message in taken] == [False, False, False, True]
 
 
@@ -293,6 +298,39 @@ async def test_released_messages_are_acked_with_the_message_that_released_them(
     assert await source.commit(batch) == [True, True, True]
     assert await stream_payloads(raw, target) == ["window"]
     assert await pending(raw, source) == []
+
+
+async def test_a_retried_commit_whose_first_try_landed_commits_the_released_messages_too(
+    shared: SharedClient, raw: Redis
+) -> None:
+    # The script ran, its reply was lost; the retry finds every entry acked already.
+    source, target = shared("{t}:a", consumer="A"), shared("{t}:b")
+    await fill(source, [0, 1, 2])
+    taken = await take_exactly(source, 3)
+    leases = source._leases
+    leases._read_along = lambda: False  # the plain script call (no read along)
+    commit_script = leases._scripts.commit
+    calls = 0
+
+    async def landed_then_lost(**kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        result = await commit_script(**kwargs)
+        if calls == 1:
+            raise RedisConnectionError("reply lost")
+        return result
+
+    leases._scripts.commit = landed_then_lost  # type: ignore[assignment]
+    batch = Commit()
+    for message in (taken[2], taken[0], taken[1]):  # 2 closed the window of 0 and 1
+        batch.add(message)
+    batch.sends[0].append((target, ChannelMessage("window")))
+    batch.released = frozenset({1, 2})
+    assert await source.commit(batch) == [True, True, True]
+    assert calls == 2
+    assert await pending(raw, source) == []
+    assert await stream_payloads(raw, target) == ["window"]
+    assert [message.acked for message in taken] == [True, True, True]
 
 
 async def test_a_lease_reclaimed_by_the_same_consumer_name_is_lost_too(
@@ -433,6 +471,75 @@ async def test_commit_refuses_a_message_received_elsewhere(shared: SharedClient)
     stranger.add(ChannelMessage("stranger"))
     with pytest.raises(ValueError, match="was not received from"):
         await source.commit(stranger)
+
+
+# -- held on purpose (publish_held) --------------------------------------------------------
+
+
+async def held_record(raw: Redis, channel: RedisChannel) -> dict[str, int]:
+    """The published holdings: ``"consumer entry"`` -> deliveries (deadlines left out)."""
+    fields: Any = await raw.hgetall(channel.keys.held)
+    return {k.decode(): int(v.split()[0]) for k, v in fields.items()}
+
+
+async def test_each_consumer_publishes_and_withdraws_only_its_own_holdings(
+    shared: SharedClient, raw: Redis
+) -> None:
+    a = shared("{t}:a", consumer="A")
+    await fill(a, [0])
+    (held_by_a,) = await take_exactly(a, 1)
+    entry = held_by_a.metadata["stream_entry"]
+    await a.publish_held([held_by_a])  # A's window holds it; A's loops are idle
+    await steal(raw, a, held_by_a, "B")  # A stalled past visibility_timeout; B reclaimed it
+    b = shared("{t}:a", consumer="B")
+    (held_by_b,) = await take_exactly(b, 1)
+    await b.publish_held([held_by_b])
+    deliveries = held_by_b.metadata["delivery_count"]  # (the steal counted one)
+    assert await held_record(raw, a) == {f"A {entry}": 1, f"B {entry}": deliveries}
+    await a.publish_held([])  # A's window let go of its stale copy
+    await b.publish_held([held_by_b])  # unchanged: nothing written
+    assert await held_record(raw, a) == {f"B {entry}": deliveries}
+    await b.publish_held([])
+    assert await raw.exists(a.keys.held) == 0
+
+
+async def test_a_refresh_writes_the_holdings_again_with_a_later_deadline(
+    shared: SharedClient, raw: Redis
+) -> None:
+    a = shared("{t}:a", consumer="A", visibility_timeout=5.0)
+    await fill(a, [0])
+    (held,) = await take_exactly(a, 1)
+    await a.publish_held([held])
+    await raw.delete(a.keys.held)  # lost: a failover, a restore
+    await a.publish_held([held])  # unchanged: nothing written
+    assert await raw.exists(a.keys.held) == 0
+    await a.publish_held([held], refresh=True)  # after a lease renewal
+    (value,) = (await raw.hgetall(a.keys.held)).values()
+    server_seconds, micros = await raw.time()
+    deadline = int(value.split()[1])
+    assert deadline > server_seconds * 1000 + micros // 1000 + 4000
+    assert 0 < await raw.pttl(a.keys.held) <= 15_000  # three visibility timeouts
+
+
+async def test_the_idle_check_looks_at_every_held_entry_past_the_first_page(
+    shared: SharedClient, raw: Redis
+) -> None:
+    """``IDLE`` (``Graph.wait_idle`` on Redis) reads pending entries 100 at a time."""
+    a = shared("{t}:a", consumer="A", prefetch=200)
+    await fill(a, list(range(150)))
+    taken = await take_exactly(a, 150)
+    idle = raw.register_script(IDLE)
+
+    async def is_idle() -> bool:
+        keys = [a.key, a.keys.delayed, a.keys.held]
+        return bool(await idle(keys=keys, args=[a.group]))
+
+    await a.publish_held(taken[:-1])  # the last one is being worked on
+    assert not await is_idle()
+    await a.publish_held(taken)
+    assert await is_idle()
+    await raw.hset(a.keys.held, f"A {taken[120].metadata['stream_entry']}", "1 0")  # lapsed
+    assert not await is_idle()
 
 
 # -- take, give back, release --------------------------------------------------------------

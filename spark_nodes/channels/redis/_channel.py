@@ -608,7 +608,26 @@ class RedisChannel(BaseChannel):
             released=batch.released,
         )  # fmt: skip
         await self._after_commit(batch, committed, targets, target_of)
+        if batch.released:
+            await self._give_back_stranded(batch.released, leases, committed)
         return committed
+
+    async def _give_back_stranded(
+        self, released: frozenset[int], leases: list[Lease], committed: list[bool]
+    ) -> None:
+        """Give back at once the released messages whose releaser did not commit.
+
+        Still ours, they would wait out the visibility timeout; given back, another read
+        takes them now (the window is built again where its closing message went).
+        """
+        stranded = [leases[index] for index in sorted(released) if not committed[index]]
+        if not stranded:
+            return
+        try:
+            await self._leases.release(stranded)
+        except ChannelUnavailable:  # they are reclaimed after the visibility timeout
+            _log.warning("could not give back the messages of an uncommitted window",
+                         channel=self.name, messages=len(stranded))  # fmt: skip
 
     async def _after_commit(
         self,
@@ -710,22 +729,27 @@ class RedisChannel(BaseChannel):
         """
         return await self._leases.renew()
 
-    async def publish_held(self, messages: Iterable[ChannelMessage]) -> None:
+    async def publish_held(
+        self, messages: Iterable[ChannelMessage], *, refresh: bool = False
+    ) -> None:
         """Tell Redis that this consumer holds ``messages`` on purpose, and no others.
 
         A window or a join keeps messages unacked, pending, across calls: in Redis they
         look like messages being worked on. :meth:`Graph.wait_idle` counts an entry
-        published here as idle while its lease is alive (not reclaimed, renewed within
-        ``visibility_timeout``), as it counts held messages in memory. A distributed graph
-        calls this whenever a node's loops are idle; it writes only what changed.
-        Messages not received from this channel (no lease here) are left out.
+        published here as idle while its lease is ours and for ``visibility_timeout``
+        after the call (by the server's clock), as it counts held messages in memory. A
+        distributed graph calls this when a node's loops are idle and its holdings may
+        have changed, and with ``refresh`` after each lease renewal (new deadlines); it
+        writes only what changed. Messages not received from this channel (no lease here)
+        and leases lost already are left out.
 
         Raises:
             ChannelUnavailable: Redis could not be reached within the retries.
         """
         leases = [lease_or_none(message) for message in messages]
         await self._leases.publish_held(
-            [lease for lease in leases if lease is not None and lease.channel is self]
+            [lease for lease in leases if lease is not None and lease.channel is self],
+            refresh=refresh,
         )
 
     async def release_buffered(self) -> int:

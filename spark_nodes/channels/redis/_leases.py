@@ -139,7 +139,7 @@ class LeaseBook:
         self._acks: Coalescer[_PendingAck] = Coalescer(self._write_acks, 512)
         self.held: dict[bytes, Lease] = {}
         """Leases by entry id: what this consumer got and has not settled."""
-        self._published: dict[bytes, bytes] = {}  # what publish_held last wrote
+        self._published: dict[bytes, int] = {}  # what publish_held last wrote: deliveries
 
     # -- acks -------------------------------------------------------------------------------
 
@@ -309,35 +309,30 @@ class LeaseBook:
                 self.held.pop(lease.entry, None)
         return renewed
 
-    async def publish_held(self, leases: list[Lease]) -> None:
+    async def publish_held(self, leases: list[Lease], *, refresh: bool = False) -> None:
         """Write which entries this consumer holds on purpose, if that changed.
 
-        Each goes into the mailbox's ``held`` hash as ``"consumer deliveries"`` (its lease,
-        so an entry reclaimed since does not match); the entries no longer held are
-        removed. One round trip, only when something changed.
+        See ``PUBLISH_HELD``; ``refresh``: write them all again, with new deadlines.
+        Leases lost already (renewal found them reclaimed) are left out.
 
         Raises:
             ChannelUnavailable: Redis could not be reached within the retries.
         """
-        consumer = self._consumer.encode()
-        now = {lease.entry: b"%s %d" % (consumer, lease.deliveries) for lease in leases}
+        held = self.held
+        now = {lease.entry: lease.deliveries for lease in leases if held.get(lease.entry) is lease}
         published = self._published
-        if now == published:
+        if (now == published and not refresh) or not (now or published):
             return
-        gone = [entry for entry in published if entry not in now]
-        changed = {entry: lease for entry, lease in now.items() if published.get(entry) != lease}
-        key = self._keys.held
-
-        async def write() -> None:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                if gone:
-                    pipe.hdel(key, *gone)
-                if changed:
-                    pipe.hset(key, mapping=changed)  # type: ignore[arg-type]
-                await pipe.execute()
-
+        gone = b"".join(b"%s " % entry for entry in published if entry not in now)
+        words = b"".join(
+            b"%s %d " % (entry, deliveries)
+            for entry, deliveries in now.items()
+            if refresh or published.get(entry) != deliveries
+        )
+        args: list[Any] = [self._consumer, self._settings.visibility_ms, gone, words]
         await with_retries(
-            write, retry=self._retry, what=f"publish held entries of {self._name!r}",
+            lambda: self._scripts.publish_held(keys=[self._keys.held], args=args),
+            retry=self._retry, what=f"publish held entries of {self._name!r}",
             error=ChannelUnavailable,
         )  # fmt: skip
         self._published = now

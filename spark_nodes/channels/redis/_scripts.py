@@ -229,12 +229,14 @@ for id, deliveries, outputs, released in string.gmatch(ARGV[3], '(%S+) (%S+) (%d
   position = position + 1
   outputs = tonumber(outputs)
   local status = 1
-  if released == 'r' and anchor ~= 1 then
-    status = -1
-  elseif held[id] ~= deliveries then
+  if held[id] ~= deliveries then
     status = owned(KEYS[1], ARGV[1], id, ARGV[2], deliveries)  -- not ours, or beyond the read
   end
-  if released == '' then anchor = status end
+  if released == '' then
+    anchor = status
+  elseif status == 1 and anchor ~= 1 then
+    status = -1  -- its releaser did not commit (0 on a retry: then neither is it pending)
+  end
   if status == 1 then
     for j = used + 1, used + outputs do
       local t = targets[j]
@@ -486,6 +488,28 @@ return deleted
 """
 
 
+PUBLISH_HELD: Final = """
+-- Record which entries a consumer holds on purpose (a window's), for Graph.wait_idle: one
+-- field per consumer and entry, "consumer id" -> "deliveries deadline" (its lease, and
+-- when it lapses unless published again: now + the visibility timeout, in server ms).
+-- KEYS[1] the mailbox's held hash. ARGV[1] consumer, ARGV[2] visibility timeout (ms),
+-- ARGV[3] the entries no longer held, as "id " words; ARGV[4] those held, as
+-- "id deliveries " words. The hash expires 3 visibility timeouts after the last call.
+redis.replicate_commands()
+local now = redis.call('TIME')
+local deadline = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  + tonumber(ARGV[2])
+for id in string.gmatch(ARGV[3], '(%S+) ') do
+  redis.call('HDEL', KEYS[1], ARGV[1] .. ' ' .. id)
+end
+for id, deliveries in string.gmatch(ARGV[4], '(%S+) (%S+) ') do
+  redis.call('HSET', KEYS[1], ARGV[1] .. ' ' .. id, deliveries .. ' ' .. deadline)
+end
+redis.call('PEXPIRE', KEYS[1], 3 * tonumber(ARGV[2]))
+return 1
+"""
+
+
 class Scripts:
     """A channel's Lua scripts, registered on its client (each loaded once per server).
 
@@ -503,6 +527,7 @@ class Scripts:
         "dead_letter",
         "loaded",
         "move_due",
+        "publish_held",
         "release",
         "remove_consumer",
         "renew",
@@ -519,6 +544,7 @@ class Scripts:
         self.claim = redis.register_script(CLAIM)
         self.renew = redis.register_script(RENEW)
         self.move_due = redis.register_script(MOVE_DUE)
+        self.publish_held = redis.register_script(PUBLISH_HELD)
         self.replay = redis.register_script(REPLAY)
         self.release = redis.register_script(RELEASE)
         self.remove_consumer = redis.register_script(REMOVE_CONSUMER)
