@@ -11,6 +11,7 @@ whole run. Both kinds are restarted by :meth:`Run._supervise` if they crash.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import math
@@ -20,10 +21,11 @@ import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
+import sniffio
 import structlog
 
 from spark_nodes.channels import (
@@ -774,34 +776,62 @@ class Run:
         return left
 
 
-# Per event loop: the epoch seconds, its clock and the monotonic clock at one instant.
-_clock_anchors: weakref.WeakKeyDictionary[object, tuple[float, float, float]] = (
+# Per event loop: ``None`` if its clock is the monotonic clock (a real loop), else the epoch
+# seconds and its clock at one instant (a virtual clock's anchor).
+_clock_anchors: weakref.WeakKeyDictionary[object, tuple[float, float] | None] = (
     weakref.WeakKeyDictionary()
 )
-_SAME_CLOCK: Final = 0.001  # seconds two clocks may part by and still be one clock
 
 
 def _loop_wall_clock() -> Callable[[], float]:
     """Epoch seconds as the event loop's clock tells them (virtual in tests: ticks follow).
 
-    Anchored once per event loop, so that the runs of one loop agree on the time: a
-    virtual minute between two runs is a minute to a ticker's catch-up too. While the
-    loop's clock runs with the monotonic clock (a real loop, not a virtual one), it is
-    the wall clock itself, so a step of it (an NTP sync) is followed.
+    On a real loop (its clock is the monotonic clock) it is the wall clock itself, so a
+    step of it (an NTP sync) is followed. On a virtual one it is anchored once per event
+    loop, so that the runs of one loop agree on the time: a virtual minute between two
+    runs is a minute to a ticker's catch-up too. Which of the two a loop is is decided
+    once, by its clock's kind: comparing two reads would flip it whenever a pause (a GC
+    pause, a throttled CPU) fell between them.
     """
     loop = anyio.lowlevel.current_token().native_token
-    anchor = _clock_anchors.get(loop)
+    try:
+        anchor = _clock_anchors[loop]
+    except KeyError:
+        anchor = None if _on_the_monotonic_clock() else (time.time(), anyio.current_time())
+        _clock_anchors[loop] = anchor
     if anchor is None:
-        anchor = _clock_anchors[loop] = (time.time(), anyio.current_time(), time.monotonic())
-    wall, at, monotonic_at = anchor
+        return _wall_clock
+    wall, at = anchor
 
     def clock() -> float:
-        elapsed = anyio.current_time() - at
-        if abs(elapsed - (time.monotonic() - monotonic_at)) < _SAME_CLOCK:
-            return time.time()
-        return wall + elapsed
+        return wall + (anyio.current_time() - at)
 
     return clock
+
+
+def _wall_clock() -> float:
+    """``time.time()``, looked up at each call (so a test can step it with monkeypatch)."""
+    return time.time()
+
+
+def _on_the_monotonic_clock() -> bool:
+    """Whether the running event loop's clock is the real monotonic clock.
+
+    On asyncio: the loop's ``time`` is asyncio's own (``BaseEventLoop.time``) or the loop
+    is uvloop's; one that overrides it (looptime's) is virtual. On trio: the clock is
+    trio's ``SystemClock`` (a private class: known by its name); ``MockClock`` or any
+    other clock is virtual. Another backend is taken as virtual (its time is anchored).
+    """
+    library = sniffio.current_async_library()
+    if library == "asyncio":
+        loop = asyncio.get_running_loop()
+        own = getattr(loop.time, "__func__", None) is asyncio.BaseEventLoop.time
+        return own or type(loop).__module__.startswith("uvloop")
+    if library == "trio":
+        import trio  # noqa: PLC0415 - only on trio
+
+        return type(trio.lowlevel.current_clock()).__name__ == "SystemClock"
+    return False
 
 
 async def _send_shutdown(node: Node, *, source: str | None) -> bool:

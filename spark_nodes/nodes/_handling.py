@@ -24,6 +24,7 @@ from spark_nodes.errors import BackendUnavailable
 from spark_nodes.nodes._error_routes import ROUTED_PHASES, ErrorRouting, Followed
 from spark_nodes.nodes._forwarding import Sends, StepFailed, steps_of
 from spark_nodes.nodes._settling import type_name
+from spark_nodes.nodes._supervision import ON_STOP_TIMEOUT
 from spark_nodes.nodes._watch import REPLY_PREFIX, TraceWatch, invoke_record, is_invoke_record
 from spark_nodes.nodes.config import OnError
 from spark_nodes.nodes.context import Control, ExecutionContext
@@ -243,9 +244,12 @@ class Handling(ErrorRouting):
     ) -> Outcome:
         """:meth:`give_up_call`, then the last attempt's ``process_end`` if held back.
 
-        Its outcome is the one the failure had: ``"routed"``, or ``"dead_letter"`` if the
-        error routes could not be taken; ``"retry"`` if giving up was interrupted (the
-        message is handled again: given back, or left pending).
+        Its outcome is the one :meth:`give_up_call` returned: ``"routed"``,
+        ``"dead_letter"`` (also if the error routes could not be taken), or ``"ok"`` if the
+        call keeps the message held; ``"retry"`` if giving up was interrupted (the message
+        is handled again: given back, or left pending), told then shielded from the
+        cancellation for up to ``ON_STOP_TIMEOUT`` seconds, so that an async observer
+        gets it whole.
         """
         end = ending.end if ending is not None else None
         if end is None:
@@ -255,9 +259,10 @@ class Handling(ErrorRouting):
             outcome = await self.give_up_call(*call)
         except BaseException:
             event.outcome = "retry"
-            await self._notify(observers, event)
+            with anyio.CancelScope(shield=True), anyio.move_on_after(ON_STOP_TIMEOUT):
+                await self._notify(observers, event)
             raise
-        event.outcome = "routed" if outcome == "routed" else "dead_letter"
+        event.outcome = outcome
         await self._notify(observers, event)
         return outcome
 
@@ -381,9 +386,10 @@ class Handling(ErrorRouting):
         error: BaseException | None = None,
         ending: _Ending | None = None,
     ) -> None:
-        """Tell ``process_end``; one whose message is to be routed is held in ``ending``.
+        """Tell ``process_end``; the final one of a failure is held in ``ending``.
 
-        (The route may not be taken: :meth:`_give_up_and_tell` tells it once it is known.)
+        (The route may not be taken, the call may keep its message: :meth:`_give_up_and_tell`
+        tells it once the outcome is known.)
         """
         event = GraphEvent(
             "process_end",
@@ -395,7 +401,7 @@ class Handling(ErrorRouting):
             outcome=outcome,
             error=error,
         )
-        if outcome == "routed" and ending is not None:
+        if ending is not None and outcome in ("routed", "dead_letter"):
             ending.end = (observers, event)
             return
         await self._notify(observers, event)
@@ -716,8 +722,9 @@ class _Ending:
     Attributes:
         carry: The metadata observers add to the last attempt's outputs (a tracing
             observer's context), which the error messages carry too.
-        end: The last attempt's ``process_end`` (observers, event), held back while the
-            message is routed.
+        end: The last attempt's ``process_end`` (observers, event) if it failed for
+            good, held back while the message is given up on (routed, dead-lettered, or
+            kept by its call): its outcome is known then.
     """
 
     __slots__ = ("carry", "end")

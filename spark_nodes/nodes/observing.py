@@ -9,7 +9,9 @@ per message and phase:
   end with its ``duration`` and ``outcome``: ``"ok"``, ``"retry"`` (it raised and will be
   tried again), ``"dead_letter"`` (it raised for the last time), ``"routed"`` (it raised for
   the last time, and the message goes to the node's error routes), ``"goto"`` or
-  ``"stop"`` (it asked for ``goto``, or ``stop_graph``/``cancel_graph``);
+  ``"stop"`` (it asked for ``goto``, or ``stop_graph``/``cancel_graph``); the last end of
+  a message given up on comes once that is done (see :data:`Outcome`: a window that keeps
+  its message when its outputs failed ends ``"ok"``, with the ``error``);
 - ``"send"``: an output was handed to the next node's mailbox along an edge (for a
   durable mailbox: committed);
 - ``"ack"``: the node is done with the message (its outcome ``"ok"``, ``"dead_letter"``,
@@ -51,7 +53,15 @@ _log = structlog.get_logger("spark_nodes")
 Phase = Literal["send", "receive", "ack", "process_start", "process_end"]
 """An event's phase (see the module)."""
 Outcome = Literal["ok", "retry", "dead_letter", "routed", "goto", "stop"]
-"""How a ``process`` call (``process_end``) or a message (``ack``) ended."""
+"""How a ``process`` call (``process_end``) or a message (``ack``) ended.
+
+The last ``process_end`` of a message given up on is told once the outcome is known:
+``"routed"`` or ``"dead_letter"``; ``"ok"`` if the call returned, its outputs could not be
+routed or sent, and it keeps the message held (a window still open: ``error`` says what
+failed; the message's ``ack`` comes when it is let go of, and the messages the call
+released are acked ``"dead_letter"``); ``"retry"`` if giving up was interrupted (the
+message is handled again).
+"""
 Side = Literal["input", "output", "both"]
 """Which events of a node an observer attached to it gets: what comes in (``receive``,
 ``process_*``, ``ack``), what goes out (``send`` on its edges), or both."""

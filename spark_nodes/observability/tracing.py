@@ -182,8 +182,8 @@ class TracingObserver:
             span.set_attribute("spark_nodes.outcome", outcome)
         if event.duration is not None:
             span.set_attribute("spark_nodes.duration", event.duration)
-        if outcome in ("retry", "dead_letter", "routed"):
-            error = event.error
+        error = event.error
+        if outcome in ("retry", "dead_letter", "routed") or error is not None:
             if error is not None:
                 span.record_exception(error)
                 span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))

@@ -15,6 +15,7 @@ import anyio
 import pytest
 
 from spark_nodes import (
+    CountWindow,
     ExecutionContext,
     FailedMessage,
     Graph,
@@ -533,6 +534,78 @@ async def test_observers_see_the_outcome_dead_letter_when_the_route_would_pass_m
     ends = [outcome for phase, outcome in told if phase == "process_end"]
     acks = [outcome for phase, outcome in told if phase == "ack"]
     assert ends == acks == ["routed", "routed", "dead_letter"]
+
+
+@pytest.mark.parametrize("error_route", [True, False])
+async def test_a_message_its_window_keeps_when_the_closing_output_fails_ends_ok(
+    error_route: bool,
+) -> None:
+    """Regression: the held-back process_end of the closing call said "dead_letter", then
+    the message stayed held and was acked "ok"; only the part the call released (the
+    window's first message) is a dead letter."""
+    window, sink, handler = CountWindow(2, slide=1, id="w"), Collect(id="sink"), Node(id="h")
+    conditions = iter([False])
+
+    def first_output_unroutable(output: Any) -> bool:
+        if next(conditions, True):
+            return True
+        raise RuntimeError("the edge condition broke once")
+
+    window.on(first_output_unroutable) >> sink
+    if error_route:
+        window.on_error() >> handler
+    graph = Graph(window)
+    told: list[tuple[str, Any, str | None]] = []
+
+    def record(event: GraphEvent) -> None:
+        if event.phase in ("process_end", "ack"):
+            told.append((event.phase, event.message.payload, event.outcome))
+
+    graph.observe(record, node="w")
+    for content in (0, 1):
+        await window.mailbox.send(ChannelMessage(content))
+    with anyio.fail_after(10):
+        result = await graph.run(Task(type=LONG, idle_timeout=0.05))
+    assert told == [
+        ("process_end", 0, "ok"),
+        ("process_end", 1, "ok"),  # kept: its window is still open
+        ("ack", 0, "dead_letter"),
+        ("ack", 1, "ok"),  # let go of when the node drained
+    ]
+    letter = await dead_letter_of(graph)
+    assert (letter.payload, letter.metadata["dead_letter"]["phase"]) == (0, "route")
+    assert result.dead_lettered == 1
+    assert result.node_stats["w"].error_routed == 0
+    assert [output["items"] for output in sink.items] == [[1]]
+
+
+async def test_an_async_observer_gets_the_whole_retry_end_when_giving_up_is_cancelled() -> None:
+    """Regression: the held-back process_end was told in the cancelled scope, so an
+    observer that awaited was cancelled there and never saw it through."""
+    acking = anyio.Event()
+
+    async def ack() -> None:  # the routed message's ack: giving up is under way
+        acking.set()
+        await anyio.sleep_forever()
+
+    a, handler = picky(), Collect(id="handler")
+    a.on_error() >> handler
+    graph = Graph(a)
+    ends: list[tuple[int, str | None]] = []
+
+    async def record(event: GraphEvent) -> None:  # an exporter: its write takes a while
+        if event.phase == "process_end":
+            await anyio.sleep(0.01)  # a wait on the loop (a cancelled scope cancels it)
+            ends.append((event.attempt, event.outcome))
+
+    graph.observe(record, node="a")
+    await a.mailbox.send(ChannelMessage("bad", ack=ack))
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            group.start_soon(graph.run, Task(type=LONG))
+            await acking.wait()
+            group.cancel_scope.cancel()
+    assert ends == [(1, "retry"), (2, "retry"), (3, "retry")]
 
 
 async def test_the_error_message_carries_what_observers_add_to_the_failed_calls_outputs() -> None:

@@ -51,9 +51,12 @@ async def test_on_a_virtual_loop_the_clock_follows_the_loop_not_the_wall_clock(
 ) -> None:
     clock = _loop_wall_clock()
     start = clock()
-    await anyio.sleep(60)  # virtual: no real time passes
     real = time.time
-    monkeypatch.setattr(time, "time", lambda: real() + 3600.0)
+    monkeypatch.setattr(time, "time", lambda: real() + 3600.0)  # the wall clock steps
+    # Regression: a virtual clock that had not moved yet agreed with the monotonic clock,
+    # so the wall clock was read (and its step followed).
+    assert clock() == pytest.approx(start, abs=0.05)
+    await anyio.sleep(60)  # virtual: no real time passes
     assert clock() - start == pytest.approx(60.0, abs=0.05)
 
 

@@ -17,7 +17,16 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanContext, StatusCode
 
-from spark_nodes import ExecutionContext, Graph, Node, NodeConfig, RetryPolicy, Task, TaskType
+from spark_nodes import (
+    CountWindow,
+    ExecutionContext,
+    Graph,
+    Node,
+    NodeConfig,
+    RetryPolicy,
+    Task,
+    TaskType,
+)
 from spark_nodes.channels import ChannelMessage, InMemoryChannel
 from spark_nodes.nodes.observing import GraphEvent
 from spark_nodes.observability import TracingObserver, inject_trace_context
@@ -238,6 +247,27 @@ async def test_a_failed_call_whose_route_cannot_be_taken_ends_as_a_dead_letter(
     [failed] = spans.named("process broken")
     assert dict(failed.attributes or {})["spark_nodes.outcome"] == "dead_letter"
     assert spans.named("process handler") == []
+
+
+async def test_a_call_that_keeps_its_message_when_its_outputs_fail_ends_with_outcome_ok(
+    spans: Spans,
+) -> None:
+    """Its message stays held in the open window (not dead-lettered: the span said so)."""
+    window, sink = CountWindow(2, slide=1, id="w"), Sink(id="sink")
+    conditions = iter([False])
+
+    def first_output_unroutable(output: Any) -> bool:
+        if next(conditions, True):
+            return True
+        raise RuntimeError("the edge condition broke once")
+
+    window.on(first_output_unroutable) >> sink
+    await run_with(Graph(window), spans.observer(), ("w", 0, None), ("w", 1, None))
+    calls = spans.named("process w")
+    assert [dict(span.attributes or {})["spark_nodes.outcome"] for span in calls] == ["ok"] * 2
+    # The second call's outputs failed: its span records that error all the same.
+    assert [span.status.status_code for span in calls] == [StatusCode.OK, StatusCode.ERROR]
+    assert "the edge condition broke once" in (calls[1].status.description or "")
 
 
 async def test_an_input_sent_with_a_traceparent_continues_the_senders_trace(
