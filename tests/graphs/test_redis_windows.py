@@ -7,7 +7,7 @@ window (its graph is ``window_pipeline`` in ``redis_worker_graphs.py``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -91,6 +91,27 @@ def pipeline(
     return build
 
 
+async def serve_and_send(
+    seen: Seen,
+    worker: Graph,
+    client: Graph,
+    items: Iterable[Any],
+    *,
+    until: Callable[[], bool] | None = None,
+    within: float = WAIT,
+) -> None:
+    """Serve ``worker`` while ``client`` sends ``items`` to the window node; once
+    ``until()`` holds (if given), shut the graph down, which flushes what is open."""
+    with anyio.fail_after(within):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(worker.serve)
+            for item in items:
+                await client.send("window", item)
+            if until is not None:
+                await seen.wait(until)
+            await client.shutdown()
+
+
 async def stream_left(raw: RedisClient, graph: Graph, node_id: str) -> tuple[int, int]:
     """Entries of a node's stream (acked ones are deleted), and its pending entries."""
     mailbox = graph.nodes[node_id].mailbox
@@ -105,13 +126,7 @@ async def test_a_count_window_on_a_redis_graph_forwards_each_window_once(
     seen = Seen()
     build = pipeline(seen, lambda: CountWindow(5, id="window"))
     worker, client = cluster.process(build), cluster.process(build)
-    with anyio.fail_after(WAIT):
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(worker.serve)
-            for number in range(15):
-                await client.send("window", number)
-            await seen.wait(lambda: len(seen.windows) == 3)
-            await client.shutdown()
+    await serve_and_send(seen, worker, client, range(15), until=lambda: len(seen.windows) == 3)
     assert await client.state.get("windows") == [
         [0, 1, 2, 3, 4],
         [5, 6, 7, 8, 9],
@@ -129,13 +144,7 @@ async def test_a_window_larger_than_the_prefetch_and_a_batch_completes(
     build = pipeline(seen, lambda: CountWindow(150, id="window"))
     worker = cluster.process(build, prefetch=10)
     client = cluster.process(build, prefetch=10)
-    with anyio.fail_after(WAIT):
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(worker.serve)
-            for number in range(300):
-                await client.send("window", number)
-            await seen.wait(lambda: len(seen.windows) == 2)
-            await client.shutdown()
+    await serve_and_send(seen, worker, client, range(300), until=lambda: len(seen.windows) == 2)
     assert await client.state.get("windows") == [list(range(150)), list(range(150, 300))]
     assert await stream_left(raw, client, "window") == (0, 0)
 
@@ -341,12 +350,7 @@ async def test_a_processing_time_window_open_at_shutdown_is_flushed_by_its_timer
     seen = Seen()
     build = pipeline(seen, lambda: TimeWindow(0.5, id="window"))
     worker, client = cluster.process(build), cluster.process(build)
-    with anyio.fail_after(WAIT):
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(worker.serve)
-            for number in range(3):
-                await client.send("window", number)
-            await client.shutdown()  # at once: the window is still open
+    await serve_and_send(seen, worker, client, range(3))  # at once: the window is still open
     windows = await client.state.get("windows")
     assert [item for window in windows for item in window] == [0, 1, 2]
     assert await stream_left(raw, client, "window") == (0, 0)
@@ -358,12 +362,7 @@ async def test_a_partial_count_window_is_flushed_at_shutdown_on_redis(cluster: C
     seen = Seen()
     build = pipeline(seen, lambda: CountWindow(5, id="window"))
     worker, client = cluster.process(build), cluster.process(build)
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(worker.serve)
-            for number in range(3):
-                await client.send("window", number)
-            await client.shutdown()
+    await serve_and_send(seen, worker, client, range(3), within=5)
     assert await client.state.get("windows") == [[0, 1, 2]]
 
 
@@ -396,13 +395,7 @@ async def test_a_window_whose_output_cannot_be_routed_has_its_messages_dead_lett
     seen = Seen()
     build = pipeline(seen, lambda: CountWindow(2, id="window"), when=no_zero)
     worker, client = cluster.process(build), cluster.process(build)
-    with anyio.fail_after(WAIT):
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(worker.serve)
-            for number in range(4):
-                await client.send("window", number)
-            await seen.wait(lambda: len(seen.windows) == 1)
-            await client.shutdown()
+    await serve_and_send(seen, worker, client, range(4), until=lambda: len(seen.windows) == 1)
     assert await client.state.get("windows") == [[2, 3]]
     assert await dead_letter_count(client) == 2  # 0 and 1
     assert await stream_left(raw, client, "window") == (0, 0)
@@ -416,13 +409,7 @@ async def test_a_sliding_window_keeps_the_message_that_closed_a_window_it_could_
     seen = Seen()
     build = pipeline(seen, lambda: CountWindow(4, slide=2, id="window"), when=no_zero)
     worker, client = cluster.process(build), cluster.process(build)
-    with anyio.fail_after(WAIT):
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(worker.serve)
-            for number in range(6):
-                await client.send("window", number)
-            await seen.wait(lambda: len(seen.windows) == 1)
-            await client.shutdown()
+    await serve_and_send(seen, worker, client, range(6), until=lambda: len(seen.windows) == 1)
     assert await client.state.get("windows") == [[2, 3, 4, 5], [4, 5]]
     assert await dead_letter_count(client) == 2  # 0 and 1
     assert await stream_left(raw, client, "window") == (0, 0)
@@ -442,13 +429,7 @@ async def test_a_window_output_that_cannot_be_committed_dead_letters_every_messa
     seen = Seen()
     build = pipeline(seen, lambda: Unencodable(2, id="window"))
     worker, client = cluster.process(build), cluster.process(build)
-    with anyio.fail_after(WAIT):
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(worker.serve)
-            for number in range(4):
-                await client.send("window", number)
-            await seen.wait(lambda: len(seen.windows) == 1)
-            await client.shutdown()
+    await serve_and_send(seen, worker, client, range(4), until=lambda: len(seen.windows) == 1)
     assert await client.state.get("windows") == [[2, 3]]
     assert await dead_letter_count(client) == 2  # 0 and 1: not acked with empty sends
     assert await stream_left(raw, client, "window") == (0, 0)
@@ -486,12 +467,7 @@ async def test_a_window_flushed_at_the_drain_that_cannot_be_routed_is_dead_lette
 
     build = pipeline(seen, window, when=no_zero)
     worker, client = cluster.process(build), cluster.process(build)
-    with anyio.fail_after(WAIT):
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(worker.serve)
-            for number in range(4):
-                await client.send("window", number)
-            await client.shutdown()
+    await serve_and_send(seen, worker, client, range(4))
     assert await client.state.get("windows") == [[1, 3]]
     assert await dead_letter_count(client) == 2  # 0 and 2
     assert await stream_left(raw, client, "window") == (0, 0)
