@@ -134,7 +134,7 @@ class Commit:
             where the mailbox keeps node results if that message commits; or ``None``.
         released: Indexes of messages released by the message before them that is not
             (a window's or a join's parts, after the message that closed it): each is
-            acked only if that message commits, else left pending, to be delivered again.
+            acked only if that message commits, else delivered again.
     """
 
     messages: list[ChannelMessage] = field(default_factory=list)

@@ -65,12 +65,12 @@ class Distribution:
         self.epoch = 0
         """The run (of the graph, across processes) this one takes part in."""
         self.stats = StatsPublisher(backend.redis, backend.stats_key, runtimes, graph=graph_name)
+        """Publishes this process's figures of its nodes: ``stats.run`` is a task of the
+        run, ``stats.publish_final`` is awaited when it ends (see ``_redis_stats``)."""
         # Per node, its counts (received, processed) when what it holds was last published:
         # a node holds or lets go of a message only while handling one. Renewals drop the
         # entry, so that the published leases' deadlines move on.
         self._held_published: dict[str, tuple[int, int]] = {}
-        """Publishes this process's figures of its nodes: ``stats.run`` is a task of the
-        run, ``stats.publish_final`` is awaited when it ends (see ``_redis_stats``)."""
 
     def mailbox(self, node_id: str) -> RedisChannel:
         """The Redis mailbox of node ``node_id``."""

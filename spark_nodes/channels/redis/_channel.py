@@ -557,8 +557,8 @@ class RedisChannel(BaseChannel):
 
         Each message is judged on its own lease: one whose lease was lost forwards
         nothing, is not acked and reports False; so does one of ``batch.released`` whose
-        releasing message did not commit (it stays pending, delivered again after the
-        visibility timeout); the others commit. The batch's result
+        releasing message did not commit (it is given back at once, for any consumer to
+        take); the others commit. The batch's result
         is kept at ``result_key`` if the message it came from committed. Reads the next
         entries in the same round trip when the buffer is empty.
 
